@@ -1,0 +1,21 @@
+"""The exceptions netpol-learn raises.
+
+    NetpolLearnError            root: every error the tool reports to its user
+    ├── CaptureError            a capture file that yields nothing usable
+    └── FlowLogError            a flow log that cannot be read or written
+
+Library code raises these; only the CLI turns them into one line on stderr and exit code 2.
+Third-party errors are translated where they enter (``raise CaptureError(...) from exc``).
+"""
+
+
+class NetpolLearnError(Exception):
+    """An error in the user's input or environment, reported as one line."""
+
+
+class CaptureError(NetpolLearnError):
+    """A capture file could not be read at all."""
+
+
+class FlowLogError(NetpolLearnError):
+    """A flow log could not be read or written."""

@@ -1,0 +1,459 @@
+"""Header decoding for a chunk of packets, all packets at once, with numpy.
+
+This is the per-packet hot path, written by hand on purpose: full dissection with scapy runs at
+about 6,000 packets/s, while reading each needed header field for a whole chunk as one numpy
+gather keeps the cost per packet to a few tens of nanoseconds. Every field read is a gather over
+a byte view of the chunk (``_Bytes``); every branch of the protocol tree is a boolean mask.
+
+Layers: link (Ethernet with 802.1Q/QinQ, Linux cooked v1/v2, raw IP, null/loopback) ->
+IPv4 (options, fragments) / IPv6 (extension headers) -> TCP, UDP, SCTP, ICMP, ICMPv6.
+Tunnels (VXLAN 4789/8472, Geneve 6081, flannel UDP 8285, IP-in-IP, IPv6-in-IPv4, GRE) are
+decoded again from their inner header, so the fields describe the innermost packet and
+``tunnel`` names the outermost encapsulation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Status of a decoded packet.
+OK = 0
+NON_IP = 1
+TRUNCATED = 2
+LOOPBACK = 3
+ICMP_CONTROL = 4  # ICMP errors, neighbour discovery, MLD: not application traffic
+FRAGMENT = 5  # a non-first fragment: no transport header; ports come from its first fragment
+TUNNEL_TOO_DEEP = 6
+
+STATUS_NAMES = {
+    NON_IP: "non_ip",
+    TRUNCATED: "truncated",
+    LOOPBACK: "loopback",
+    ICMP_CONTROL: "icmp_control",
+    FRAGMENT: "fragments",
+    TUNNEL_TOO_DEEP: "tunnel_too_deep",
+}
+
+TCP, UDP, SCTP, ICMP, ICMPV6 = 6, 17, 132, 1, 58
+
+# Tunnel kinds, by the outermost encapsulation.
+TUNNEL_NAMES = {1: "vxlan", 2: "geneve", 3: "flannel-udp", 4: "ipip", 5: "ip6ip", 6: "gre"}
+VXLAN_PORTS = (4789, 8472)  # 8472: flannel and Cilium (tcpdump calls it OTV)
+GENEVE_PORT = 6081
+FLANNEL_UDP_PORT = 8285
+MAX_TUNNEL_DEPTH = 3
+
+# Direction evidence, per packet: the methods by which its source (ev_src) or its
+# destination (ev_dst) is the client. Bit order is the strength order of docs/flow-log.md.
+EV_SYN, EV_SYNACK, EV_SCTP, EV_ICMP, EV_DNS = 1, 2, 4, 8, 16
+EVIDENCE_METHODS = ("syn", "syn-ack", "sctp-init", "icmp-echo", "dns")
+
+LINK_ETHERNET = 1
+LINK_RAW = 101
+_RAW_LINKS = (12, 14, 101, 228, 229)
+_IPV6_EXTENSIONS = (0, 43, 44, 51, 60, 135, 139, 140)
+_IPV4_MAPPED = np.uint64(0xFFFF00000000)
+_M64 = np.uint64(0x9E3779B97F4A7C15)
+
+
+class _Bytes:
+    """Big-endian integer views at every byte offset of a chunk, padded so that reads past a
+    packet's end stay inside the buffer (the masks throw such values away)."""
+
+    def __init__(self, data: bytes):
+        self.raw = data + bytes(64)
+        n = len(self.raw)
+        self.u8 = np.frombuffer(self.raw, dtype=np.uint8)
+        self.u16 = np.ndarray((n - 1,), ">u2", self.raw, 0, (1,))
+        self.u32 = np.ndarray((n - 3,), ">u4", self.raw, 0, (1,))
+        self.u64 = np.ndarray((n - 7,), ">u8", self.raw, 0, (1,))
+        self.u32le = np.ndarray((n - 3,), "<u4", self.raw, 0, (1,))
+        # Offsets computed from damaged headers can point anywhere: clamp them into the padding.
+        self.limit = len(data)
+
+    def b(self, at):
+        return self.u8[np.minimum(at, self.limit)].astype(np.int64)
+
+    def w(self, at):
+        return self.u16[np.minimum(at, self.limit)].astype(np.int64)
+
+    def d(self, at):
+        return self.u32[np.minimum(at, self.limit)].astype(np.int64)
+
+    def q(self, at):
+        return self.u64[np.minimum(at, self.limit)]
+
+    def d_unsigned(self, at):
+        return self.u32[np.minimum(at, self.limit)].astype(np.uint64)
+
+
+@dataclass
+class Packets:
+    """Decoded fields of the innermost packet, one array element per captured packet."""
+
+    status: np.ndarray  # int8
+    ts: np.ndarray  # int64 ns
+    src_hi: np.ndarray  # uint64: addresses as 128 bits, IPv4 as ::ffff:a.b.c.d
+    src_lo: np.ndarray
+    dst_hi: np.ndarray
+    dst_lo: np.ndarray
+    proto: np.ndarray  # int64
+    sport: np.ndarray  # int64; ICMP echo: the identifier
+    dport: np.ndarray
+    iplen: np.ndarray  # int64: IP bytes of the innermost packet
+    ipid: np.ndarray  # int64: IPv4 identification, IPv6 fragment identification, else 0
+    frag: np.ndarray  # int64: fragment offset (units of 8 bytes); -1 marks a first fragment with more to come
+    ev_src: np.ndarray  # int64 evidence bits
+    ev_dst: np.ndarray
+    fingerprint: np.ndarray  # uint64, independent of addresses and ports
+    dns_at: np.ndarray  # int64: offset of a DNS message (TCP: of its length prefix), -1 if none
+    dns_end: np.ndarray  # int64
+    tunnel: np.ndarray  # int8, TUNNEL_NAMES key of the outermost encapsulation, 0 if none
+    outer: tuple[np.ndarray, ...]  # (src_hi, src_lo, dst_hi, dst_lo) of the outermost IP header
+
+    def __len__(self) -> int:
+        return len(self.status)
+
+
+def decode(data: bytes, off: np.ndarray, caplen: np.ndarray, link: np.ndarray, ts: np.ndarray) -> Packets:
+    view = _Bytes(data)
+    n = len(off)
+    end = off + caplen
+    z64 = lambda: np.zeros(n, dtype=np.int64)  # noqa: E731
+    zu = lambda: np.zeros(n, dtype=np.uint64)  # noqa: E731
+    p = Packets(
+        status=np.full(n, NON_IP, dtype=np.int8),
+        ts=ts,
+        src_hi=zu(), src_lo=zu(), dst_hi=zu(), dst_lo=zu(),
+        proto=z64(), sport=z64(), dport=z64(), iplen=z64(), ipid=z64(), frag=z64(),
+        ev_src=z64(), ev_dst=z64(),
+        fingerprint=zu(),
+        dns_at=np.full(n, -1, dtype=np.int64), dns_end=z64(),
+        tunnel=np.zeros(n, dtype=np.int8),
+        outer=(zu(), zu(), zu(), zu()),
+    )
+    active = np.arange(n)
+    cur_off, cur_link, cur_end = off, link.astype(np.int64), end
+    for depth in range(MAX_TUNNEL_DEPTH + 1):
+        if not active.size:
+            break
+        layer = _decode_layer(view, cur_off, cur_end, cur_link)
+        _store(p, active, layer)
+        tun = layer.tunnel > 0
+        if not tun.any():
+            break
+        sel = active[tun]
+        if depth == 0:
+            p.tunnel[sel] = layer.tunnel[tun]
+            for dst, src in zip(p.outer, (layer.src_hi, layer.src_lo, layer.dst_hi, layer.dst_lo)):
+                dst[sel] = src[tun]
+        if depth == MAX_TUNNEL_DEPTH:
+            p.status[sel] = TUNNEL_TOO_DEEP
+            break
+        active, cur_off, cur_link, cur_end = sel, layer.inner_off[tun], layer.inner_link[tun], cur_end[tun]
+    return p
+
+
+@dataclass
+class _Layer:
+    status: np.ndarray
+    src_hi: np.ndarray
+    src_lo: np.ndarray
+    dst_hi: np.ndarray
+    dst_lo: np.ndarray
+    proto: np.ndarray
+    sport: np.ndarray
+    dport: np.ndarray
+    iplen: np.ndarray
+    ipid: np.ndarray
+    frag: np.ndarray
+    ev_src: np.ndarray
+    ev_dst: np.ndarray
+    fingerprint: np.ndarray
+    dns_at: np.ndarray
+    dns_end: np.ndarray
+    tunnel: np.ndarray
+    inner_off: np.ndarray
+    inner_link: np.ndarray
+
+
+_STORED = ("status", "src_hi", "src_lo", "dst_hi", "dst_lo", "proto", "sport", "dport", "iplen", "ipid",
+           "frag", "ev_src", "ev_dst", "fingerprint", "dns_at", "dns_end")
+
+
+def _store(p: Packets, at: np.ndarray, layer: _Layer) -> None:
+    for name in _STORED:
+        getattr(p, name)[at] = getattr(layer, name)
+
+
+def _link_layer(v: _Bytes, off, end, link):
+    """(l3 offset, ethertype) per packet; ethertype 0 where the link layer carries no IP."""
+    m = len(off)
+    l3 = off.copy()
+    et = np.zeros(m, dtype=np.int64)
+
+    eth = link == LINK_ETHERNET
+    if eth.any():
+        o = off[eth]
+        e = v.w(o + 12)
+        at = o + 14
+        for _ in range(2):  # 802.1Q, QinQ (802.1ad and the older 0x9100)
+            tagged = (e == 0x8100) | (e == 0x88A8) | (e == 0x9100)
+            if not tagged.any():
+                break
+            e[tagged] = v.w(at[tagged] + 2)
+            at[tagged] += 4
+        et[eth], l3[eth] = e, at
+    sll = link == 113
+    if sll.any():
+        et[sll], l3[sll] = v.w(off[sll] + 14), off[sll] + 16
+    sll2 = link == 276
+    if sll2.any():
+        et[sll2], l3[sll2] = v.w(off[sll2]), off[sll2] + 20
+    raw = np.isin(link, _RAW_LINKS)
+    if raw.any():
+        version = v.b(off[raw]) >> 4
+        et[raw] = np.where(version == 4, 0x0800, np.where(version == 6, 0x86DD, 0))
+    null = link == 0
+    if null.any():
+        # DLT_NULL stores the address family in the writer's byte order; families are small numbers.
+        fam = v.u32le[np.minimum(off[null], v.limit)].astype(np.int64)
+        fam = np.where(fam > 0xFFFF, v.d(off[null]), fam)
+        et[null] = _family_to_ethertype(fam)
+        l3[null] = off[null] + 4
+    loop = link == 108
+    if loop.any():
+        et[loop] = _family_to_ethertype(v.d(off[loop]))
+        l3[loop] = off[loop] + 4
+    return l3, et
+
+
+def _family_to_ethertype(fam):
+    return np.where(fam == 2, 0x0800, np.where(np.isin(fam, (10, 24, 28, 30)), 0x86DD, 0))
+
+
+def _decode_layer(v: _Bytes, off, end, link) -> _Layer:
+    m = len(off)
+    z = lambda: np.zeros(m, dtype=np.int64)  # noqa: E731
+    zu = lambda: np.zeros(m, dtype=np.uint64)  # noqa: E731
+    status = np.full(m, NON_IP, dtype=np.int8)
+    src_hi, src_lo, dst_hi, dst_lo = zu(), zu(), zu(), zu()
+    proto, iplen, ipid, frag = z(), z(), z(), z()
+    l4 = z()
+
+    l3, et = _link_layer(v, off, end, link)
+    status[l3 >= end] = TRUNCATED
+
+    # IPv4
+    v4 = (et == 0x0800) & (l3 + 20 <= end)
+    status[(et == 0x0800) & (l3 + 20 > end)] = TRUNCATED
+    if v4.any():
+        o = l3[v4]
+        b0 = v.b(o)
+        ihl = (b0 & 15) * 4
+        total = v.w(o + 2)
+        good = (b0 >> 4 == 4) & (ihl >= 20) & (o + ihl <= end[v4]) & (total >= ihl)
+        fragword = v.w(o + 6)
+        offset = fragword & 0x1FFF
+        more = (fragword & 0x2000) != 0
+        idx = np.flatnonzero(v4)
+        status[idx] = np.where(good, OK, TRUNCATED)
+        src_lo[idx] = _IPV4_MAPPED | v.d_unsigned(o + 12)
+        dst_lo[idx] = _IPV4_MAPPED | v.d_unsigned(o + 16)
+        proto[idx] = v.b(o + 9)
+        iplen[idx] = total
+        ipid[idx] = v.w(o + 4)
+        frag[idx] = np.where(offset > 0, offset, np.where(more, -1, 0))
+        l4[idx] = o + ihl
+
+    # IPv6, walking its extension headers
+    v6 = (et == 0x86DD) & (l3 + 40 <= end)
+    status[(et == 0x86DD) & (l3 + 40 > end)] = TRUNCATED
+    if v6.any():
+        idx = np.flatnonzero(v6)
+        o = l3[idx]
+        good = v.b(o) >> 4 == 6
+        status[idx] = np.where(good, OK, TRUNCATED)
+        plen = v.w(o + 4)
+        iplen[idx] = np.where(plen > 0, plen + 40, end[idx] - o)  # 0: jumbogram
+        src_hi[idx], src_lo[idx] = v.q(o + 8), v.q(o + 16)
+        dst_hi[idx], dst_lo[idx] = v.q(o + 24), v.q(o + 32)
+        nh = v.b(o + 6)
+        at = o + 40
+        for _ in range(8):
+            ext = np.isin(nh, _IPV6_EXTENSIONS) & (status[idx] == OK)
+            if not ext.any():
+                break
+            e_at = at[ext]
+            short = e_at + 8 > end[idx[ext]]
+            status[idx[ext][short]] = TRUNCATED
+            fragment = nh[ext] == 44
+            fw = v.w(e_at + 2)
+            fidx = idx[ext][fragment]
+            frag[fidx] = np.where(fw[fragment] >> 3 > 0, fw[fragment] >> 3, np.where(fw[fragment] & 1, -1, 0))
+            ipid[fidx] = v.d(e_at[fragment] + 4)
+            size = np.where(fragment, 8, np.where(nh[ext] == 51, (v.b(e_at + 1) + 2) * 4, (v.b(e_at + 1) + 1) * 8))
+            nh[ext] = v.b(e_at)
+            at[ext] = e_at + size
+        proto[idx] = nh
+        l4[idx] = at
+
+    ok = status == OK
+    ipend = np.minimum(l3 + iplen, end)
+
+    # Loopback traffic is the node talking to itself: never a policy matter.
+    is_v4 = src_hi == 0
+    lo_v4 = ((src_lo >> np.uint64(24)) & np.uint64(0xFFFFFF)) == 0xFFFF7F
+    lo_v4 |= ((dst_lo >> np.uint64(24)) & np.uint64(0xFFFFFF)) == 0xFFFF7F
+    lo_v6 = ((src_hi == 0) & (src_lo == 1)) | ((dst_hi == 0) & (dst_lo == 1))
+    status[ok & ((is_v4 & lo_v4) | lo_v6)] = LOOPBACK
+    ok = status == OK
+
+    tail = ok & (frag > 0)
+    status[tail] = FRAGMENT
+    ok &= ~tail
+
+    sport, dport, ev_src, ev_dst = z(), z(), z(), z()
+    seq, ack, flags = z(), z(), z()
+    pay = l4.copy()
+
+    def need(mask, length):
+        short = mask & (l4 + length > ipend)
+        status[short] = TRUNCATED
+        return mask & ~short
+
+    tcp = need(ok & (proto == TCP), 20)
+    if tcp.any():
+        o = l4[tcp]
+        sport[tcp], dport[tcp] = v.w(o), v.w(o + 2)
+        seq[tcp], ack[tcp] = v.d(o + 4), v.d(o + 8)
+        fl = v.b(o + 13)
+        flags[tcp] = fl
+        pay[tcp] = o + (v.b(o + 12) >> 4) * 4
+        syn = (fl & 0x12) == 0x02
+        synack = (fl & 0x12) == 0x12
+        ev_src[tcp] |= np.where(syn, EV_SYN, 0)
+        ev_dst[tcp] |= np.where(synack, EV_SYNACK, 0)
+    udp = need(ok & (proto == UDP), 8)
+    if udp.any():
+        o = l4[udp]
+        sport[udp], dport[udp] = v.w(o), v.w(o + 2)
+        pay[udp] = o + 8
+    sctp = need(ok & (proto == SCTP), 12)
+    if sctp.any():
+        o = l4[sctp]
+        sport[sctp], dport[sctp] = v.w(o), v.w(o + 2)
+        chunk = np.where(o + 13 <= ipend[sctp], v.b(o + 12), 0)
+        ev_src[sctp] |= np.where(chunk == 1, EV_SCTP, 0)  # INIT
+        ev_dst[sctp] |= np.where(chunk == 2, EV_SCTP, 0)  # INIT ACK
+        seq[sctp] = v.d(o + 4)  # verification tag
+        pay[sctp] = o + 12
+    icmp = need(ok & ((proto == ICMP) | (proto == ICMPV6)), 8)
+    if icmp.any():
+        o = l4[icmp]
+        typ = v.b(o)
+        v6msg = proto[icmp] == ICMPV6
+        request = np.where(v6msg, typ == 128, typ == 8)
+        reply = np.where(v6msg, typ == 129, typ == 0)
+        echo = request | reply
+        ident = v.w(o + 4)
+        sport[icmp] = np.where(echo, ident, 0)
+        dport[icmp] = np.where(echo, ident, 0)
+        ev_src[icmp] |= np.where(request, EV_ICMP, 0)
+        ev_dst[icmp] |= np.where(reply, EV_ICMP, 0)
+        # NAT may rewrite the echo identifier; the sequence number and the data it keeps.
+        seq[icmp] = v.w(o + 6) | (typ << 16)
+        pay[icmp] = o + 8
+        idx = np.flatnonzero(icmp)
+        status[idx[~echo]] = ICMP_CONTROL
+    ok = status == OK
+
+    # Tunnels: decode again from the inner header.
+    tunnel = np.zeros(m, dtype=np.int8)
+    inner_off = z()
+    inner_link = z()
+    udp_ok = ok & (proto == UDP)
+    vx = udp_ok & np.isin(dport, VXLAN_PORTS) & (pay + 8 + 14 <= end)
+    if vx.any():
+        vx[vx] = (v.b(pay[vx]) & 0x08) != 0  # the "VNI present" flag
+        tunnel[vx], inner_off[vx], inner_link[vx] = 1, pay[vx] + 8, LINK_ETHERNET
+    gv = udp_ok & (dport == GENEVE_PORT) & (pay + 8 <= end)
+    if gv.any():
+        g0 = v.b(pay[gv])
+        ptype = v.w(pay[gv] + 2)
+        sub = np.flatnonzero(gv)
+        good = (g0 >> 6 == 0) & np.isin(ptype, (0x6558, 0x0800, 0x86DD))
+        sub = sub[good]
+        tunnel[sub] = 2
+        inner_off[sub] = pay[sub] + 8 + (g0[good] & 0x3F) * 4
+        inner_link[sub] = np.where(ptype[good] == 0x6558, LINK_ETHERNET, LINK_RAW)
+    fl = udp_ok & (dport == FLANNEL_UDP_PORT) & (pay + 20 <= end)
+    if fl.any():
+        fl[fl] = np.isin(v.b(pay[fl]) >> 4, (4, 6))
+        tunnel[fl], inner_off[fl], inner_link[fl] = 3, pay[fl], LINK_RAW
+    ipip = ok & ((proto == 4) | (proto == 41)) & (l4 + 20 <= end)
+    if ipip.any():
+        tunnel[ipip] = np.where(proto[ipip] == 4, 4, 5)
+        inner_off[ipip], inner_link[ipip] = l4[ipip], LINK_RAW
+    gre = ok & (proto == 47) & (l4 + 4 <= end)
+    if gre.any():
+        gf = v.w(l4[gre])
+        ptype = v.w(l4[gre] + 2)
+        hl = 4 + 4 * (((gf >> 15) | (gf >> 14)) & 1) + 4 * ((gf >> 13) & 1) + 4 * ((gf >> 12) & 1)
+        good = ((gf & 7) == 0) & np.isin(ptype, (0x6558, 0x0800, 0x86DD))
+        sub = np.flatnonzero(gre)[good]
+        tunnel[sub] = 6
+        inner_off[sub] = l4[sub] + hl[good]
+        inner_link[sub] = np.where(ptype[good] == 0x6558, LINK_ETHERNET, LINK_RAW)
+    status[(ok & (proto == 47)) & (tunnel == 0)] = NON_IP  # GRE carrying something other than IP
+
+    # DNS: where the message starts, and its QR bit as direction evidence.
+    dns_at = np.full(m, -1, dtype=np.int64)
+    dns_end = ipend.copy()
+    dns = ok & (tunnel == 0) & ((proto == UDP) | (proto == TCP)) & ((sport == 53) | (dport == 53))
+    if dns.any():
+        at = pay[dns] + np.where(proto[dns] == TCP, 2, 0)
+        has_header = at + 12 <= ipend[dns]
+        idx = np.flatnonzero(dns)[has_header]
+        at = at[has_header]
+        dns_at[idx] = at - np.where(proto[idx] == TCP, 2, 0)
+        qr = v.b(at + 2) >> 7
+        ev_src[idx] |= np.where(qr == 0, EV_DNS, 0)
+        ev_dst[idx] |= np.where(qr == 1, EV_DNS, 0)
+
+    # Fingerprint: what stays the same when the packet is seen again elsewhere, even after NAT
+    # rewrote its addresses and ports (those are deliberately left out).
+    word = _payload_word(v, pay, ipend)
+    word2 = _payload_word(v, pay + 8, ipend)
+    fp = _mix(proto.astype(np.uint64), iplen, ipid, frag, seq, ack, flags, word, word2)
+
+    return _Layer(
+        status=status, src_hi=src_hi, src_lo=src_lo, dst_hi=dst_hi, dst_lo=dst_lo,
+        proto=proto, sport=sport, dport=dport, iplen=iplen, ipid=ipid, frag=frag,
+        ev_src=ev_src, ev_dst=ev_dst, fingerprint=fp, dns_at=dns_at, dns_end=dns_end,
+        tunnel=tunnel, inner_off=inner_off, inner_link=inner_link,
+    )
+
+
+def _payload_word(v: _Bytes, at, ipend):
+    """Up to 8 payload bytes at ``at`` as an integer, zero where the packet has fewer."""
+    avail = np.clip(ipend - at, 0, 8).astype(np.uint64)
+    shift = (np.uint64(8) - avail) * np.uint64(8)
+    word = np.where(avail > 0, v.q(at) >> np.minimum(shift, np.uint64(56)), np.uint64(0))
+    return word
+
+
+def _mix(h: np.ndarray, *values: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of several integer arrays (multiply-xorshift; wraps around on purpose)."""
+    h = h.astype(np.uint64)
+    with np.errstate(over="ignore"):
+        for x in values:
+            h = (h ^ x.astype(np.uint64)) * _M64
+            h ^= h >> np.uint64(29)
+    return h
+
+
+def mix(*values: np.ndarray) -> np.ndarray:
+    return _mix(np.zeros(len(values[0]), dtype=np.uint64), *values)

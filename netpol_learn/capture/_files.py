@@ -1,0 +1,361 @@
+"""Capture files: pcap (both byte orders, micro- and nanosecond) and pcapng, plain or gzip.
+
+Yields the packets in chunks of a few MiB: the raw bytes and numpy arrays of where each packet
+starts, its captured length, timestamp and link type. Walking the record headers is written by hand
+rather than with scapy's readers: it is the per-packet hot path, and a plain loop over
+``struct.unpack_from`` here walks several million records a second, while a reader that builds an
+object per packet manages a few hundred thousand.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from netpol_learn._errors import CaptureError
+
+CHUNK_BYTES = 8 << 20
+#: No link layer gives frames larger than this; a longer record is damage, not a packet.
+MAX_RECORD = 262144
+MAX_BLOCK = 16 << 20
+
+LINKTYPE_NAMES = {
+    0: "null/loopback",
+    1: "Ethernet",
+    12: "raw IP",
+    14: "raw IP",
+    101: "raw IP",
+    108: "OpenBSD loopback",
+    113: "Linux cooked v1",
+    228: "raw IPv4",
+    229: "raw IPv6",
+    276: "Linux cooked v2",
+}
+SUPPORTED_LINKTYPES = frozenset(LINKTYPE_NAMES)
+
+PCAP_MAGIC = {
+    b"\xd4\xc3\xb2\xa1": ("<", 1000),
+    b"\xa1\xb2\xc3\xd4": (">", 1000),
+    b"\x4d\x3c\xb2\xa1": ("<", 1),
+    b"\xa1\xb2\x3c\x4d": (">", 1),
+}
+PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+GZIP_MAGIC = b"\x1f\x8b"
+
+Warn = Callable[[str], None]
+
+
+@dataclass
+class Chunk:
+    """Packets read from one stretch of a file. Packet i is data[off[i] : off[i] + caplen[i]]."""
+
+    data: bytes
+    off: np.ndarray  # int64
+    caplen: np.ndarray  # int64
+    ts: np.ndarray  # int64 nanoseconds since the epoch
+    link: np.ndarray  # int32 link type
+
+    def __len__(self) -> int:
+        return len(self.off)
+
+
+class _Source:
+    """A file, transparently gunzipped, that knows how far into the raw file it has read."""
+
+    def __init__(self, path: Path):
+        try:
+            self.raw = open(path, "rb")
+        except OSError as exc:
+            raise CaptureError(f"{path}: cannot open: {exc.strerror or exc}") from exc
+        self.path = path
+        self.size = path.stat().st_size
+        head = self.raw.read(2)
+        self.raw.seek(0)
+        self.fh = gzip.GzipFile(fileobj=self.raw, mode="rb") if head == GZIP_MAGIC else self.raw
+        self.compressed = head == GZIP_MAGIC
+        self.error: str | None = None
+
+    def read(self, n: int) -> bytes:
+        if self.error:
+            return b""
+        try:
+            return self.fh.read(n)
+        except (EOFError, OSError, zlib.error) as exc:
+            # A cut-off or damaged gzip stream: keep what was decompressed so far.
+            self.error = f"compressed data damaged or cut off ({exc})"
+            return b""
+
+    def progress(self) -> int:
+        try:
+            return self.raw.tell()
+        except (OSError, ValueError):
+            return 0
+
+    def close(self) -> None:
+        if self.fh is not self.raw:
+            self.fh.close()
+        self.raw.close()
+
+
+def _u32_view(data: bytes, endian: str) -> np.ndarray:
+    """Every offset of ``data`` read as a 32-bit integer (stride 1, unaligned reads)."""
+    return np.ndarray(shape=(max(len(data) - 3, 0),), dtype=endian + "u4", buffer=data, offset=0, strides=(1,))
+
+
+def read_chunks(path: Path, warn: Warn, progress: Callable[[int], None] | None = None) -> Iterator[Chunk]:
+    """The packets of one capture file, in chunks; damage is reported through ``warn``."""
+    src = _Source(path)
+    try:
+        head = src.read(4)
+        if not head:
+            raise CaptureError(f"{path}: empty file" + (f" ({src.error})" if src.error else ""))
+        if head in PCAP_MAGIC:
+            yield from _pcap_chunks(src, head, warn, progress)
+        elif head == PCAPNG_SHB:
+            yield from _pcapng_chunks(src, head, warn, progress)
+        else:
+            raise CaptureError(f"{path}: not a pcap or pcapng file (starts with {head.hex()})")
+        if src.error:
+            warn(f"{path}: {src.error}; kept the packets read before it")
+    finally:
+        src.close()
+
+
+# --- pcap ----------------------------------------------------------------------------------
+
+
+def _pcap_chunks(src: _Source, magic: bytes, warn: Warn, progress) -> Iterator[Chunk]:
+    endian, frac_ns = PCAP_MAGIC[magic]
+    rest = src.read(20)
+    if len(rest) < 20:
+        raise CaptureError(f"{src.path}: pcap file header cut off after {4 + len(rest)} bytes")
+    _major, _minor, _zone, _sigfigs, snaplen, linktype = struct.unpack(endian + "HHiIII", rest)
+    linktype &= 0x0FFFFFFF  # the upper bits carry FCS information
+    if linktype not in SUPPORTED_LINKTYPES:
+        raise CaptureError(f"{src.path}: link type {linktype} is not supported (supported: {_supported_names()})")
+    if not 0 < snaplen <= MAX_RECORD:
+        snaplen = MAX_RECORD
+    incl_of = struct.Struct(endian + "I").unpack_from
+    header_of = struct.Struct(endian + "IIII").unpack_from
+    buf = b""
+    base = 24  # file offset of buf[0]
+    warned_snaplen = False
+    eof = False
+    while not eof:
+        data = src.read(CHUNK_BYTES)
+        eof = not data
+        buf = buf + data if buf else data
+        n = len(buf)
+        offs: list[int] = []
+        append = offs.append
+        pos = 0
+        # Hot loop: one unpack and two comparisons per record.
+        while pos + 16 <= n:
+            incl = incl_of(buf, pos + 8)[0]
+            if incl > snaplen:
+                if incl <= MAX_RECORD:
+                    if not warned_snaplen:
+                        warn(f"{src.path}: record at byte {base + pos} has captured length {incl} over the snap length {snaplen}; read anyway")
+                        warned_snaplen = True
+                else:
+                    prev_ts = header_of(buf, offs[-1])[0] if offs else None
+                    skip_to = _pcap_resync(buf, pos, n, header_of, snaplen, prev_ts, final=eof)
+                    if skip_to is None and not eof and pos + MAX_RECORD * 2 > n:
+                        break  # not enough data buffered to look for the next record
+                    where = base + pos
+                    if skip_to is None:
+                        warn(f"{src.path}: damaged record at byte {where} (captured length {incl}); stopped there, kept the packets before it")
+                        pos = n
+                        eof = True
+                        break
+                    warn(f"{src.path}: damaged record at byte {where} (captured length {incl}); skipped {skip_to - pos} bytes to the next record")
+                    pos = skip_to
+                    continue
+            end = pos + 16 + incl
+            if end > n:
+                break
+            append(pos)
+            pos = end
+        if offs:
+            yield _pcap_chunk(buf, offs, endian, frac_ns, linktype)
+        if progress:
+            progress(src.progress())
+        base += pos
+        buf = buf[pos:]
+        if eof and buf:
+            warn(f"{src.path}: last record at byte {base} cut off ({len(buf)} bytes of it present); kept the packets before it")
+            break
+
+
+def _pcap_resync(buf: bytes, pos: int, n: int, header_of, snaplen: int, prev_ts: int | None, final: bool) -> int | None:
+    """Find the next plausible record after damage at ``pos``: two headers in a row that make sense.
+
+    A header is plausible when its lengths fit the snap length and its seconds are within a day of
+    the last good record's.
+    """
+
+    def plausible(p: int) -> bool:
+        if p + 16 > n:
+            return False
+        sec, usec, incl, orig = header_of(buf, p)
+        if incl > snaplen or orig < incl or orig > MAX_RECORD * 4:
+            return False
+        return prev_ts is None or abs(sec - prev_ts) <= 86400
+
+    def followed(p: int) -> bool:
+        nxt = p + 16 + header_of(buf, p)[2]
+        return nxt == n and final or plausible(nxt)
+
+    # A linear scan, bounded to a few records' worth of bytes: damage is rare and this runs once per damaged stretch.
+    for p in range(pos + 1, min(n, pos + 4 * MAX_RECORD) - 15):
+        if plausible(p) and followed(p):
+            return p
+    return None
+
+
+def _pcap_chunk(buf: bytes, offs: list[int], endian: str, frac_ns: int, linktype: int) -> Chunk:
+    off = np.array(offs, dtype=np.int64)
+    u32 = _u32_view(buf, endian)
+    sec = u32[off].astype(np.int64)
+    frac = u32[off + 4].astype(np.int64)
+    caplen = u32[off + 8].astype(np.int64)
+    return Chunk(
+        data=buf,
+        off=off + 16,
+        caplen=caplen,
+        ts=sec * 1_000_000_000 + frac * frac_ns,
+        link=np.full(len(off), linktype, dtype=np.int32),
+    )
+
+
+def _supported_names() -> str:
+    return ", ".join(sorted({f"{n} ({LINKTYPE_NAMES[n]})" for n in (0, 1, 101, 113, 228, 229, 276)}))
+
+
+# --- pcapng --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Interface:
+    linktype: int
+    snaplen: int
+    tick_num: int  # nanoseconds = ticks * tick_num // tick_den
+    tick_den: int
+
+
+def _pcapng_chunks(src: _Source, magic: bytes, warn: Warn, progress) -> Iterator[Chunk]:
+    buf = magic
+    base = 0
+    endian = "<"
+    interfaces: list[_Interface] = []
+    unsupported_warned: set[int] = set()
+    eof = False
+    while not eof:
+        data = src.read(CHUNK_BYTES)
+        eof = not data
+        buf = buf + data if buf else data
+        n = len(buf)
+        offs: list[int] = []
+        caps: list[int] = []
+        ticks: list[int] = []
+        ifaces: list[int] = []
+        pos = 0
+        while pos + 12 <= n:
+            btype = buf[pos : pos + 4]
+            if btype == PCAPNG_SHB:
+                bom = buf[pos + 8 : pos + 12]
+                if len(bom) < 4:
+                    break
+                if bom == b"\x4d\x3c\x2b\x1a":
+                    endian = "<"
+                elif bom == b"\x1a\x2b\x3c\x4d":
+                    endian = ">"
+                else:
+                    warn(f"{src.path}: damaged section header at byte {base + pos}; stopped there, kept the packets before it")
+                    pos, eof = n, True
+                    break
+                interfaces = []
+            btype_i, blen = struct.unpack_from(endian + "II", buf, pos)
+            if blen < 12 or blen % 4 or blen > MAX_BLOCK:
+                warn(f"{src.path}: damaged block at byte {base + pos} (length {blen}); stopped there, kept the packets before it")
+                pos, eof = n, True
+                break
+            end = pos + blen
+            if end > n:
+                break
+            if btype_i == 6 or btype_i == 2:  # enhanced / obsolete packet block
+                if btype_i == 6:
+                    iface, hi, lo, cap, _orig = struct.unpack_from(endian + "IIIII", buf, pos + 8)
+                else:
+                    iface, _drops, hi, lo, cap, _orig = struct.unpack_from(endian + "HHIIII", buf, pos + 8)
+                if iface >= len(interfaces) or cap > blen - 28:
+                    warn(f"{src.path}: damaged packet block at byte {base + pos}; skipped")
+                elif interfaces[iface].linktype in SUPPORTED_LINKTYPES:
+                    offs.append(pos + 28)
+                    caps.append(cap)
+                    ticks.append((hi << 32) | lo)
+                    ifaces.append(iface)
+            elif btype_i == 3:  # simple packet block: no timestamp, interface 0
+                if interfaces and interfaces[0].linktype in SUPPORTED_LINKTYPES:
+                    (orig,) = struct.unpack_from(endian + "I", buf, pos + 8)
+                    offs.append(pos + 12)
+                    caps.append(min(orig, blen - 16, interfaces[0].snaplen or MAX_RECORD))
+                    ticks.append(0)
+                    ifaces.append(0)
+            elif btype_i == 1:
+                iface = _parse_idb(buf, pos, blen, endian)
+                interfaces.append(iface)
+                if iface.linktype not in SUPPORTED_LINKTYPES and iface.linktype not in unsupported_warned:
+                    unsupported_warned.add(iface.linktype)
+                    warn(f"{src.path}: interface {len(interfaces) - 1} has link type {iface.linktype}, which is not supported; its packets are skipped")
+            pos = end
+        if offs:
+            yield _pcapng_chunk(buf, offs, caps, ticks, ifaces, interfaces)
+        if progress:
+            progress(src.progress())
+        base += pos
+        buf = buf[pos:]
+        if eof and buf:
+            warn(f"{src.path}: last block at byte {base} cut off ({len(buf)} bytes of it present); kept the packets before it")
+            break
+
+
+def _parse_idb(buf: bytes, pos: int, blen: int, endian: str) -> _Interface:
+    linktype, _reserved, snaplen = struct.unpack_from(endian + "HHI", buf, pos + 8)
+    num, den = 1000, 1  # default resolution: microseconds
+    p, end = pos + 16, pos + blen - 4
+    while p + 4 <= end:
+        code, length = struct.unpack_from(endian + "HH", buf, p)
+        if code == 0:
+            break
+        if code == 9 and length >= 1:  # if_tsresol
+            res = buf[p + 4]
+            if res & 0x80:
+                num, den = 1_000_000_000, 1 << (res & 0x7F)
+            else:
+                exp = res & 0x7F
+                num, den = (10 ** (9 - exp), 1) if exp <= 9 else (1, 10 ** (exp - 9))
+        p += 4 + ((length + 3) & ~3)
+    return _Interface(linktype, snaplen, num, den)
+
+
+def _pcapng_chunk(buf, offs, caps, ticks, ifaces, interfaces: list[_Interface]) -> Chunk:
+    iface = np.array(ifaces, dtype=np.int64)
+    num = np.array([i.tick_num for i in interfaces], dtype=np.int64)[iface]
+    den = np.array([i.tick_den for i in interfaces], dtype=np.int64)[iface]
+    t = np.array(ticks, dtype=np.uint64)
+    # ticks * num can overflow 64 bits for nanosecond ticks; split the multiplication.
+    ts = (t // den.astype(np.uint64)) * num.astype(np.uint64) + (t % den.astype(np.uint64)) * num.astype(np.uint64) // den.astype(np.uint64)
+    return Chunk(
+        data=buf,
+        off=np.array(offs, dtype=np.int64),
+        caplen=np.array(caps, dtype=np.int64),
+        ts=ts.astype(np.int64),
+        link=np.array([i.linktype for i in interfaces], dtype=np.int32)[iface],
+    )
