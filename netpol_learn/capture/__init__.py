@@ -37,20 +37,19 @@ def capture_file(
     raised only when the file yields no packet at all.
     """
     path = Path(path)
+    # Warnings wait for the end of the file: when nothing could be read they fold into the one
+    # error line instead.
     warnings: list[str] = []
-
-    def note(message: str) -> None:
-        warnings.append(message)
-        if warn:
-            warn(message)
-
     agg = Aggregator(int(dedup_window * 1e9))
-    for chunk in read_chunks(path, note, progress):
+    for chunk in read_chunks(path, warnings.append, progress):
         packets = decode(chunk.data, chunk.off, chunk.caplen, chunk.link, chunk.ts)
         agg.feed(chunk.data, packets)
     if not agg.stats["packets"]:
-        reason = warnings[0].split(": ", 1)[-1] if warnings else "no packets in it"
+        reason = warnings[0].split(": ", 1)[-1].split("; ")[0] if warnings else "no packets in it"
         raise CaptureError(f"{path}: nothing usable read ({reason})")
+    for message in warnings:
+        if warn:
+            warn(message)
     return agg.result(path.name)
 
 
@@ -61,9 +60,22 @@ def capture_files(
     warn: Callable[[str], None] | None = None,
     progress: Callable[[Path, int], None] | None = None,
 ) -> FlowLog:
-    """``capture_file`` for each path, merged."""
+    """``capture_file`` for each path, merged.
+
+    A file that yields nothing is reported through ``warn`` and the others are still read;
+    ``CaptureError`` is raised when no file yields anything (with one path: that file's error).
+    """
+    paths = [Path(p) for p in paths]
     logs = []
     for p in paths:
-        report = (lambda pos, p=Path(p): progress(p, pos)) if progress else None
-        logs.append(capture_file(p, dedup_window=dedup_window, warn=warn, progress=report))
+        report = (lambda pos, p=p: progress(p, pos)) if progress else None
+        try:
+            logs.append(capture_file(p, dedup_window=dedup_window, warn=warn, progress=report))
+        except CaptureError as exc:
+            if len(paths) == 1:
+                raise
+            if warn:
+                warn(str(exc))
+    if not logs:
+        raise CaptureError(f"nothing usable read from any of the {len(paths)} files")
     return merge_logs(logs)

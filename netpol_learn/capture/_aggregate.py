@@ -98,7 +98,7 @@ class Aggregator:
         self.conns = _empty_table()
         self.pending: list[dict] = []
         self.pending_rows = 0
-        self.carry: tuple[np.ndarray, ...] | None = None
+        self.carry: dict[str, np.ndarray] | None = None
         self.alias_edges: set[tuple[int, int, bool]] = set()
         self.alias_views: dict[int, tuple[int, int, int, int, int, int, int]] = {}
         self.first_fragments: dict[tuple, tuple[int, int]] = {}
@@ -134,8 +134,13 @@ class Aggregator:
         key = d.mix(proto, a_hi, a_lo, a_port, b_hi, b_lo, b_port)
         ts = p.ts[ok]
 
-        dup = self._dedup(p.fingerprint[ok], ts, key, a_is_src, proto,
-                          (src_hi, src_lo, sport, dst_hi, dst_lo, dport), (a_hi, a_lo, a_port, b_hi, b_lo, b_port))
+        dup = self._dedup({
+            "fp": p.fingerprint[ok], "ts": ts, "key": key, "a_is_src": a_is_src,
+            "strong": (proto == d.TCP) | (proto == d.ICMP) | (proto == d.ICMPV6),
+            "ends": np.stack([src_hi, src_lo, sport.astype(np.uint64), dst_hi, dst_lo, dport.astype(np.uint64)]),
+            "sides": np.stack([a_hi, a_lo, a_port.astype(np.uint64), b_hi, b_lo, b_port.astype(np.uint64)]),
+            "tcp": proto == d.TCP, "tcp_seq": p.tcp_seq[ok], "tcp_ack": p.tcp_ack[ok], "tcp_next": p.tcp_next[ok],
+        })
         keep = ~dup
         self.stats["duplicates"] += int(dup.sum())
         self.stats["decoded"] += int(keep.sum())
@@ -169,54 +174,82 @@ class Aggregator:
         self.conns = _reduce(table)
         self.pending, self.pending_rows = [], 0
 
-    def _dedup(self, fp, ts, key, a_is_src, proto, directed, sides) -> np.ndarray:
-        """Mark packets that copy one seen less than the window before; record NAT views."""
-        n = len(fp)
-        strong = (proto == d.TCP) | (proto == d.ICMP) | (proto == d.ICMPV6)
-        ends = np.stack(directed)  # src_hi, src_lo, sport, dst_hi, dst_lo, dport
+    def _dedup(self, cur: dict[str, np.ndarray]) -> np.ndarray:
+        """Mark packets that copy one seen less than the window before, and record NAT views.
+
+        ``cur`` holds per-packet arrays: fp, ts, key, a_is_src, strong, ends (6 x n: src
+        address, port, dst address, port), sides (6 x n: side A and B), and TCP tokens.
+        """
+        n = len(cur["fp"])
         if self.carry is not None:
-            c_fp, c_ts, c_key, c_side, c_strong, c_ends, c_sides = self.carry
-            fp = np.concatenate((c_fp, fp))
-            ts_all = np.concatenate((c_ts, ts))
-            key = np.concatenate((c_key, key))
-            a_is_src = np.concatenate((c_side, a_is_src))
-            strong = np.concatenate((c_strong, strong))
-            ends = np.concatenate((c_ends, ends), axis=1)
-            sides_all = np.concatenate((c_sides, np.stack(sides)), axis=1)
+            allp = {k: np.concatenate((self.carry[k], cur[k]), axis=-1) for k in cur}
         else:
-            ts_all = ts
-            sides_all = np.stack(sides)
-        carried = len(fp) - n
+            allp = cur
+        carried = len(allp["fp"]) - n
+        fp, ts_all, key, a_is_src = allp["fp"], allp["ts"], allp["key"], allp["a_is_src"]
+        ends = allp["ends"]
         order = np.lexsort((ts_all, fp))
         sfp, sts = fp[order], ts_all[order]
-        cand = np.r_[False, (sfp[1:] == sfp[:-1]) & (sts[1:] - sts[:-1] <= self.window)]
-        cur = np.flatnonzero(cand)
-        this, prev = order[cur], order[cur - 1]
+        cand = np.flatnonzero(np.r_[False, (sfp[1:] == sfp[:-1]) & (sts[1:] - sts[:-1] <= self.window)])
+        this, prev = order[cand], order[cand - 1]
         same_conn = key[this] == key[prev]
         # A copy with other addresses is a NAT view when the fingerprint is strong (TCP sequence
         # numbers, ICMP data) or one endpoint, address and port, is unchanged; otherwise it is
         # taken for a different packet that happens to look the same.
-        e_this, e_prev = ends[:, this], ends[:, prev]
-        src_same = (e_this[0:3] == e_prev[0:3]).all(axis=0)
-        dst_same = (e_this[3:6] == e_prev[3:6]).all(axis=0)
-        nat = ~same_conn & (strong[this] | src_same | dst_same)
-        is_dup = same_conn | nat
+        src_same = (ends[0:3, this] == ends[0:3, prev]).all(axis=0)
+        dst_same = (ends[3:6, this] == ends[3:6, prev]).all(axis=0)
+        nat = ~same_conn & (allp["strong"][this] | src_same | dst_same)
         dup = np.zeros(len(fp), dtype=bool)
-        dup[this[is_dup]] = True
-        if nat.any():
-            for i_this, i_prev in zip(this[nat].tolist(), prev[nat].tolist()):
-                k1, k2 = int(key[i_prev]), int(key[i_this])
-                self.alias_edges.add((k1, k2, bool(a_is_src[i_prev] == a_is_src[i_this])))
-                for k, i in ((k1, i_prev), (k2, i_this)):
-                    if k not in self.alias_views:
-                        self.alias_views[k] = tuple(int(x) for x in sides_all[:, i])
+        dup[this[same_conn | nat]] = True
+        self._add_alias_edges(allp, prev[nat], this[nat], same_side=True)
+        self._join_replies(allp)
         # Carry the packets of the last window into the next chunk.
         if n:
-            t_end = int(ts.max())
-            tail = np.flatnonzero(ts_all >= t_end - self.window)
+            tail = np.flatnonzero(ts_all >= int(cur["ts"].max()) - self.window)
             tail = tail[tail >= carried] if carried else tail
-            self.carry = (fp[tail], ts_all[tail], key[tail], a_is_src[tail], strong[tail], ends[:, tail], sides_all[:, tail])
+            self.carry = {k: v[..., tail] for k, v in allp.items()}
         return dup[carried:]
+
+    def _join_replies(self, allp: dict[str, np.ndarray]) -> None:
+        """Tie the two halves of a TCP connection that the capture saw through different NAT.
+
+        On a node's loopback, a host-network client's packets to a ClusterIP show only after DNAT
+        and the replies only before it: no packet is seen twice, but each segment's reply carries
+        the (seq, ack) pair that the segment asked for. A packet whose (seq, ack) answers one on
+        another connection, within the window, is on the same connection, seen from the other
+        side."""
+        tcp = np.flatnonzero(allp["tcp"])
+        if not tcp.size:
+            return
+        asked = d.mix(allp["tcp_ack"][tcp], allp["tcp_next"][tcp])
+        carries = d.mix(allp["tcp_seq"][tcp], allp["tcp_ack"][tcp])
+        tokens = np.concatenate((asked, carries))
+        ts = np.concatenate((allp["ts"][tcp], allp["ts"][tcp]))
+        is_answer = np.r_[np.zeros(tcp.size, dtype=bool), np.ones(tcp.size, dtype=bool)]
+        row = np.concatenate((tcp, tcp))
+        order = np.lexsort((is_answer, ts, tokens))
+        st, sts, sans, srow = tokens[order], ts[order], is_answer[order], row[order]
+        pos = np.arange(len(order))
+        run_start = np.maximum.accumulate(np.where(np.r_[True, st[1:] != st[:-1]], pos, 0))
+        last_ask = np.maximum.accumulate(np.where(~sans, pos, -1))
+        hit = sans & (last_ask >= run_start)
+        hit[hit] &= sts[hit] - sts[last_ask[hit]] <= self.window
+        answer, question = srow[hit], srow[last_ask[hit]]
+        other = allp["key"][answer] != allp["key"][question]
+        # The answer's source is the question's destination: opposite sides.
+        self._add_alias_edges(allp, question[other], answer[other], same_side=False)
+
+    def _add_alias_edges(self, allp, first: np.ndarray, second: np.ndarray, same_side: bool) -> None:
+        if not first.size:
+            return
+        key, a_is_src, sides = allp["key"], allp["a_is_src"], allp["sides"]
+        for i, j in zip(first.tolist(), second.tolist()):
+            k1, k2 = int(key[i]), int(key[j])
+            same = bool(a_is_src[i] == a_is_src[j]) == same_side
+            self.alias_edges.add((k1, k2, same))
+            for k, at in ((k1, i), (k2, j)):
+                if k not in self.alias_views:
+                    self.alias_views[k] = tuple(int(x) for x in sides[:, at])
 
     def _join_fragments(self, p: d.Packets) -> None:
         """Give non-first fragments the ports of their first fragment (rare: a Python loop)."""

@@ -108,6 +108,9 @@ class Packets:
     ev_src: np.ndarray  # int64 evidence bits
     ev_dst: np.ndarray
     fingerprint: np.ndarray  # uint64, independent of addresses and ports
+    tcp_seq: np.ndarray  # int64; TCP only, else 0
+    tcp_ack: np.ndarray
+    tcp_next: np.ndarray  # the acknowledgement number that answers this segment
     dns_at: np.ndarray  # int64: offset of a DNS message (TCP: of its length prefix), -1 if none
     dns_end: np.ndarray  # int64
     tunnel: np.ndarray  # int8, TUNNEL_NAMES key of the outermost encapsulation, 0 if none
@@ -129,7 +132,7 @@ def decode(data: bytes, off: np.ndarray, caplen: np.ndarray, link: np.ndarray, t
         src_hi=zu(), src_lo=zu(), dst_hi=zu(), dst_lo=zu(),
         proto=z64(), sport=z64(), dport=z64(), iplen=z64(), ipid=z64(), frag=z64(),
         ev_src=z64(), ev_dst=z64(),
-        fingerprint=zu(),
+        fingerprint=zu(), tcp_seq=z64(), tcp_ack=z64(), tcp_next=z64(),
         dns_at=np.full(n, -1, dtype=np.int64), dns_end=z64(),
         tunnel=np.zeros(n, dtype=np.int8),
         outer=(zu(), zu(), zu(), zu()),
@@ -172,6 +175,9 @@ class _Layer:
     ev_src: np.ndarray
     ev_dst: np.ndarray
     fingerprint: np.ndarray
+    tcp_seq: np.ndarray
+    tcp_ack: np.ndarray
+    tcp_next: np.ndarray
     dns_at: np.ndarray
     dns_end: np.ndarray
     tunnel: np.ndarray
@@ -180,7 +186,7 @@ class _Layer:
 
 
 _STORED = ("status", "src_hi", "src_lo", "dst_hi", "dst_lo", "proto", "sport", "dport", "iplen", "ipid",
-           "frag", "ev_src", "ev_dst", "fingerprint", "dns_at", "dns_end")
+           "frag", "ev_src", "ev_dst", "fingerprint", "tcp_seq", "tcp_ack", "tcp_next", "dns_at", "dns_end")
 
 
 def _store(p: Packets, at: np.ndarray, layer: _Layer) -> None:
@@ -316,7 +322,7 @@ def _decode_layer(v: _Bytes, off, end, link) -> _Layer:
     ok &= ~tail
 
     sport, dport, ev_src, ev_dst = z(), z(), z(), z()
-    seq, ack, flags = z(), z(), z()
+    seq, ack, flags, tcp_next = z(), z(), z(), z()
     pay = l4.copy()
 
     def need(mask, length):
@@ -334,6 +340,9 @@ def _decode_layer(v: _Bytes, off, end, link) -> _Layer:
         pay[tcp] = o + (v.b(o + 12) >> 4) * 4
         syn = (fl & 0x12) == 0x02
         synack = (fl & 0x12) == 0x12
+        # SYN and FIN each take one sequence number.
+        seglen = (l3[tcp] + iplen[tcp]) - pay[tcp] + (fl & 0x02 != 0) + (fl & 0x01)
+        tcp_next[tcp] = (seq[tcp] + seglen) & 0xFFFFFFFF
         ev_src[tcp] |= np.where(syn, EV_SYN, 0)
         ev_dst[tcp] |= np.where(synack, EV_SYNACK, 0)
     udp = need(ok & (proto == UDP), 8)
@@ -433,6 +442,7 @@ def _decode_layer(v: _Bytes, off, end, link) -> _Layer:
         status=status, src_hi=src_hi, src_lo=src_lo, dst_hi=dst_hi, dst_lo=dst_lo,
         proto=proto, sport=sport, dport=dport, iplen=iplen, ipid=ipid, frag=frag,
         ev_src=ev_src, ev_dst=ev_dst, fingerprint=fp, dns_at=dns_at, dns_end=dns_end,
+        tcp_seq=np.where(proto == TCP, seq, 0), tcp_ack=np.where(proto == TCP, ack, 0), tcp_next=tcp_next,
         tunnel=tunnel, inner_off=inner_off, inner_link=inner_link,
     )
 

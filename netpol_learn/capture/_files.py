@@ -20,7 +20,7 @@ import numpy as np
 
 from netpol_learn._errors import CaptureError
 
-CHUNK_BYTES = 8 << 20
+CHUNK_BYTES = 2 << 20  # small chunks keep the numpy temporaries of one chunk to a few MB
 #: No link layer gives frames larger than this; a longer record is damage, not a packet.
 MAX_RECORD = 262144
 MAX_BLOCK = 16 << 20
