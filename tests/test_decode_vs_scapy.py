@@ -27,6 +27,7 @@ from scapy.layers.vxlan import VXLAN
 from scapy.packet import Raw
 
 from netpol_learn.capture import _decode as d
+from netpol_learn.capture._files import PAD  # decode's contract: PAD readable bytes after every packet
 
 v4 = st.integers(min_value=0x0B000000, max_value=0x7EFFFFFF).map(lambda n: str(ipaddress.IPv4Address(n)))
 v6 = st.integers(min_value=1 << 120, max_value=(1 << 128) - 1).map(lambda n: str(ipaddress.IPv6Address(n)))
@@ -97,7 +98,7 @@ def _addr(hi, lo) -> str:
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(packet(), min_size=1, max_size=6))
 def test_decoder_reads_what_scapy_reads(packets):
-    data = b"".join(p[0] for p in packets)
+    data = b"".join(p[0] for p in packets) + bytes(PAD)
     sizes = [len(p[0]) for p in packets]
     off = np.cumsum([0] + sizes[:-1]).astype(np.int64)
     out = d.decode(data, off, np.array(sizes, dtype=np.int64), np.array([p[1] for p in packets], dtype=np.int32), np.zeros(len(packets), dtype=np.int64))
@@ -114,13 +115,13 @@ def test_truncated_and_garbage_never_crash():
     """Cut every packet at every length: the decoder marks them, never reads out of bounds."""
     frame = bytes(Ether() / IPv6(src="fd00::1", dst="fd00::2") / IPv6ExtHdrHopByHop() / TCP(sport=1, dport=2))
     cuts = list(range(len(frame) + 1))
-    data = b"".join(frame[:c] for c in cuts)
+    data = b"".join(frame[:c] for c in cuts) + bytes(PAD)
     off = np.cumsum([0] + cuts[:-1]).astype(np.int64)
     out = d.decode(data, off, np.array(cuts, dtype=np.int64), np.ones(len(cuts), dtype=np.int32), np.zeros(len(cuts), dtype=np.int64))
     assert (out.status[:-1] != d.OK).all()
     assert out.status[-1] == d.OK
     rng = np.random.default_rng(7)
-    junk = rng.integers(0, 256, size=64 * 200, dtype=np.uint8).tobytes()
-    off = np.arange(0, len(junk), 64, dtype=np.int64)
+    junk = rng.integers(0, 256, size=64 * 200, dtype=np.uint8).tobytes() + bytes(PAD)
+    off = np.arange(0, len(junk) - PAD, 64, dtype=np.int64)
     for link in (0, 1, 101, 113, 276):
         d.decode(junk, off, np.full(len(off), 64, dtype=np.int64), np.full(len(off), link, dtype=np.int32), np.zeros(len(off), dtype=np.int64))

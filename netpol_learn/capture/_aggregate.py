@@ -43,7 +43,6 @@ EPHEMERAL_LOW = 32768
 PORTED = (d.TCP, d.UDP, d.SCTP)
 PROTO_NAMES = {d.TCP: "TCP", d.UDP: "UDP", d.SCTP: "SCTP", d.ICMP: "ICMP", d.ICMPV6: "ICMPv6"}
 _FRAGMENT_MEMORY = 65536
-_DNS_CACHE = 8192
 
 _CONN_FIELDS = ("key", "a_hi", "a_lo", "b_hi", "b_lo", "a_port", "b_port", "proto",
                 "packets", "bytes", "first", "last", "ev", "first_from_a")
@@ -57,24 +56,39 @@ def _empty_table() -> dict[str, np.ndarray]:
     return t
 
 
-def _reduce(t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """One record per connection key: counts add, first/last take min/max, evidence ORs, and
-    the direction of the earliest packet is kept."""
+def _group(t: dict[str, np.ndarray], sums=(), mins=(), maxs=(), ors=(), then=()) -> dict[str, np.ndarray]:
+    """One row per distinct ``key``: ``sums`` add, ``mins``/``maxs``/``ors`` reduce, every other
+    column is taken from the group's first row in the order of ``key`` and then the ``then``
+    arrays (lexicographic; the first of ``then`` decides first)."""
     if not len(t["key"]):
         return t
-    order = np.lexsort((~t["first_from_a"], t["first"], t["key"]))
+    order = np.lexsort((*reversed(then), t["key"])) if then else np.argsort(t["key"], kind="stable")
     key = t["key"][order]
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    out = {k: t[k][order][starts] for k in ("key", "a_hi", "a_lo", "b_hi", "b_lo", "a_port", "b_port", "proto", "first", "first_from_a")}
-    out["packets"] = np.add.reduceat(t["packets"][order], starts)
-    out["bytes"] = np.add.reduceat(t["bytes"][order], starts)
-    out["last"] = np.maximum.reduceat(t["last"][order], starts)
-    out["ev"] = np.bitwise_or.reduceat(t["ev"][order], starts)
+    out = {}
+    for name, col in t.items():
+        col = col[order]
+        if name in sums:
+            out[name] = np.add.reduceat(col, starts)
+        elif name in mins:
+            out[name] = np.minimum.reduceat(col, starts)
+        elif name in maxs:
+            out[name] = np.maximum.reduceat(col, starts)
+        elif name in ors:
+            out[name] = np.bitwise_or.reduceat(col, starts)
+        else:
+            out[name] = col[starts]
     return out
 
 
-def _concat(a: dict, b: dict) -> dict:
-    return {k: np.concatenate((a[k], b[k])) for k in _CONN_FIELDS}
+def _reduce(t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One record per connection: counts add, last seen takes the max, evidence ORs, and the
+    first seen and the direction of the earliest packet come from the earliest record."""
+    return _group(t, sums=("packets", "bytes"), maxs=("last",), ors=("ev",), then=(t["first"], ~t["first_from_a"]))
+
+
+def _concat_any(a: dict | None, b: dict) -> dict:
+    return b if a is None else {k: np.concatenate((a[k], b[k])) for k in b}
 
 
 @dataclass
@@ -86,8 +100,6 @@ class _DnsAcc:
     answers: dict = field(default_factory=dict)
     rcodes: set = field(default_factory=set)
     transports: set = field(default_factory=set)
-    conn_key: int = 0
-    server_is_a: bool = False
 
 
 class Aggregator:
@@ -103,7 +115,9 @@ class Aggregator:
         self.alias_views: dict[int, tuple[int, int, int, int, int, int, int]] = {}
         self.first_fragments: dict[tuple, tuple[int, int]] = {}
         self.dns: dict[tuple, _DnsAcc] = {}
-        self.dns_cache: dict[bytes, object] = {}
+        self.dns_table: dict[str, np.ndarray] | None = None
+        self.message_ids: dict[int, int] = {}
+        self.messages: list[tuple[bool, tuple]] = []
         self.stats: dict[str, int] = defaultdict(int)
         self.tunnels: dict[tuple, int] = defaultdict(int)
 
@@ -157,7 +171,7 @@ class Aggregator:
 
         dns_rows = np.flatnonzero(keep & (p.dns_at[ok] >= 0))
         if dns_rows.size:
-            self._parse_dns(data, p, ok[dns_rows], key[dns_rows], a_is_src[dns_rows])
+            self._parse_dns(data, p, ok[dns_rows])
 
     def _add_rows(self, rows: dict) -> None:
         # Merging a chunk's connections into the table costs a sort of the whole table; batch
@@ -170,7 +184,7 @@ class Aggregator:
     def _flush(self) -> None:
         table = self.conns
         for rows in self.pending:
-            table = _concat(table, rows)
+            table = _concat_any(table, rows)
         self.conns = _reduce(table)
         self.pending, self.pending_rows = [], 0
 
@@ -188,9 +202,10 @@ class Aggregator:
         carried = len(allp["fp"]) - n
         fp, ts_all, key, a_is_src = allp["fp"], allp["ts"], allp["key"], allp["a_is_src"]
         ends = allp["ends"]
-        order = np.lexsort((ts_all, fp))
+        # Packets arrive (nearly) in time order: a stable sort by fingerprint keeps that order.
+        order = np.argsort(fp, kind="stable")
         sfp, sts = fp[order], ts_all[order]
-        cand = np.flatnonzero(np.r_[False, (sfp[1:] == sfp[:-1]) & (sts[1:] - sts[:-1] <= self.window)])
+        cand = np.flatnonzero(np.r_[False, (sfp[1:] == sfp[:-1]) & (np.abs(sts[1:] - sts[:-1]) <= self.window)])
         this, prev = order[cand], order[cand - 1]
         same_conn = key[this] == key[prev]
         # A copy with other addresses is a NAT view when the fingerprint is strong (TCP sequence
@@ -223,19 +238,14 @@ class Aggregator:
             return
         asked = d.mix(allp["tcp_ack"][tcp], allp["tcp_next"][tcp])
         carries = d.mix(allp["tcp_seq"][tcp], allp["tcp_ack"][tcp])
-        tokens = np.concatenate((asked, carries))
-        ts = np.concatenate((allp["ts"][tcp], allp["ts"][tcp]))
-        is_answer = np.r_[np.zeros(tcp.size, dtype=bool), np.ones(tcp.size, dtype=bool)]
-        row = np.concatenate((tcp, tcp))
-        order = np.lexsort((is_answer, ts, tokens))
-        st, sts, sans, srow = tokens[order], ts[order], is_answer[order], row[order]
-        pos = np.arange(len(order))
-        run_start = np.maximum.accumulate(np.where(np.r_[True, st[1:] != st[:-1]], pos, 0))
-        last_ask = np.maximum.accumulate(np.where(~sans, pos, -1))
-        hit = sans & (last_ask >= run_start)
-        hit[hit] &= sts[hit] - sts[last_ask[hit]] <= self.window
-        answer, question = srow[hit], srow[last_ask[hit]]
-        other = allp["key"][answer] != allp["key"][question]
+        order = np.argsort(asked, kind="stable")
+        sorted_asked = asked[order]
+        at = np.minimum(np.searchsorted(sorted_asked, carries), len(order) - 1)
+        hit = np.flatnonzero(sorted_asked[at] == carries)
+        question, answer = tcp[order[at[hit]]], tcp[hit]
+        ts, key = allp["ts"], allp["key"]
+        near = np.abs(ts[answer] - ts[question]) <= self.window
+        other = near & (key[answer] != key[question])
         # The answer's source is the question's destination: opposite sides.
         self._add_alias_edges(allp, question[other], answer[other], same_side=False)
 
@@ -277,47 +287,71 @@ class Aggregator:
         for row, c in zip(uniq.tolist(), counts.tolist()):
             self.tunnels[tuple(row)] += c
 
-    def _parse_dns(self, data: bytes, p: d.Packets, idx: np.ndarray, keys: np.ndarray, a_is_src: np.ndarray) -> None:
-        cache = self.dns_cache
-        for i, key, src_is_a in zip(idx.tolist(), keys.tolist(), a_is_src.tolist()):
-            start, end = int(p.dns_at[i]), int(p.dns_end[i])
-            tcp = p.proto[i] == d.TCP
-            payload = data[start:end]
-            cache_key = payload[:2] + payload[4:] if tcp else payload[2:]  # without the query ID
-            messages = cache.get(cache_key)
-            if messages is None:
-                try:
-                    messages = _dns.parse_tcp_segment(payload) if tcp else [_dns.parse(payload)]
-                except _dns.DnsError:
-                    messages = ()
-                if len(cache) >= _DNS_CACHE:
-                    cache.clear()
-                cache[cache_key] = messages
+    def _parse_dns(self, data, p: d.Packets, idx: np.ndarray) -> None:
+        """Count DNS messages by (sender, receiver, message without its query ID).
+
+        A busy node repeats the same few thousand questions and answers: each distinct message
+        is parsed once (``self.messages``); per chunk, counting is numpy work only, and the
+        Python work that turns counts into DNS observations runs once at the end."""
+        tcp = p.proto[idx] == d.TCP
+        start, end = p.dns_at[idx], p.dns_end[idx]
+        body_hash = d.message_hash(data, start, end, np.where(tcp, start + 2, start))
+        body_hash = d.mix(body_hash, tcp)
+        uniq, rep, inverse = np.unique(body_hash, return_index=True, return_inverse=True)
+        ids = np.empty(len(uniq), dtype=np.int64)
+        for j, (h, i) in enumerate(zip(uniq.tolist(), idx[rep].tolist())):
+            msg_id = self.message_ids.get(h)
+            if msg_id is None:
+                msg_id = self.message_ids[h] = len(self.messages)
+                is_tcp = bool(p.proto[i] == d.TCP)
+                self.messages.append((is_tcp, self._parse_message(data, int(p.dns_at[i]), int(p.dns_end[i]), is_tcp)))
+            ids[j] = msg_id
+        msg = ids[inverse]
+        ts = p.ts[idx]
+        rows = {
+            "key": d.mix(msg, p.src_hi[idx], p.src_lo[idx], p.dst_hi[idx], p.dst_lo[idx]),
+            "msg": msg, "src_hi": p.src_hi[idx], "src_lo": p.src_lo[idx], "dst_hi": p.dst_hi[idx], "dst_lo": p.dst_lo[idx],
+            "count": np.ones(len(idx), dtype=np.int64), "first": ts, "last": ts,
+        }
+        self.dns_table = _group(_concat_any(self.dns_table, rows), sums=("count",), mins=("first",), maxs=("last",))
+
+    @staticmethod
+    def _parse_message(data, start: int, end: int, tcp: bool) -> tuple:
+        try:
+            if tcp:
+                return tuple(_dns.parse_tcp_segment(bytes(data[start:end])))
+            return (_dns.parse(bytes(data[start:end])),)
+        except _dns.DnsError:
+            return ()
+
+    def _dns_accumulate(self) -> None:
+        t = self.dns_table
+        if t is None:
+            return
+        cols = [t[k].tolist() for k in ("msg", "src_hi", "src_lo", "dst_hi", "dst_lo", "count", "first", "last")]
+        for msg_id, s_hi, s_lo, d_hi, d_lo, count, t0, t1 in zip(*cols):
+            is_tcp, messages = self.messages[msg_id]
             if not messages:
-                self.stats["dns_malformed"] += 1
+                self.stats["dns_malformed"] += count
                 continue
-            ts = int(p.ts[i])
+            src, dst = (s_hi, s_lo), (d_hi, d_lo)
             for msg in messages:
                 # The client is whoever sent the query: the destination of a response.
-                client_is_src = not msg.response
-                c = (int(p.src_hi[i]), int(p.src_lo[i])) if client_is_src else (int(p.dst_hi[i]), int(p.dst_lo[i]))
-                s = (int(p.dst_hi[i]), int(p.dst_lo[i])) if client_is_src else (int(p.src_hi[i]), int(p.src_lo[i]))
-                acc = self.dns.get((c, s, msg.qname, msg.qtype))
+                c, srv = (dst, src) if msg.response else (src, dst)
+                acc = self.dns.get((c, srv, msg.qname, msg.qtype))
                 if acc is None:
-                    acc = self.dns[(c, s, msg.qname, msg.qtype)] = _DnsAcc(
-                        first=ts, last=ts, conn_key=key, server_is_a=(src_is_a != client_is_src)
-                    )
-                acc.first, acc.last = min(acc.first, ts), max(acc.last, ts)
-                acc.transports.add("tcp" if tcp else "udp")
+                    acc = self.dns[(c, srv, msg.qname, msg.qtype)] = _DnsAcc(first=t0, last=t1)
+                acc.first, acc.last = min(acc.first, t0), max(acc.last, t1)
+                acc.transports.add("tcp" if is_tcp else "udp")
                 if msg.response:
-                    acc.responses += 1
+                    acc.responses += count
                     acc.rcodes.add(msg.rcode)
                     for name, typ, value, ttl in msg.answers:
                         k = (name, typ, value)
                         if acc.answers.get(k, -1) < ttl:
                             acc.answers[k] = ttl
                 else:
-                    acc.queries += 1
+                    acc.queries += count
 
     # --- at the end --------------------------------------------------------------------
 
@@ -325,6 +359,7 @@ class Aggregator:
         self._flush()
         t = {k: v.copy() for k, v in self.conns.items()}
         alive = np.ones(len(t["key"]), dtype=bool)
+        self._dns_accumulate()
         views = self._join_aliases(t, alive)
         flows, redirect = self._flows(t, alive, views)
         dns = self._dns_observations(redirect)

@@ -59,19 +59,20 @@ _M64 = np.uint64(0x9E3779B97F4A7C15)
 
 
 class _Bytes:
-    """Big-endian integer views at every byte offset of a chunk, padded so that reads past a
-    packet's end stay inside the buffer (the masks throw such values away)."""
+    """Big-endian integer views at every byte offset of a chunk's buffer, without copying it.
+    Reads a little past a packet's end land in the buffer's padding (``_files.PAD``) and the
+    masks throw such values away."""
 
-    def __init__(self, data: bytes):
-        self.raw = data + bytes(64)
-        n = len(self.raw)
+    def __init__(self, data):
+        self.raw = data
+        n = len(data)
         self.u8 = np.frombuffer(self.raw, dtype=np.uint8)
         self.u16 = np.ndarray((n - 1,), ">u2", self.raw, 0, (1,))
         self.u32 = np.ndarray((n - 3,), ">u4", self.raw, 0, (1,))
         self.u64 = np.ndarray((n - 7,), ">u8", self.raw, 0, (1,))
         self.u32le = np.ndarray((n - 3,), "<u4", self.raw, 0, (1,))
-        # Offsets computed from damaged headers can point anywhere: clamp them into the padding.
-        self.limit = len(data)
+        # Offsets computed from damaged headers can point anywhere: clamp them into the buffer.
+        self.limit = n - 8
 
     def b(self, at):
         return self.u8[np.minimum(at, self.limit)].astype(np.int64)
@@ -445,6 +446,30 @@ def _decode_layer(v: _Bytes, off, end, link) -> _Layer:
         tcp_seq=np.where(proto == TCP, seq, 0), tcp_ack=np.where(proto == TCP, ack, 0), tcp_next=tcp_next,
         tunnel=tunnel, inner_off=inner_off, inner_link=inner_link,
     )
+
+
+_POWERS = np.cumprod(np.full(65536, 0x100000001B3, dtype=np.uint64), dtype=np.uint64)
+
+
+def message_hash(data, start: np.ndarray, end: np.ndarray, skip: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each byte range [start, end) of ``data``, ignoring the two bytes at
+    ``skip`` (a DNS query ID), computed for all ranges at once: a polynomial over the bytes."""
+    u8 = np.frombuffer(data, dtype=np.uint8)
+    lens = np.clip(end - start, 0, len(_POWERS))
+    total = int(lens.sum())
+    if not total:
+        return np.zeros(len(start), dtype=np.uint64)
+    first = np.r_[0, np.cumsum(lens)[:-1]]
+    within = np.arange(total) - np.repeat(first, lens)
+    values = u8[np.repeat(start, lens) + within].astype(np.uint64)
+    skip_rel = np.repeat(skip - start, lens)
+    values[(within == skip_rel) | (within == skip_rel + 1)] = 0
+    with np.errstate(over="ignore"):
+        terms = values * _POWERS[within]
+    nonempty = lens > 0
+    h = np.zeros(len(start), dtype=np.uint64)
+    h[nonempty] = np.add.reduceat(terms, first[nonempty])
+    return mix(h, lens)
 
 
 def _payload_word(v: _Bytes, at, ipend):
