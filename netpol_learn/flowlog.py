@@ -133,11 +133,11 @@ def merge_flow(a: Flow, b: Flow) -> Flow:
         last_seen=max(a.last_seen, b.last_seen),
         direction=_merge_direction(a.direction, b.direction),
         client_ports=tuple(sorted(set(a.client_ports) | set(b.client_ports)))[:MAX_CLIENT_PORTS],
-        translated=tuple(sorted(set(a.translated) | set(b.translated), key=_translation_sort)),
+        translated=tuple(sorted(set(a.translated) | set(b.translated), key=translation_sort_key)),
     )
 
 
-def _translation_sort(t: Translation) -> tuple:
+def translation_sort_key(t: Translation) -> tuple:
     return (_address_sort(t.src), _address_sort(t.dst), _port_sort(t.port))
 
 
@@ -361,7 +361,7 @@ def _flow_from_json(o: dict) -> Flow:
         translated=tuple(
             sorted(
                 (Translation(str(t["src"]), str(t["dst"]), None if t["port"] is None else int(t["port"])) for t in o.get("translated", ())),
-                key=_translation_sort,
+                key=translation_sort_key,
             )
         ),
     )

@@ -620,7 +620,7 @@ def test_dedup_window_option(tmp_path):
     check_flow(log.only_flow(), packets=len(tcp), bytes_=g.total_l3(tcp))
 
 
-def test_copy_within_window_is_dropped_even_100ms_window_edge(tmp_path):
+def test_copy_within_default_window_is_dropped(tmp_path):
     """A copy 50 ms later (inside the default 0.1 s window) is not counted again."""
     tcp = g.tcp_session(POD_A, POD_B, 40001, 8080)
     request = tcp[3]

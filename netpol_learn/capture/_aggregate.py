@@ -30,6 +30,7 @@ from netpol_learn.flowlog import (
     merge_answers,
     merge_dns,
     merge_logs,
+    translation_sort_key,
 )
 
 #: Ports that a server listens on even though they are not below 1024.
@@ -274,8 +275,6 @@ class Aggregator:
                 p.sport[i], p.dport[i] = self.first_fragments[fkey]
                 p.status[i] = d.OK
                 self.stats["fragments_joined"] += 1
-            else:
-                self.stats["fragments_orphaned"] += 1
 
     def _count_tunnels(self, p: d.Packets) -> None:
         t = np.flatnonzero(p.tunnel > 0)
@@ -514,7 +513,7 @@ class Aggregator:
                     last_seen=int(last[j]),
                     direction=methods,
                     client_ports=tuple(sorted(extras_ports[j]))[:MAX_CLIENT_PORTS] if heuristic_used else (),
-                    translated=tuple(sorted(translations.get(j, ()))),
+                    translated=tuple(sorted(translations.get(j, ()), key=translation_sort_key)),
                 )
             )
         flows.sort(key=flow_sort_key)

@@ -32,7 +32,7 @@ STATUS_NAMES = {
     TRUNCATED: "truncated",
     LOOPBACK: "loopback",
     ICMP_CONTROL: "icmp_control",
-    FRAGMENT: "fragments",
+    FRAGMENT: "fragments_orphaned",  # those left after joining fragments to their first
     TUNNEL_TOO_DEEP: "tunnel_too_deep",
 }
 

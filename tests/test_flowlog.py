@@ -1,0 +1,97 @@
+"""The flow log: JSON Lines round trip, and merging that is associative and order-free."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import netpol_learn
+from netpol_learn.flowlog import (
+    DIRECTION_METHODS,
+    DnsAnswer,
+    DnsObservation,
+    Flow,
+    FlowLog,
+    Translation,
+    dumps_lines,
+    format_time,
+    merge_logs,
+    parse_time,
+    read_flow_log,
+    translation_sort_key,
+    write_flow_log,
+)
+
+addr = st.sampled_from(["10.244.0.5", "10.244.1.7", "10.96.0.10", "203.0.113.9", "fd00::1"])
+times = st.integers(1_600_000_000_000_000_000, 1_900_000_000_000_000_000).map(lambda t: t - t % 1000)
+
+
+@st.composite
+def flows(draw):
+    first = draw(times)
+    return Flow(
+        src=draw(addr), dst=draw(addr), proto=draw(st.sampled_from(["TCP", "UDP", "ICMP"])),
+        port=draw(st.sampled_from([None, 53, 443])),
+        packets=draw(st.integers(1, 10**6)), bytes=draw(st.integers(1, 10**9)), connections=draw(st.integers(1, 100)),
+        first_seen=first, last_seen=first + draw(st.integers(0, 10**12)),
+        direction=tuple((m, draw(st.integers(1, 9))) for m in DIRECTION_METHODS if draw(st.booleans())) or (("syn", 1),),
+        client_ports=tuple(sorted(draw(st.sets(st.integers(1024, 65535), max_size=8)))),
+        translated=tuple(sorted(draw(st.sets(st.builds(Translation, addr, addr, st.sampled_from([None, 6443])), max_size=2)), key=translation_sort_key)),
+    )
+
+
+@st.composite
+def dns_obs(draw):
+    first = draw(times)
+    return DnsObservation(
+        client=draw(addr), resolver="10.96.0.10", qname=draw(st.sampled_from(["api.github.com", "db.prod.svc.cluster.local"])),
+        qtype=draw(st.sampled_from(["A", "AAAA"])), queries=draw(st.integers(0, 5)), responses=draw(st.integers(0, 5)),
+        first_seen=first, last_seen=first + draw(st.integers(0, 10**10)),
+        answers=tuple(sorted({DnsAnswer("api.github.com", "A", draw(st.sampled_from(["140.82.112.3", "140.82.112.4"])), draw(st.integers(0, 300)))})),
+        rcodes=("NOERROR",), transports=tuple(sorted(draw(st.sets(st.sampled_from(["tcp", "udp"]), min_size=1)))),
+    )
+
+
+logs = st.builds(
+    lambda f, d, n, src: FlowLog(flows=tuple(f), dns=tuple(d), stats={"packets": n, "tunnels": {"vxlan": {"packets": n}}}, sources=(src,)),
+    st.lists(flows(), max_size=5), st.lists(dns_obs(), max_size=3), st.integers(0, 100), st.sampled_from(["a.pcap", "b.pcap", "c.pcap"]),
+)
+
+
+def text(log: FlowLog) -> str:
+    return "".join(dumps_lines(log))
+
+
+@settings(max_examples=30, deadline=None)
+@given(a=logs, b=logs, c=logs)
+def test_merge_is_associative_and_order_free(a, b, c):
+    abc = text(merge_logs([a, b, c]))
+    assert text(merge_logs([c, a, b])) == abc
+    assert text(merge_logs([merge_logs([a, b]), c])) == abc
+    assert text(merge_logs([a, merge_logs([b, c])])) == abc
+
+
+@settings(max_examples=20, deadline=None)
+@given(log=logs)
+def test_round_trip(tmp_path_factory, log):
+    path = tmp_path_factory.mktemp("log") / "f.jsonl"
+    merged = merge_logs([log])
+    write_flow_log(merged, path)
+    assert text(read_flow_log(path)) == path.read_text() == text(merged)
+    for line in path.read_text().splitlines():
+        obj = json.loads(line)
+        assert list(obj) == sorted(obj)
+
+
+def test_time_format_is_rfc3339_utc_microseconds():
+    ns = 1_749_000_000_123_456_789
+    assert format_time(ns) == "2025-06-04T01:20:00.123456Z"
+    assert parse_time(format_time(ns)) == ns - 789
+
+
+def test_public_api_is_sorted_and_complete():
+    assert netpol_learn.__all__ == sorted(netpol_learn.__all__)
+    for name in netpol_learn.__all__:
+        assert hasattr(netpol_learn, name)
