@@ -560,6 +560,40 @@ def icmp_echo(client: str, server: str, ident: int = 0x42, seqs: Iterable[int] =
     return pk
 
 
+def icmp_control_messages(host: str = "10.244.0.5", router: str = "10.244.0.1", host6: str = "fd00:10:244::5",
+                          router6: str = "fd00:10:244::1", t0=T0) -> list:
+    """ICMP that is not application traffic: a port unreachable (with the offending UDP packet
+    inside), a time exceeded, an ICMPv6 packet too big, neighbour solicitation and advertisement,
+    router solicitation and advertisement, and an MLDv2 report."""
+    from scapy.layers.inet import IPerror, UDPerror
+    from scapy.layers.inet6 import (ICMPv6MLReport2, ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6ND_RA, ICMPv6ND_RS,
+                                     ICMPv6PacketTooBig, IPerror6, TCPerror)
+
+    t = D(t0)
+    step = D("0.01")
+    msgs = [
+        ip(router, host) / ICMP(type=3, code=3) / IPerror(src=host, dst=router, id=77) / UDPerror(sport=40000, dport=9999),
+        ip(router, host) / ICMP(type=11, code=0) / IPerror(src=host, dst="8.8.8.8", id=78) / UDPerror(sport=40001, dport=33434),
+        IPv6(src=router6, dst=host6) / ICMPv6PacketTooBig(mtu=1280) / IPerror6(src=host6, dst="2001:db8::9") / TCPerror(sport=40002, dport=443),
+        IPv6(src=host6, dst="ff02::1:ff00:1", hlim=255) / ICMPv6ND_NS(tgt=router6),
+        IPv6(src=router6, dst=host6, hlim=255) / ICMPv6ND_NA(tgt=router6, R=1, S=1),
+        IPv6(src=host6, dst="ff02::2", hlim=255) / ICMPv6ND_RS(),
+        IPv6(src=router6, dst="ff02::1", hlim=255) / ICMPv6ND_RA(),
+        IPv6(src=host6, dst="ff02::16", hlim=1) / ICMPv6MLReport2(),
+    ]
+    return [(t + step * i, m) for i, m in enumerate(msgs)]
+
+
+def truncate_records(records, linktype: int, snaplen: int, byteorder: str = "<") -> bytes:
+    """Classic pcap contents as ``tcpdump -s snaplen`` writes them: each record cut to ``snaplen``
+    bytes, its original length kept."""
+    out = [pcap_header(linktype, byteorder, snaplen=snaplen)]
+    for ts, pkt in records:
+        data = frame(pkt, linktype, byteorder)
+        out.append(pcap_record(ts, data[:snaplen], byteorder, origlen=len(data)))
+    return b"".join(out)
+
+
 # --------------------------------------------------------------------------------------------
 # IP options, IPv6 extension headers, fragments
 

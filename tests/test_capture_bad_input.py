@@ -291,6 +291,8 @@ def test_malformed_dns(tmp_path, name):
     assert f["connections"] == 2
     dns = [d for d in log if d["kind"] == "dns"]
     assert any(d["qname"] == "fine.example.com" for d in dns)
+    # docs/flow-log.md stats: DNS packets whose message could not be parsed
+    assert log[-1].get("dns_malformed", 0) == 1, log[-1]
     for d in dns:
         if d["qname"] == "fine.example.com":
             continue

@@ -89,59 +89,23 @@ def capture_pcapng(tmp_path, records, interfaces, name="c.pcapng", extra=(), **k
     return capture(tmp_path, path, extra=extra)
 
 
-def _flatten(obj, prefix=""):
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from _flatten(v, f"{prefix}.{k}" if prefix else str(k))
-    else:
-        yield prefix, obj
+STATS_COUNTERS = {"packets", "decoded", "duplicates", "loopback", "non_ip", "truncated", "icmp_control",
+                  "fragments_joined", "fragments_orphaned", "dns_malformed", "nat_views", "tunnel_too_deep"}
 
 
-def counter(stats, *needles):
-    """The value of the stats counter whose name contains one of ``needles`` (the contract names
-    the counters but not their keys), outside the tunnels section."""
-    cands = []
-    for path, value in _flatten(stats):
-        low = path.lower().replace("-", "_").replace(" ", "_")
-        if "tunnel" in low or not isinstance(value, int) or isinstance(value, bool):
-            continue
-        if any(n in low for n in needles):
-            cands.append((len(path), path, value))
-    assert cands, f"no stats counter matching {needles}: {stats}"
-    return sorted(cands)[0][2]
+def counter(stats, name):
+    """A stats counter by its documented name; a counter that stayed at zero is left out."""
+    assert name in STATS_COUNTERS, name
+    value = stats.get(name, 0)
+    assert isinstance(value, int) and not isinstance(value, bool), (name, value)
+    return value
 
 
 def tunnel_entry(stats, name):
-    def find(obj):
-        if isinstance(obj, dict):
-            if "tunnels" in obj:
-                return obj["tunnels"]
-            for v in obj.values():
-                r = find(v)
-                if r is not None:
-                    return r
-        return None
-
-    tunnels = find(stats)
-    assert tunnels is not None, f"stats have no tunnels: {stats}"
-    if isinstance(tunnels, dict):
-        assert name in tunnels, f"no {name!r} in stats tunnels: {tunnels}"
-        return tunnels[name]
-    entries = [t for t in tunnels if name in json.dumps(t)]
-    assert entries, f"no {name!r} in stats tunnels: {tunnels}"
-    return entries
-
-
-def ints_in(obj):
-    if isinstance(obj, bool):
-        return []
-    if isinstance(obj, int):
-        return [obj]
-    if isinstance(obj, dict):
-        return [i for v in obj.values() for i in ints_in(v)]
-    if isinstance(obj, list):
-        return [i for v in obj for i in ints_in(v)]
-    return []
+    tunnels = stats.get("tunnels")
+    assert isinstance(tunnels, dict), f"stats have no tunnels: {stats}"
+    assert name in tunnels, f"no {name!r} in stats tunnels: {tunnels}"
+    return tunnels[name]
 
 
 def check_flow(f, *, packets=None, bytes_=None, connections=None, direction=None, first=None, last=None,
@@ -348,7 +312,13 @@ def test_fragments_do_not_make_bogus_ports(tmp_path, family, order):
     for f in log.flows:
         assert f["port"] not in (7777, 8888)
         assert 7777 not in f["client_ports"] and 8888 not in f["client_ports"]
-    assert counter(log.stats, "frag") >= 2
+    joined, orphaned = counter(log.stats, "fragments_joined"), counter(log.stats, "fragments_orphaned")
+    if order == "in-order":
+        assert (joined, orphaned) == (2, 0)
+    elif order == "first-missing":
+        assert (joined, orphaned) == (0, 2)
+    else:
+        assert joined + orphaned == 2
 
 
 PROTOCOL_CASES = {
@@ -384,7 +354,7 @@ def test_non_ip_frames_are_not_flows(tmp_path):
     tcp = g.tcp_session(POD_A, POD_B, 40001, 8080, t0=T0)
     log = capture_records(tmp_path, tcp + g.arp_noise(T0, n=3))
     assert log.flow_keys() == [(POD_A, POD_B, "TCP", 8080)]
-    assert counter(log.stats, "non_ip", "nonip", "not_ip") == 3
+    assert counter(log.stats, "non_ip") == 3
 
 
 # --------------------------------------------------------------------------------------------
@@ -393,16 +363,25 @@ def test_non_ip_frames_are_not_flows(tmp_path):
 OUT_A, OUT_B = "192.168.10.1", "192.168.10.2"
 
 TUNNELS = {
-    "vxlan-4789": ("vxlan", lambda p: g.vxlan(p, OUT_A, OUT_B, port=4789, vni=42), "v4"),
-    "vxlan-8472": ("vxlan", lambda p: g.vxlan(p, OUT_A, OUT_B, port=8472, vni=1), "v4"),
-    "geneve": ("geneve", lambda p: g.geneve(p, OUT_A, OUT_B, vni=3), "v4"),
-    "ipip": ("ipip", lambda p: g.ipip(p, OUT_A, OUT_B), "v4"),
-    "ipv6-in-ipv4": ("ip6ip", lambda p: g.ip6in4(p, OUT_A, OUT_B), "v6"),
-    "gre-key-ipv4": ("gre", lambda p: g.gre(p, OUT_A, OUT_B, key=0x2A), "v4"),
-    "gre-ethernet": ("gre", lambda p: g.gre(p, OUT_A, OUT_B, key=7, ethernet=True), "v4"),
-    "gre-no-key": ("gre", lambda p: g.gre(p, OUT_A, OUT_B, key=None), "v4"),
-    "flannel-udp": ("flannel-udp", lambda p: g.flannel_udp(p, OUT_A, OUT_B), "v4"),
+    "vxlan-4789": ("vxlan", lambda p, a, b: g.vxlan(p, a, b, port=4789, vni=42), "v4"),
+    "vxlan-8472": ("vxlan", lambda p, a, b: g.vxlan(p, a, b, port=8472, vni=1), "v4"),
+    "geneve": ("geneve", lambda p, a, b: g.geneve(p, a, b, vni=3), "v4"),
+    "ipip": ("ipip", lambda p, a, b: g.ipip(p, a, b), "v4"),
+    "ipv6-in-ipv4": ("ip6ip", lambda p, a, b: g.ip6in4(p, a, b), "v6"),
+    "gre-key-ipv4": ("gre", lambda p, a, b: g.gre(p, a, b, key=0x2A), "v4"),
+    "gre-ethernet": ("gre", lambda p, a, b: g.gre(p, a, b, key=7, ethernet=True), "v4"),
+    "gre-no-key": ("gre", lambda p, a, b: g.gre(p, a, b, key=None), "v4"),
+    "flannel-udp": ("flannel-udp", lambda p, a, b: g.flannel_udp(p, a, b), "v4"),
 }
+
+
+def through_tunnel(records, wrap, client):
+    """Client packets go OUT_A -> OUT_B, replies OUT_B -> OUT_A."""
+    out = []
+    for ts, p in records:
+        src = (p[g.IP] if g.IP in p else p[g.IPv6]).src
+        out.append((ts, wrap(p, OUT_A, OUT_B) if src == client else wrap(p, OUT_B, OUT_A)))
+    return out
 
 
 @pytest.mark.parametrize("name", sorted(TUNNELS))
@@ -414,17 +393,20 @@ def test_tunnel_gives_inner_flow_only(tmp_path, name):
     else:
         inner = g.tcp_session(V6_A, V6_B, 40001, 8080, t0=T0)
         key = (V6_A, V6_B, "TCP", 8080)
-    recs = [(ts, wrap(p)) for ts, p in inner]
+    recs = through_tunnel(inner, wrap, key[0])
+    n_fwd = sum(1 for ts, p in inner if (p[g.IP] if g.IP in p else p[g.IPv6]).src == key[0])
     log = capture_records(tmp_path, recs)
     # the inner flow and nothing for the outer UDP/IP packets
     assert log.flow_keys() == [key]
     f = log.only_flow()
     check_flow(f, packets=len(inner), bytes_=g.total_l3(inner), direction={"syn": 1}, connections=1,
                first=inner[0][0], last=inner[-1][0])
-    entry = tunnel_entry(log.stats, encap)
-    blob = json.dumps(entry)
-    assert OUT_A in blob and OUT_B in blob, f"node pair missing from stats tunnels.{encap}: {entry}"
-    assert len(inner) in ints_in(entry), f"packet count {len(inner)} missing from stats tunnels.{encap}: {entry}"
+    assert tunnel_entry(log.stats, encap) == {
+        "endpoints": {f"{OUT_A} > {OUT_B}": n_fwd, f"{OUT_B} > {OUT_A}": len(inner) - n_fwd},
+        "packets": len(inner)}
+    assert set(log.stats["tunnels"]) == {encap}
+    assert counter(log.stats, "packets") == len(recs)
+    assert counter(log.stats, "decoded") == len(inner)
 
 
 def test_packet_inside_and_outside_tunnel_counts_once(tmp_path):
@@ -563,7 +545,7 @@ def test_same_packet_on_two_interfaces_counts_once(tmp_path, layout):
     check_flow(log.flow(POD_A, POD_B, "UDP", 123), packets=len(udp), bytes_=g.total_l3(udp))
     check_flow(log.flow(POD_A, POD_B, "ICMP", None), packets=len(icmp), bytes_=g.total_l3(icmp))
     assert len(log.flows) == 3
-    assert counter(log.stats, "dup") == len(tcp) + len(udp) + len(icmp)
+    assert counter(log.stats, "duplicates") == len(tcp) + len(udp) + len(icmp)
 
 
 def test_tcpdump_any_duplicates_in_classic_pcap(tmp_path):
@@ -572,7 +554,7 @@ def test_tcpdump_any_duplicates_in_classic_pcap(tmp_path):
     recs = [(r[0], r[2]) for r in g.copy_on_interfaces(tcp, (0, 1))]
     log = capture_records(tmp_path, recs, linktype=g.LINKTYPE_LINUX_SLL2)
     check_flow(log.only_flow(), packets=len(tcp), bytes_=g.total_l3(tcp), connections=1)
-    assert counter(log.stats, "dup") == len(tcp)
+    assert counter(log.stats, "duplicates") == len(tcp)
 
 
 NAT_CASES = {
@@ -598,7 +580,8 @@ def test_nat_copy_is_one_flow_with_translated_view(tmp_path, name):
     assert (f["src"], f["dst"], f["proto"], f["port"]) == (c["client"], c["server"], "TCP", c["sport"])
     check_flow(f, packets=len(orig), bytes_=g.total_l3(orig), connections=1, direction={"syn": 1},
                translated=translated, first=orig[0][0])
-    assert counter(log.stats, "dup") == len(orig)
+    assert counter(log.stats, "duplicates") == len(orig)
+    assert counter(log.stats, "nat_views") == 1
 
 
 def test_retransmission_one_second_later_is_not_a_duplicate(tmp_path):
@@ -942,10 +925,12 @@ def test_merge_adds_stats_and_unites_tunnel_pairs(tmp_path, three_files):
     _, (a, b, c) = three_files
     logs = [Log(run_capture(tmp_path / f"{i}.jsonl", [p])) for i, p in enumerate((a, b, c))]
     merged = Log(run_merge(tmp_path / "m.jsonl", [tmp_path / f"{i}.jsonl" for i in range(3)]))
-    assert counter(merged.stats, "dup") == sum(counter(lg.stats, "dup") for lg in logs)
-    blob = json.dumps(tunnel_entry(merged.stats, "vxlan"))
-    for i in range(3):
-        assert "192.168.10.%d" % (i + 1) in blob
+    assert counter(merged.stats, "duplicates") == sum(counter(lg.stats, "duplicates") for lg in logs)
+    vx = tunnel_entry(merged.stats, "vxlan")
+    assert vx["packets"] == sum(tunnel_entry(lg.stats, "vxlan")["packets"] for lg in logs)
+    assert {k.split(" > ")[0] for k in vx["endpoints"]} == {"192.168.10.1", "192.168.10.2", "192.168.10.3"}
+    for name in STATS_COUNTERS:
+        assert counter(merged.stats, name) == sum(counter(lg.stats, name) for lg in logs), name
 
 
 def test_two_runs_are_byte_identical(tmp_path, three_files):
@@ -953,3 +938,128 @@ def test_two_runs_are_byte_identical(tmp_path, three_files):
     first = run_capture(tmp_path / "1.jsonl", paths)
     second = run_capture(tmp_path / "2.jsonl", paths)
     assert first == second
+
+
+# --------------------------------------------------------------------------------------------
+# rules added to the contract: stats counters, snap length, ICMP control, nesting, half views
+
+
+def test_stats_counters(tmp_path):
+    recs = rich_records()
+    log = capture_records(tmp_path, recs)
+    stats = log.stats
+    assert stats["kind"] == "stats"
+    assert set(stats) - {"kind", "tunnels"} <= STATS_COUNTERS, sorted(stats)
+    assert counter(stats, "packets") == len(recs)
+    # packets that count in flows, after duplicates were dropped
+    assert counter(stats, "decoded") == sum(f["packets"] for f in log.flows)
+    assert counter(stats, "duplicates") == 9  # the NAT copy of one TCP connection
+    assert counter(stats, "nat_views") == 1
+    # a counter that stayed at zero is left out
+    for name in ("loopback", "non_ip", "truncated", "tunnel_too_deep", "dns_malformed", "fragments_orphaned"):
+        assert name not in stats, (name, stats)
+
+
+def test_clean_capture_has_no_zero_counters(tmp_path):
+    tcp = g.tcp_session(POD_A, POD_B, 40001, 8080)
+    log = capture_records(tmp_path, tcp)
+    counters = {k: v for k, v in log.stats.items() if k != "kind" and not (k == "tunnels" and v == {})}
+    assert counters == {"packets": len(tcp), "decoded": len(tcp)}
+
+
+def test_snap_length_cut_packets_count_their_full_ip_length(tmp_path):
+    """`tcpdump -s 96`: every record is cut, but headers are there; bytes are the IP lengths."""
+    tcp = g.tcp_session(POD_A, POD_B, 40001, 8080, request=b"q" * 700, response=b"r" * 1200)
+    v6 = g.tcp_session(V6_A, V6_B, 40002, 443, t0=T0 + 1, request=b"q" * 500, response=b"r" * 900)
+    recs = tcp + v6
+    path = g.write_bytes(tmp_path / "s96.pcap", g.truncate_records(recs, g.LINKTYPE_ETHERNET, 96))
+    log = capture(tmp_path, path)
+    check_flow(log.flow(POD_A, POD_B, "TCP", 8080), packets=len(tcp), bytes_=g.total_l3(tcp), direction={"syn": 1})
+    check_flow(log.flow(V6_A, V6_B, "TCP", 443), packets=len(v6), bytes_=g.total_l3(v6), direction={"syn": 1})
+    assert counter(log.stats, "truncated") == 0
+
+
+def test_packet_cut_before_its_headers_is_truncated_not_a_flow(tmp_path):
+    tcp = g.tcp_session(POD_A, POD_B, 40001, 8080)
+    cut = g.tcp_session("10.244.5.5", "10.244.6.6", 40002, 9000, t0=T0 + 1)[:1]
+    data = g.pcap_bytes(tcp)
+    frame = g.frame(cut[0][1], g.LINKTYPE_ETHERNET)
+    data += g.pcap_record(cut[0][0], frame[:30], origlen=len(frame))  # inside the IPv4 header
+    path = g.write_bytes(tmp_path / "cut.pcap", data)
+    log = capture(tmp_path, path)
+    assert log.flow_keys() == [(POD_A, POD_B, "TCP", 8080)]
+    assert counter(log.stats, "truncated") == 1
+
+
+def test_icmp_control_messages_are_not_flows(tmp_path):
+    ctl = g.icmp_control_messages()
+    tcp = g.tcp_session(POD_A, POD_B, 40001, 8080, t0=T0 + 1)
+    log = capture_records(tmp_path, ctl + tcp)
+    assert log.flow_keys() == [(POD_A, POD_B, "TCP", 8080)]
+    assert counter(log.stats, "icmp_control") == len(ctl)
+
+
+@pytest.mark.parametrize("depth", [3, 4])
+def test_tunnel_nesting_limit(tmp_path, depth):
+    """Up to three tunnels deep the inner flow is found; deeper packets are only counted."""
+    inner = g.tcp_session(POD_A, POD_B, 40001, 8080)
+    layers = [lambda p: g.vxlan(p, "192.168.1.1", "192.168.1.2"),
+              lambda p: g.ipip(p, "172.16.0.1", "172.16.0.2"),
+              lambda p: g.gre(p, "172.17.0.1", "172.17.0.2"),
+              lambda p: g.flannel_udp(p, "172.19.0.1", "172.19.0.2")][:depth]
+    recs = []
+    for ts, p in inner:
+        for wrap in reversed(layers):  # the innermost wrapping first
+            p = wrap(p)
+        recs.append((ts, p))
+    log = capture_records(tmp_path, recs)
+    if depth == 3:
+        check_flow(log.only_flow(), packets=len(inner), bytes_=g.total_l3(inner), direction={"syn": 1})
+        assert counter(log.stats, "tunnel_too_deep") == 0
+    else:
+        assert log.flows == []
+        assert counter(log.stats, "tunnel_too_deep") == len(inner)
+
+
+def test_half_views_joined_by_sequence_numbers(tmp_path):
+    """A host-network client to a ClusterIP on a node's loopback: its packets are seen only after
+    DNAT (to the backend), the replies only before (from the ClusterIP); no packet twice. The
+    answering sequence/acknowledgement numbers join the two halves into one connection."""
+    client, cluster_ip, backend = "172.18.0.2", "10.96.0.1", "172.18.0.3"
+    orig = g.tcp_session(client, cluster_ip, 45000, 443)
+    dnat = g.nat_view(orig, client, cluster_ip, 45000, 443, new_server=backend, new_sport=6443, delay=0)
+    recs = [(d[0], d[1]) if o[1][g.IP].src == client else o for o, d in zip(orig, dnat)]
+    log = capture_records(tmp_path, recs)
+    f = log.only_flow()
+    assert (f["src"], f["dst"], f["proto"], f["port"]) == (client, backend, "TCP", 6443)
+    check_flow(f, packets=len(orig), connections=1, direction={"syn": 1},
+               translated=[{"dst": cluster_ip, "port": 443, "src": client}])
+    assert counter(log.stats, "duplicates") == 0
+
+
+@pytest.mark.parametrize("family", ["ipv4-same-id", "ipv6"])
+def test_udp_lookalikes_between_other_endpoints_are_two_flows(tmp_path, family):
+    """Two UDP packets with the same fingerprint but no endpoint in common are not NAT views."""
+    payload = b"HEALTHCHECK-PING-0000000001"
+    if family == "ipv6":
+        a = g.IPv6(src=V6_A, dst=V6_B) / g.UDP(sport=40000, dport=9000) / g.Raw(payload)
+        b = g.IPv6(src="fd00:10:244:2::2", dst="fd00:10:244:3::3") / g.UDP(sport=40001, dport=9000) / g.Raw(payload)
+    else:
+        a = g.IP(src=POD_A, dst=POD_B, id=4242) / g.UDP(sport=40000, dport=9000) / g.Raw(payload)
+        b = g.IP(src="10.244.2.2", dst="10.244.3.3", id=4242) / g.UDP(sport=40001, dport=9000) / g.Raw(payload)
+    log = capture_records(tmp_path, [(T0, a), (T0 + 0.01, b)])
+    assert len(log.flows) == 2, log.flow_keys()
+    for f in log.flows:
+        check_flow(f, packets=1, translated=[])
+    assert counter(log.stats, "duplicates") == 0
+
+
+def test_each_file_is_deduplicated_on_its_own(tmp_path):
+    """A connection between two nodes captured on both counts in both files' flows."""
+    tcp = g.tcp_session(POD_A, POD_B, 40001, 8080)
+    a = g.write_pcap(tmp_path / "node-a.pcap", tcp)
+    b = g.write_pcap(tmp_path / "node-b.pcap", tcp)
+    log = capture(tmp_path, a, b)
+    check_flow(log.only_flow(), packets=2 * len(tcp), bytes_=2 * g.total_l3(tcp), connections=2,
+               direction={"syn": 2})
+    assert counter(log.stats, "duplicates") == 0

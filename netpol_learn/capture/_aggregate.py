@@ -362,7 +362,7 @@ class Aggregator:
         views = self._join_aliases(t, alive)
         flows, redirect = self._flows(t, alive, views)
         dns = self._dns_observations(redirect)
-        stats = {k: int(v) for k, v in sorted(self.stats.items())}
+        stats = {k: int(v) for k, v in sorted(self.stats.items()) if v}
         stats["tunnels"] = self._tunnel_stats()
         log = FlowLog(flows=tuple(flows), dns=tuple(dns), stats=stats, sources=(source,))
         return merge_logs([log])

@@ -424,11 +424,11 @@ def _decode_layer(v: _Bytes, off, end, link) -> _Layer:
     dns_end = ipend.copy()
     dns = ok & (tunnel == 0) & ((proto == UDP) | (proto == TCP)) & ((sport == 53) | (dport == 53))
     if dns.any():
-        at = pay[dns] + np.where(proto[dns] == TCP, 2, 0)
-        has_header = at + 12 <= ipend[dns]
-        idx = np.flatnonzero(dns)[has_header]
-        at = at[has_header]
-        dns_at[idx] = at - np.where(proto[idx] == TCP, 2, 0)
+        idx = np.flatnonzero(dns)
+        dns_at[idx] = pay[idx]  # too short to be DNS, the message still counts as malformed DNS
+        at = pay[idx] + np.where(proto[idx] == TCP, 2, 0)
+        has_header = at + 12 <= ipend[idx]
+        idx, at = idx[has_header], at[has_header]
         qr = v.b(at + 2) >> 7
         ev_src[idx] |= np.where(qr == 0, EV_DNS, 0)
         ev_dst[idx] |= np.where(qr == 1, EV_DNS, 0)
