@@ -234,7 +234,11 @@ class Aggregator:
         the (seq, ack) pair that the segment asked for. A packet whose (seq, ack) answers one on
         another connection, within the window, is on the same connection, seen from the other
         side."""
-        tcp = np.flatnonzero(allp["tcp"])
+        # Only a connection seen in one direction can be half of another; most are seen in both
+        # and are left out before the costlier matching.
+        key, a_is_src = allp["key"], allp["a_is_src"]
+        one_way = ~np.isin(d.mix(key, ~a_is_src), d.mix(key, a_is_src))
+        tcp = np.flatnonzero(allp["tcp"] & one_way)
         if not tcp.size:
             return
         asked = d.mix(allp["tcp_ack"][tcp], allp["tcp_next"][tcp])

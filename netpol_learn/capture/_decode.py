@@ -448,26 +448,32 @@ def _decode_layer(v: _Bytes, off, end, link) -> _Layer:
     )
 
 
-_POWERS = np.cumprod(np.full(65536, 0x100000001B3, dtype=np.uint64), dtype=np.uint64)
+_POWERS = np.cumprod(np.full(8192, 0x100000001B3, dtype=np.uint64), dtype=np.uint64)
+_MAX_MESSAGE = 8 * len(_POWERS)
 
 
 def message_hash(data, start: np.ndarray, end: np.ndarray, skip: np.ndarray) -> np.ndarray:
     """A 64-bit hash of each byte range [start, end) of ``data``, ignoring the two bytes at
-    ``skip`` (a DNS query ID), computed for all ranges at once: a polynomial over the bytes."""
-    u8 = np.frombuffer(data, dtype=np.uint8)
-    lens = np.clip(end - start, 0, len(_POWERS))
-    total = int(lens.sum())
+    ``skip`` (a DNS query ID, at most 6 bytes after ``start``), for all ranges at once: a
+    polynomial over the range's big-endian 64-bit words, the last one cut to the range."""
+    v = _Bytes(data)
+    lens = np.clip(end - start, 0, _MAX_MESSAGE)
+    nwords = (lens + 7) // 8
+    total = int(nwords.sum())
     if not total:
-        return np.zeros(len(start), dtype=np.uint64)
-    first = np.r_[0, np.cumsum(lens)[:-1]]
-    within = np.arange(total) - np.repeat(first, lens)
-    values = u8[np.repeat(start, lens) + within].astype(np.uint64)
-    skip_rel = np.repeat(skip - start, lens)
-    values[(within == skip_rel) | (within == skip_rel + 1)] = 0
+        return mix(lens)
+    first = np.r_[0, np.cumsum(nwords)[:-1]]
+    k = np.arange(total) - np.repeat(first, nwords)
+    words = v.q(np.repeat(start, nwords) + 8 * k)
+    left = np.minimum(np.repeat(lens, nwords) - 8 * k, 8).astype(np.uint64)
+    keep = np.where(left == 8, ~np.uint64(0), ~(~np.uint64(0) >> (left * np.uint64(8))))
+    at_skip = (k == 0) & np.repeat(skip - start <= 6, nwords)
+    rel = np.repeat(np.clip(skip - start, 0, 6), nwords).astype(np.uint64)
+    keep[at_skip] &= ~(np.uint64(0xFFFF) << (np.uint64(48) - rel[at_skip] * np.uint64(8)))
     with np.errstate(over="ignore"):
-        terms = values * _POWERS[within]
-    nonempty = lens > 0
+        terms = (words & keep) * _POWERS[k]
     h = np.zeros(len(start), dtype=np.uint64)
+    nonempty = nwords > 0
     h[nonempty] = np.add.reduceat(terms, first[nonempty])
     return mix(h, lens)
 
