@@ -2,7 +2,8 @@
 
     NetpolLearnError            root: every error the tool reports to its user
     ├── CaptureError            a capture file that yields nothing usable
-    └── FlowLogError            a flow log that cannot be read or written
+    ├── FlowLogError            a flow log that cannot be read or written
+    └── InventoryError          an inventory that cannot be loaded or fetched
 
 Library code raises these; only the CLI turns them into one line on stderr and exit code 2.
 Third-party errors are translated where they enter (``raise CaptureError(...) from exc``).
@@ -19,3 +20,7 @@ class CaptureError(NetpolLearnError):
 
 class FlowLogError(NetpolLearnError):
     """A flow log could not be read or written."""
+
+
+class InventoryError(NetpolLearnError):
+    """An inventory (snapshot files or the live API) could not be loaded."""

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import sys
 import traceback
+from collections import Counter
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
 import click
 
 from netpol_learn._errors import NetpolLearnError
 from netpol_learn.capture import DEFAULT_DEDUP_WINDOW, capture_files
-from netpol_learn.flowlog import FlowLog, merge_logs, read_flow_log, write_flow_log
+from netpol_learn.flowlog import FlowLog, merge_logs, read_flow_log, write_atomic, write_flow_log
+from netpol_learn.inventory import fetch_inventory, write_inventory
 
 
 class _Group(click.Group):
@@ -129,6 +132,89 @@ def merge(flow_logs: tuple[Path, ...], output: str) -> None:
     log = merge_logs(read_flow_log(p) for p in flow_logs)
     write_flow_log(log, output)
     click.echo(f"{len(flow_logs)} logs -> {len(log.flows)} flows, {len(log.dns)} DNS names -> {output if output != '-' else 'stdout'}", err=True)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@contextmanager
+def _listing_progress():
+    """A spinner naming the resource being listed and the objects so far, on a terminal only."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+
+    with Console(stderr=True).status("connecting") as status:
+        yield lambda resource, count: status.update(f"listing {resource}: {count}")
+
+
+@main.command()
+@click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), help="Kubeconfig file [default: $KUBECONFIG, ~/.kube/config, else the pod's service account].")
+@click.option("--context", help="Kubeconfig context to use [default: its current-context].")
+@click.option("--page-size", type=click.IntRange(min=1), default=500, show_default=True, help="Objects per list request (continue tokens fetch the rest).")
+@click.option("-o", "--output", default="-", show_default=True, help="Inventory to write (YAML List); '-' is stdout.")
+def inventory(kubeconfig: Path | None, context: str | None, page_size: int, output: str) -> None:
+    """Snapshot the cluster's namespaces, nodes, pods, services and workloads from its API.
+
+    Lists cluster-wide, read-only, the namespaces, nodes, pods, services, endpointslices,
+    endpoints, replicasets, deployments, statefulsets, daemonsets, jobs and cronjobs, and writes
+    them as `kubectl get <those> -A -o yaml` does (a YAML List), annotated with the time the
+    listing started. Kinds the server does not serve are skipped with a warning; the credentials
+    need list permission on all the others.
+
+    \b
+    Example:
+      netpol-learn inventory -o inventory.yaml
+      netpol-learn inventory --kubeconfig ~/.kube/prod --context admin@prod -o prod.yaml
+    """
+    started = _now()  # pods listed held their addresses at least until then
+    with _listing_progress() as report:
+        items = fetch_inventory(kubeconfig, context, page_size, warn=_warn, progress=report)
+    write_inventory(items, output, started)
+    counts = Counter(item["kind"] for item in items)  # items come sorted by kind
+    per_kind = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+    click.echo(f"{len(items)} objects ({per_kind}) -> {output if output != '-' else 'stdout'}", err=True)
+
+
+@main.command()
+@click.option("--flows", "flow_logs", multiple=True, required=True, type=click.Path(dir_okay=False, path_type=Path), help="Flow log(s) from capture or merge; repeat for several.")
+@click.option("--inventory", "inventories", multiple=True, required=True, type=click.Path(dir_okay=False, path_type=Path), help="Inventory snapshot(s): kubectl get ... -o yaml/json, or netpol-learn inventory; repeat for several.")
+@click.option("--pod-cidr", multiple=True, help="A pod address range, beside the nodes' podCIDRs; repeatable.")
+@click.option("--service-cidr", multiple=True, help="The Service address range (else read from the API server's flags in the snapshot); repeatable.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True, help="text: the report; json: resolved connections and the report.")
+@click.option("-o", "--output", default="-", show_default=True, help="Where to write it; '-' is stdout.")
+def resolve(flow_logs, inventories, pod_cidr, service_cidr, fmt: str, output: str) -> None:
+    """Map the addresses of flow logs to pods, workloads, Services, nodes and outside hosts.
+
+    Prints what every flow's client and server resolved to, by kind of peer, and what needs a
+    person's attention: addresses in the cluster's ranges that no pod held at that time,
+    ambiguous ones, workloads that no selector picks alone. The rules are in docs/resolution.md.
+
+    \b
+    Example:
+      netpol-learn resolve --flows flows.jsonl --inventory inventory.yaml
+      netpol-learn resolve --flows a.jsonl --flows b.jsonl --inventory snap.yaml --format json -o resolved.json
+    """
+    from netpol_learn.inventory import load_inventory
+    from netpol_learn.resolve import resolution_to_json, report_text
+    from netpol_learn.resolve import resolve as resolve_flows
+
+    log = merge_logs(read_flow_log(p) for p in flow_logs)
+    inv = load_inventory(inventories, pod_cidrs=pod_cidr, service_cidrs=service_cidr, warn=_warn)
+    res = resolve_flows(log, inv)
+    if fmt == "json":
+        import json
+
+        text = json.dumps(resolution_to_json(res), indent=2, sort_keys=True) + "\n"
+    else:
+        text = report_text(res)
+    if output == "-":
+        click.echo(text, nl=False)
+    else:
+        write_atomic(Path(output), text)
+        click.echo(f"{len(log.flows)} flows -> {len(res.connections)} connections -> {output}", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -90,3 +90,32 @@ def test_module_entry_point_and_progress_bar_on_a_terminal(tmp_path):
     )
     assert quiet.stderr.decode().splitlines() == [f"1290 packets, 24 duplicates -> 6 flows, 0 DNS names -> {tmp_path / 'g.jsonl'}"]
     assert (tmp_path / "f.jsonl").read_bytes() == (tmp_path / "g.jsonl").read_bytes()
+
+
+KIND = Path(__file__).parent.parent / "captures" / "kind"
+
+
+def test_resolve_prints_the_report_and_json(tmp_path):
+    flows = tmp_path / "flows.jsonl"
+    assert run(["capture", REAL / "kind-antrea-node-any.pcap", "-o", flows]).exit_code == 0
+    text = run(["resolve", "--flows", flows, "--inventory", KIND / "inventory.yaml"])
+    assert text.exit_code == 0
+    assert "  node -> service-endpoint  1\n" in text.stdout and "Unresolved addresses: none" in text.stdout
+    out = tmp_path / "resolved.json"
+    result = run(["resolve", "--flows", flows, "--inventory", KIND / "inventory.yaml", "--format", "json", "-o", out])
+    assert result.exit_code == 0
+    import json
+
+    data = json.loads(out.read_text())
+    api = [c for c in data["connections"] if c["server"]["kind"] == "service-endpoint"]
+    assert [(c["server"]["service"], c["port"], c["via"]) for c in api] == [("default/kubernetes", 6443, "default/kubernetes:443")]
+
+
+def test_resolve_with_a_bad_inventory_is_one_line(tmp_path):
+    flows = tmp_path / "flows.jsonl"
+    assert run(["capture", REAL / "antrea-syn-egress.pcapng", "-o", flows]).exit_code == 0
+    bad = tmp_path / "inv.yaml"
+    bad.write_text("items: [\n")
+    result = run(["resolve", "--flows", flows, "--inventory", bad])
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith(f"error: {bad}:")

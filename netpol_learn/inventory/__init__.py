@@ -1,0 +1,40 @@
+"""The cluster inventory: the namespaces, nodes, pods, services and workloads that traffic is mapped to.
+
+    snapshot files (kubectl get -o yaml/json)  ->  load_inventory (_load)  ->  Inventory (_model)
+    live API  ->  fetch_inventory (_live)  ->  write_inventory  ->  kubectl-style YAML List
+"""
+
+from __future__ import annotations
+
+from netpol_learn.inventory._live import fetch_inventory, write_inventory
+from netpol_learn.inventory._load import load_inventory
+from netpol_learn.inventory._model import (
+    PER_REPLICA_LABELS,
+    ContainerPort,
+    EndpointSlice,
+    Inventory,
+    LabelSelector,
+    Node,
+    Pod,
+    Requirement,
+    Service,
+    ServicePort,
+    Workload,
+)
+
+__all__ = sorted([
+    "PER_REPLICA_LABELS",
+    "ContainerPort",
+    "EndpointSlice",
+    "Inventory",
+    "LabelSelector",
+    "Node",
+    "Pod",
+    "Requirement",
+    "Service",
+    "ServicePort",
+    "Workload",
+    "fetch_inventory",
+    "load_inventory",
+    "write_inventory",
+])

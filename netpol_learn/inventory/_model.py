@@ -1,0 +1,226 @@
+"""The cluster inventory as plain frozen dataclasses: what resolution needs of each object."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+#: Labels that differ between replicas or runs of one workload: never part of a selector.
+PER_REPLICA_LABELS = frozenset(
+    {
+        "pod-template-hash",
+        "controller-revision-hash",
+        "pod-template-generation",
+        "statefulset.kubernetes.io/pod-name",
+        "apps.kubernetes.io/pod-index",
+        "controller-uid",
+        "batch.kubernetes.io/controller-uid",
+        "job-name",
+        "batch.kubernetes.io/job-name",
+        "batch.kubernetes.io/job-completion-index",
+    }
+)
+
+Labels = tuple[tuple[str, str], ...]
+
+
+def labels_of(mapping: Mapping | None) -> Labels:
+    return tuple(sorted((str(k), str(v)) for k, v in (mapping or {}).items()))
+
+
+@dataclass(frozen=True, order=True)
+class Requirement:
+    """One matchExpressions entry."""
+
+    key: str
+    operator: str  # In, NotIn, Exists, DoesNotExist
+    values: tuple[str, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.operator == "In":
+            return labels.get(self.key) in self.values
+        if self.operator == "NotIn":
+            return labels.get(self.key) not in self.values
+        if self.operator == "Exists":
+            return self.key in labels
+        if self.operator == "DoesNotExist":
+            return self.key not in labels
+        raise ValueError(f"unknown selector operator {self.operator!r}")
+
+
+@dataclass(frozen=True)
+class LabelSelector:
+    match_labels: Labels = ()
+    match_expressions: tuple[Requirement, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.match_labels and not self.match_expressions
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in self.match_labels) and all(r.matches(labels) for r in self.match_expressions)
+
+    def keys(self) -> set[str]:
+        return {k for k, _ in self.match_labels} | {r.key for r in self.match_expressions}
+
+    def without(self, keys: frozenset[str]) -> LabelSelector:
+        return LabelSelector(
+            tuple((k, v) for k, v in self.match_labels if k not in keys),
+            tuple(r for r in self.match_expressions if r.key not in keys),
+        )
+
+    def with_labels(self, extra: Labels) -> LabelSelector:
+        return LabelSelector(tuple(sorted(set(self.match_labels) | set(extra))), self.match_expressions)
+
+    def to_dict(self) -> dict:
+        out: dict = {}
+        if self.match_labels:
+            out["matchLabels"] = dict(self.match_labels)
+        if self.match_expressions:
+            out["matchExpressions"] = [
+                {"key": r.key, "operator": r.operator, **({"values": list(r.values)} if r.values else {})} for r in self.match_expressions
+            ]
+        return out
+
+    @classmethod
+    def from_dict(cls, obj: Mapping | None) -> LabelSelector:
+        obj = obj or {}
+        exprs = []
+        for e in obj.get("matchExpressions") or ():
+            op = str(e.get("operator"))
+            if op not in ("In", "NotIn", "Exists", "DoesNotExist"):
+                raise ValueError(f"unknown selector operator {op!r}")
+            exprs.append(Requirement(str(e["key"]), op, tuple(sorted(str(v) for v in e.get("values") or ()))))
+        return cls(labels_of(obj.get("matchLabels")), tuple(sorted(exprs)))
+
+
+@dataclass(frozen=True)
+class ContainerPort:
+    name: str | None
+    port: int
+    protocol: str = "TCP"
+
+
+@dataclass(frozen=True)
+class Pod:
+    namespace: str
+    name: str
+    uid: str
+    labels: Labels
+    ips: tuple[str, ...]
+    node: str | None
+    host_network: bool
+    start: int | None  # ns since the epoch: when it got its address (startTime, else creation)
+    end: int | None  # ns: deletion, or the last snapshot that showed it when a later one did not; None: still there
+    owner: tuple[str, str] | None  # (kind, name) of its controller
+    ports: tuple[ContainerPort, ...] = ()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        return dict(self.labels)
+
+    def holds(self, first: int, last: int) -> bool:
+        """Did the pod hold its address at some time in [first, last]?"""
+        return (self.start is None or self.start <= last) and (self.end is None or first <= self.end)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Pods that one controller runs, and the selector that picks them (and no other pod)."""
+
+    namespace: str
+    kind: str  # Deployment, StatefulSet, DaemonSet, CronJob, Job, ReplicaSet, Pod
+    name: str
+    selector: LabelSelector | None  # None: no labels can select it
+    pods: tuple[str, ...]
+    inferred: str | None = None  # why the owner had to be inferred, when its object was missing
+    unique: bool = True  # False: the selector also picks pods of `also_selects`
+    also_selects: tuple[str, ...] = ()
+
+    @property
+    def ref(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.ref)
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    name: str | None
+    port: int
+    protocol: str
+    target_port: int | str
+    node_port: int | None = None
+
+
+@dataclass(frozen=True)
+class Service:
+    namespace: str
+    name: str
+    type: str
+    cluster_ips: tuple[str, ...]
+    selector: Labels | None  # None: a Service without a selector (its endpoints are managed by hand)
+    ports: tuple[ServicePort, ...]
+    external_ips: tuple[str, ...] = ()
+    load_balancer_ips: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+
+@dataclass(frozen=True)
+class EndpointPort:
+    name: str | None
+    port: int
+    protocol: str
+
+
+@dataclass(frozen=True)
+class EndpointAddress:
+    address: str
+    pod: str | None  # name of the target pod, in the slice's namespace
+    node: str | None
+
+
+@dataclass(frozen=True)
+class EndpointSlice:
+    namespace: str
+    name: str
+    service: str | None
+    ports: tuple[EndpointPort, ...]
+    endpoints: tuple[EndpointAddress, ...]
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    addresses: tuple[str, ...]
+    pod_cidrs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Namespace:
+    name: str
+    labels: Labels
+
+
+@dataclass(frozen=True)
+class Inventory:
+    namespaces: tuple[Namespace, ...] = ()
+    nodes: tuple[Node, ...] = ()
+    pods: tuple[Pod, ...] = ()
+    services: tuple[Service, ...] = ()
+    endpoint_slices: tuple[EndpointSlice, ...] = ()
+    workloads: tuple[Workload, ...] = ()
+    pod_cidrs: tuple[str, ...] = ()
+    service_cidrs: tuple[str, ...] = ()
+    snapshots: tuple[int, ...] = ()  # snapshot times, ns
+    notes: tuple[str, ...] = field(default=())  # what loading skipped or had to infer
+    workload_of: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (ns, pod) -> workload ref
