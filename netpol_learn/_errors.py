@@ -3,7 +3,9 @@
     NetpolLearnError            root: every error the tool reports to its user
     ├── CaptureError            a capture file that yields nothing usable
     ├── FlowLogError            a flow log that cannot be read or written
-    └── InventoryError          an inventory that cannot be loaded or fetched
+    ├── InventoryError          an inventory that cannot be loaded or fetched
+    ├── OutputError             an output directory that cannot be written safely
+    └── TemplateError           a policy template that cannot be loaded or rendered
 
 Library code raises these; only the CLI turns them into one line on stderr and exit code 2.
 Third-party errors are translated where they enter (``raise CaptureError(...) from exc``).
@@ -24,3 +26,11 @@ class FlowLogError(NetpolLearnError):
 
 class InventoryError(NetpolLearnError):
     """An inventory (snapshot files or the live API) could not be loaded."""
+
+
+class OutputError(NetpolLearnError):
+    """An output directory that cannot be written safely."""
+
+
+class TemplateError(NetpolLearnError):
+    """A policy template that cannot be loaded or rendered."""

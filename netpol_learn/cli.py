@@ -217,5 +217,97 @@ def resolve(flow_logs, inventories, pod_cidr, service_cidr, fmt: str, output: st
         click.echo(f"{len(log.flows)} flows -> {len(res.connections)} connections -> {output}", err=True)
 
 
+def _generate_options(f):
+    """The options generate and learn share, in the order --help shows them."""
+    options = [
+        click.option("--inventory", "inventories", multiple=True, required=True, type=click.Path(dir_okay=False, path_type=Path), help="Inventory snapshot(s): kubectl get ... -o yaml/json, or netpol-learn inventory; repeatable."),
+        click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False, path_type=Path), help="Directory for the policies: one file per namespace, kustomization.yaml, REPORT.md."),
+        click.option("--default-deny", type=click.Choice(["both", "ingress", "egress", "none"]), default="both", show_default=True, help="A default-deny policy in each namespace that gets policies."),
+        click.option("--dns", type=click.Choice(["namespace", "per-workload"]), default="namespace", show_default=True, help="DNS to the cluster resolver: one allow-dns policy per namespace, or a rule in each workload's policy."),
+        click.option("--named-ports", is_flag=True, help="Name ports as the pods declare them (e.g. http) instead of numbers."),
+        click.option("--aggregate-prefix", type=click.IntRange(1, 32), default=None, help="Collapse outside IPv4 addresses of a rule into prefixes of this length (e.g. 24) ..."),
+        click.option("--aggregate-prefix-v6", type=click.IntRange(1, 128), default=None, help="... and outside IPv6 addresses into prefixes of this length (e.g. 64) ..."),
+        click.option("--aggregate-threshold", type=click.IntRange(min=2), default=8, show_default=True, help="... when at least this many of them share one."),
+        click.option("--open-ingress-above", type=click.IntRange(min=1), default=None, help="Allow any outside address to a port that more than this many outside addresses reached (the cluster's ranges excepted). Off by default; REPORT.md says where it would apply."),
+        click.option("--include-namespace", multiple=True, help="Also write policies for this namespace (kube-system is left alone by default)."),
+        click.option("--pod-cidr", multiple=True, help="A pod address range, beside the nodes' podCIDRs; repeatable."),
+        click.option("--service-cidr", multiple=True, help="The Service address range (else read from the API server's flags in the snapshot); repeatable."),
+        click.option("--templates", "template_dir", type=click.Path(file_okay=False, exists=False, path_type=Path), default=None, help="Directory of Jinja templates that replace the built-in ones by name."),
+        click.option("--force", is_flag=True, help="Write into a directory that holds files netpol-learn did not write (they are left alone)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _write_policies(log: FlowLog, kw: dict) -> None:
+    from netpol_learn.generate import generate
+    from netpol_learn.inventory import load_inventory
+    from netpol_learn.render import write_directory
+    from netpol_learn.synthesize import GenerateOptions
+
+    inv = load_inventory(kw["inventories"], pod_cidrs=kw["pod_cidr"], service_cidrs=kw["service_cidr"], warn=_warn)
+    options = GenerateOptions(
+        default_deny=kw["default_deny"],
+        dns=kw["dns"],
+        named_ports=kw["named_ports"],
+        aggregate_prefix_v4=kw["aggregate_prefix"],
+        aggregate_prefix_v6=kw["aggregate_prefix_v6"],
+        aggregate_threshold=kw["aggregate_threshold"],
+        open_ingress_above=kw["open_ingress_above"],
+        exclude_namespaces=tuple(n for n in ("kube-system",) if n not in kw["include_namespace"]),
+    )
+    out = kw["output"]
+    generated = generate(log, inv, options, kw["template_dir"], directory=str(out))
+    stale = write_directory(out, generated.files, force=kw["force"])
+    policies = generated.policies
+    workload_policies = sum(1 for p in policies.policies if p.name not in ("default-deny", "allow-dns"))
+    namespaces = len({p.namespace for p in policies.policies})
+    parts = [f"{len(log.flows)} flows -> {workload_policies} workload policies in {namespaces} namespaces -> {out}"]
+    if policies.skipped:
+        parts.append(f"{len(policies.skipped)} left out (see REPORT.md)")
+    if stale:
+        parts.append(f"removed {len(stale)} file(s) of an earlier run")
+    click.echo("; ".join(parts), err=True)
+
+
+@main.command()
+@click.option("--flows", "flow_logs", multiple=True, required=True, type=click.Path(dir_okay=False, path_type=Path), help="Flow log(s) from capture or merge; repeatable.")
+@_generate_options
+def generate(flow_logs, **kw) -> None:
+    """Write the NetworkPolicies that allow exactly the observed traffic.
+
+    One policy per workload that sent or received traffic (its ingress and egress rules,
+    selecting the workload's pods as its owner does), DNS to the cluster resolver, ipBlock rules
+    for addresses outside the cluster (with their DNS names as comments), and a default-deny per
+    namespace, so that applying the directory (kubectl apply -k DIR) moves those namespaces to
+    default-deny without breaking what was observed. What could not become a rule is listed in
+    DIR/REPORT.md. The same inputs give byte-identical files.
+
+    \b
+    Example:
+      netpol-learn generate --flows flows.jsonl --inventory inventory.yaml -o policies/
+      kubectl apply -k policies/
+    """
+    _write_policies(merge_logs(read_flow_log(p) for p in flow_logs), kw)
+
+
+@main.command()
+@click.argument("pcaps", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--dedup-window", type=click.FloatRange(min=0), default=DEFAULT_DEDUP_WINDOW, show_default=True, help="Seconds within which the same packet seen again counts once.")
+@_generate_options
+def learn(pcaps, dedup_window: float, **kw) -> None:
+    """Capture and generate in one step: pcap/pcapng files to a policy directory.
+
+    \b
+    Example:
+      netpol-learn learn node-a.pcap node-b.pcap --inventory inventory.yaml -o policies/
+    """
+    paths = list(pcaps)
+    with _progress(paths) as report:
+        log = capture_files(paths, dedup_window=dedup_window, warn=_warn, progress=report)
+    _write_policies(log, kw)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

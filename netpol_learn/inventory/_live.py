@@ -120,6 +120,13 @@ def client_configuration(kubeconfig: str | os.PathLike | None = None, context: s
         raise InventoryError(f"{where}: {_one_line(str(exc))}") from exc
     except (OSError, yaml.YAMLError) as exc:
         raise InventoryError(f"{where}: {_one_line(getattr(exc, 'strerror', None) or str(exc))}") from exc
+    # The config loaders store the token under "authorization"; clients before 37 send it only
+    # from "BearerToken" (and network-config-analyzer's PyYAML pin holds test installs at 36).
+    for key in ("authorization",):
+        if key in cfg.api_key and "BearerToken" not in cfg.api_key:
+            cfg.api_key["BearerToken"] = cfg.api_key[key]
+            if key in cfg.api_key_prefix:
+                cfg.api_key_prefix["BearerToken"] = cfg.api_key_prefix[key]
     return cfg
 
 

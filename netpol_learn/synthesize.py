@@ -1,0 +1,363 @@
+"""Synthesis: resolved connections to the smallest set of NetworkPolicies that allows them.
+
+    Resolution  ->  synthesize(resolution, options)  ->  PolicySet (policy model + what was left out)
+
+One policy per workload that sent or received observed traffic, named after the workload, with
+its ingress and egress rules; DNS to the cluster resolver in an ``allow-dns`` policy per namespace
+(or in each workload's policy); a default-deny per namespace that got policies. Within a policy,
+a peer's ports are one list, and peers with the same ports are one rule. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from netpol_learn.flowlog import format_time
+from netpol_learn.inventory._model import LabelSelector, Workload
+from netpol_learn.policy import MANAGED_BY, IpBlock, NetworkPolicy, PolicyPeer, PortSpec, Rule
+from netpol_learn.resolve import EXTERNAL, NODE, NODE_LOCAL_DNS, POD, SERVICE_ENDPOINT, UNRESOLVED, Connection, Peer, Resolution
+
+EXPRESSIBLE = ("TCP", "UDP", "SCTP")
+NAMESPACE_LABEL = "kubernetes.io/metadata.name"
+#: When --open-ingress-above is off, a port reached from more outside addresses than this is reported.
+OPEN_INGRESS_HINT = 10
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    default_deny: str = "both"  # both, ingress, egress, none
+    dns: str = "namespace"  # namespace: an allow-dns policy per namespace; per-workload
+    named_ports: bool = False
+    aggregate_prefix_v4: int | None = None  # collapse outside addresses into prefixes of this length ...
+    aggregate_prefix_v6: int | None = None
+    aggregate_threshold: int = 8  # ... when at least this many of a rule's addresses share one
+    open_ingress_above: int | None = None  # open a port to any address past this many outside sources
+    exclude_namespaces: tuple[str, ...] = ("kube-system",)
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    policies: tuple[NetworkPolicy, ...]
+    skipped: tuple[str, ...] = ()  # what could not become a rule, and why (one line each)
+    hints: tuple[str, ...] = ()  # options that would change the result
+    flows_per_namespace: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Side:
+    """The rules of one direction of one workload's policy, before merging."""
+
+    ports: dict = field(default_factory=lambda: defaultdict(set))  # PolicyPeer -> {PortSpec}
+    comments: dict = field(default_factory=dict)  # PolicyPeer -> comment
+    external_sources: dict = field(default_factory=lambda: defaultdict(set))  # PortSpec -> {address}
+    external: set = field(default_factory=set)  # the peers that are addresses outside the cluster
+
+
+@dataclass
+class _WorkloadTraffic:
+    workload: Workload
+    ingress: _Side = field(default_factory=_Side)
+    egress: _Side = field(default_factory=_Side)
+    flows: int = 0
+    first: int | None = None
+    last: int | None = None
+    dns: bool = False
+
+    def saw(self, c: Connection) -> None:
+        self.flows += c.flows
+        self.first = c.first_seen if self.first is None else min(self.first, c.first_seen)
+        self.last = c.last_seen if self.last is None else max(self.last, c.last_seen)
+
+
+def synthesize(resolution: Resolution, options: GenerateOptions = GenerateOptions(), cluster_ranges: tuple[str, ...] = ()) -> PolicySet:
+    workloads = resolution.workloads
+    traffic: dict[tuple[str, str], _WorkloadTraffic] = {}
+    skipped: set[str] = set()
+    dns_peers: dict[str, dict] = defaultdict(dict)  # namespace -> {PolicyPeer: comment}
+    dns_ports: dict[str, set] = defaultdict(set)
+
+    def traffic_of(peer: Peer) -> _WorkloadTraffic | None:
+        if peer.kind != POD or peer.namespace in options.exclude_namespaces:
+            return None
+        w = workloads.get((peer.namespace, peer.workload))
+        if w is None:
+            return None
+        if w.selector is None:
+            skipped.add(f"{peer.namespace}/{peer.workload}: its pods share no label a selector could use; no policy for it")
+            return None
+        t = traffic.get(w.key)
+        if t is None:
+            t = traffic[w.key] = _WorkloadTraffic(w)
+        return t
+
+    for c in resolution.connections:
+        if c.protocol not in EXPRESSIBLE:
+            skipped.add(f"{_describe(c.client)} -> {_describe(c.server)} {c.protocol}: NetworkPolicy cannot express {c.protocol}")
+            continue
+        if c.same_node:
+            continue  # kubelet probes from the pod's own node are always allowed
+        port = _port_spec(c, options.named_ports)
+        server = traffic_of(c.server)
+        if server is not None:
+            server.saw(c)
+            peer = _peer(c.client, server.workload.namespace, workloads)
+            if peer is None:
+                skipped.add(f"ingress of {server.workload.namespace}/{server.workload.ref} from {_describe(c.client)}: {_why_not(c.client, workloads)}")
+            else:
+                server.ingress.ports[peer[0]].add(port)
+                server.ingress.comments.setdefault(peer[0], peer[1])
+                if c.client.kind == EXTERNAL:
+                    server.ingress.external_sources[port].add(c.client.address)
+                    server.ingress.external.add(peer[0])
+        client = traffic_of(c.client)
+        if client is None:
+            continue
+        client.saw(c)
+        if _is_dns(c):
+            client.dns = True
+            ns = client.workload.namespace
+            dns_ports[ns].update({PortSpec("UDP", c.port), PortSpec("TCP", c.port)})  # TCP too: large answers
+            peer = _peer(c.server, ns, workloads)
+            if peer is not None:
+                dns_peers[ns].setdefault(peer[0], peer[1])
+            continue
+        peer = _peer(c.server, client.workload.namespace, workloads)
+        if peer is None:
+            skipped.add(f"egress of {client.workload.namespace}/{client.workload.ref} to {_describe(c.server)}: {_why_not(c.server, workloads)}")
+            continue
+        client.egress.ports[peer[0]].add(port)
+        client.egress.comments.setdefault(peer[0], peer[1])
+        if c.server.kind == EXTERNAL:
+            client.egress.external.add(peer[0])
+
+    hints: list[str] = []
+    policies: list[NetworkPolicy] = []
+    flows_per_namespace: dict[str, int] = defaultdict(int)
+    names = _policy_names([t.workload for t in traffic.values()])
+    for key in sorted(traffic):
+        t = traffic[key]
+        w = t.workload
+        flows_per_namespace[w.namespace] += t.flows
+        ingress_rules = _rules(t.ingress, options, cluster_ranges, w, hints, ingress=True)
+        egress_rules = _rules(t.egress, options, cluster_ranges, w, hints, ingress=False)
+        if options.dns == "per-workload" and t.dns:
+            egress_rules = (_dns_rule(dns_peers[w.namespace], dns_ports[w.namespace]), *egress_rules)
+        types = tuple(x for x, rules in (("Ingress", ingress_rules), ("Egress", egress_rules)) if rules)
+        if not types:
+            continue  # only DNS, covered by the namespace's allow-dns policy
+        policies.append(
+            NetworkPolicy(
+                namespace=w.namespace,
+                name=names[w.key],
+                pod_selector=w.selector,
+                policy_types=types,
+                ingress=ingress_rules if ingress_rules else None,
+                egress=egress_rules if egress_rules else None,
+                labels=tuple(MANAGED_BY.items()),
+                annotations=(
+                    ("netpol-learn.io/flows", str(t.flows)),
+                    ("netpol-learn.io/observed", f"{format_time(t.first)}/{format_time(t.last)}"),
+                    ("netpol-learn.io/workload", w.ref),
+                ),
+                comment=_workload_comment(w),
+            )
+        )
+    namespaces = {p.namespace for p in policies}
+    if options.dns == "namespace":
+        for ns in sorted(dns_ports):
+            namespaces.add(ns)
+            policies.append(
+                NetworkPolicy(
+                    namespace=ns,
+                    name="allow-dns",
+                    pod_selector=LabelSelector(),
+                    policy_types=("Egress",),
+                    egress=(_dns_rule(dns_peers[ns], dns_ports[ns]),),
+                    labels=tuple(MANAGED_BY.items()),
+                    comment="Every pod of the namespace may ask the cluster DNS: some of them resolved names (UDP, and TCP for large answers).",
+                )
+            )
+    if options.default_deny != "none":
+        types = {"both": ("Ingress", "Egress"), "ingress": ("Ingress",), "egress": ("Egress",)}[options.default_deny]
+        for ns in sorted(namespaces):
+            policies.append(
+                NetworkPolicy(
+                    namespace=ns,
+                    name="default-deny",
+                    pod_selector=LabelSelector(),
+                    policy_types=types,
+                    labels=tuple(MANAGED_BY.items()),
+                    comment=f"Deny all {' and '.join(t.lower() for t in types)} traffic of the namespace that no other policy here allows.",
+                )
+            )
+    policies.sort(key=lambda p: (p.namespace, p.name != "default-deny", p.name != "allow-dns", p.name))
+    return PolicySet(tuple(policies), tuple(sorted(skipped)), tuple(sorted(set(hints))), dict(sorted(flows_per_namespace.items())))
+
+
+def _is_dns(c: Connection) -> bool:
+    dns_port = c.port == 53 or (c.via or "").endswith(":53")
+    return c.protocol in ("UDP", "TCP") and dns_port and (c.server.cluster_dns or c.server.kind == NODE_LOCAL_DNS)
+
+
+def _port_spec(c: Connection, named: bool) -> PortSpec:
+    if named and c.port_name:
+        return PortSpec(c.protocol, c.port_name)
+    return PortSpec(c.protocol, c.port)
+
+
+def _describe(p: Peer) -> str:
+    if p.kind == POD:
+        return f"{p.namespace}/{p.workload}"
+    return f"{p.kind} {p.address}"
+
+
+def _why_not(p: Peer, workloads) -> str:
+    if p.kind == UNRESOLVED:
+        return f"unresolved ({p.reason}); no rule"
+    if p.kind == POD:
+        return "its pods share no label a selector could use; no rule"
+    return "no rule"
+
+
+def _host(address: str) -> str:
+    ip = ipaddress.ip_address(address)
+    return f"{ip}/{ip.max_prefixlen}"
+
+
+def _peer(p: Peer, home_namespace: str, workloads) -> tuple[PolicyPeer, str] | None:
+    """The policy peer for a resolved peer, and the comment a reviewer sees beside it."""
+    if p.kind == POD:
+        w = workloads.get((p.namespace, p.workload))
+        if w is None or w.selector is None:
+            return None
+        ns_selector = None
+        if p.namespace != home_namespace:
+            ns_selector = LabelSelector(((NAMESPACE_LABEL, p.namespace),))
+        comment = w.ref if p.namespace == home_namespace else f"{p.namespace}/{w.ref}"
+        if not w.unique:
+            comment += f" (this selector also picks {', '.join(w.also_selects)})"
+        return PolicyPeer(pod_selector=w.selector, namespace_selector=ns_selector), comment
+    if p.kind == NODE:
+        comment = f"node {p.node}" + (f" (host network: {', '.join(p.names)})" if p.names else "")
+        return PolicyPeer(ip_block=IpBlock(_host(p.address))), comment
+    if p.kind == SERVICE_ENDPOINT:
+        return PolicyPeer(ip_block=IpBlock(_host(p.address))), f"endpoint of Service {p.service}"
+    if p.kind == NODE_LOCAL_DNS:
+        return PolicyPeer(ip_block=IpBlock(_host(p.address))), "NodeLocal DNSCache"
+    if p.kind == EXTERNAL:
+        return PolicyPeer(ip_block=IpBlock(_host(p.address))), ", ".join(p.names) if p.names else "outside the cluster"
+    return None
+
+
+def _dns_rule(peers: dict, ports: set) -> Rule:
+    if not peers:
+        # The DNS Service's backends were not in the inventory: CoreDNS's conventional labels.
+        peers = {
+            PolicyPeer(
+                pod_selector=LabelSelector((("k8s-app", "kube-dns"),)),
+                namespace_selector=LabelSelector(((NAMESPACE_LABEL, "kube-system"),)),
+            ): "cluster DNS (CoreDNS's usual labels: its pods were not in the inventory)"
+        }
+    ordered = sorted(peers, key=PolicyPeer.sort_key)
+    return Rule(
+        peers=tuple(PolicyPeer(p.pod_selector, p.namespace_selector, p.ip_block, peers[p]) for p in ordered),
+        ports=tuple(sorted(ports or {PortSpec("UDP", 53), PortSpec("TCP", 53)}, key=_port_sort)),
+        comment="cluster DNS",
+    )
+
+
+def _port_sort(p: PortSpec) -> tuple:
+    return (p.protocol, isinstance(p.port, str), str(p.port).zfill(5))
+
+
+def _rules(side: _Side, options: GenerateOptions, cluster_ranges, w: Workload, hints: list, ingress: bool) -> tuple[Rule, ...]:
+    ports_of = {peer: set(ports) for peer, ports in side.ports.items()}
+    comments = dict(side.comments)
+    if ingress:
+        _open_ingress(side, ports_of, comments, options, cluster_ranges, w, hints)
+    if options.aggregate_prefix_v4 or options.aggregate_prefix_v6:
+        _aggregate(ports_of, comments, side.external, options, cluster_ranges)
+    groups: dict[tuple, list[PolicyPeer]] = defaultdict(list)
+    for peer, ports in ports_of.items():
+        if ports:
+            groups[tuple(sorted(ports, key=_port_sort))].append(peer)
+    rules = []
+    for ports, peers in groups.items():
+        peers.sort(key=PolicyPeer.sort_key)
+        rules.append(Rule(tuple(PolicyPeer(p.pod_selector, p.namespace_selector, p.ip_block, comments.get(p)) for p in peers), ports))
+    rules.sort(key=lambda r: (r.peers[0].sort_key(), [_port_sort(p) for p in r.ports]))
+    return tuple(rules)
+
+
+def _open_ingress(side: _Side, ports_of: dict, comments: dict, options, cluster_ranges, w: Workload, hints: list) -> None:
+    """A port that many outside addresses reached (an ingress controller, a public API) opened to
+    any address, the cluster's own ranges excepted; off by default, reported when it would apply."""
+    for port, sources in side.external_sources.items():
+        n = len(sources)
+        if options.open_ingress_above is None:
+            if n > OPEN_INGRESS_HINT:
+                hints.append(f"{w.namespace}/{w.ref} {port.protocol}/{port.port} was reached from {n} outside addresses: --open-ingress-above {OPEN_INGRESS_HINT} would allow any address instead")
+            continue
+        if n <= options.open_ingress_above:
+            continue
+        for address in sources:
+            peer = PolicyPeer(ip_block=IpBlock(_host(address)))
+            ports_of.get(peer, set()).discard(port)
+        for cidr in ("0.0.0.0/0", "::/0"):
+            excepts = tuple(r for r in cluster_ranges if ipaddress.ip_network(r).version == ipaddress.ip_network(cidr).version)
+            peer = PolicyPeer(ip_block=IpBlock(cidr, excepts))
+            ports_of.setdefault(peer, set()).add(port)
+            comments[peer] = f"any address outside the cluster: {n} outside addresses reached this port"
+
+
+def _aggregate(ports_of: dict, comments: dict, external: set, options, cluster_ranges) -> None:
+    """Outside addresses with the same ports collapse into a wider prefix when at least
+    ``aggregate_threshold`` of them share it; cluster ranges inside it go into ``except``."""
+    by_ports: dict[frozenset, list[PolicyPeer]] = defaultdict(list)
+    for peer, ports in ports_of.items():
+        if peer in external:
+            by_ports[frozenset(ports)].append(peer)
+    cluster = [ipaddress.ip_network(r) for r in cluster_ranges]
+    for ports, peers in by_ports.items():
+        buckets: dict = defaultdict(list)
+        for peer in peers:
+            net = ipaddress.ip_network(peer.ip_block.cidr)
+            length = options.aggregate_prefix_v4 if net.version == 4 else options.aggregate_prefix_v6
+            if length and net.prefixlen > length:
+                buckets[net.supernet(new_prefix=length)].append(peer)
+        for wide, members in buckets.items():
+            if len(members) < options.aggregate_threshold:
+                continue
+            excepts = tuple(str(c) for c in cluster if c.version == wide.version and c.subnet_of(wide))
+            if any(c.version == wide.version and wide.subnet_of(c) for c in cluster):
+                continue  # the prefix lies inside a cluster range: never allow it wholesale
+            names = sorted({n for m in members for n in comments.get(m, "").split(", ") if n and n != "outside the cluster"})
+            for m in members:
+                ports_of.pop(m, None)
+                comments.pop(m, None)
+            peer = PolicyPeer(ip_block=IpBlock(str(wide), excepts))
+            ports_of.setdefault(peer, set()).update(ports)
+            comments[peer] = f"{len(members)} outside addresses" + (f": {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}" if names else "")
+
+
+def _policy_names(workloads: list[Workload]) -> dict[tuple[str, str], str]:
+    """A policy is named after its workload; kinds are added only where two workloads share a name."""
+    count: dict[tuple[str, str], int] = defaultdict(int)
+    for w in workloads:
+        count[(w.namespace, w.name)] += 1
+    out = {}
+    for w in workloads:
+        name = w.name if count[(w.namespace, w.name)] == 1 and w.name not in ("default-deny", "allow-dns") else f"{w.kind.lower()}-{w.name}"
+        out[w.key] = name[:253]
+    return out
+
+
+def _workload_comment(w: Workload) -> str:
+    text = f"{w.ref}: {len(w.pods)} pod(s) seen"
+    if w.inferred:
+        text += f"; owner inferred ({w.inferred})"
+    if not w.unique:
+        text += f"; its selector also picks {', '.join(w.also_selects)}"
+    return text
