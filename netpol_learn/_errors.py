@@ -5,7 +5,8 @@
     ├── FlowLogError            a flow log that cannot be read or written
     ├── InventoryError          an inventory that cannot be loaded or fetched
     ├── OutputError             an output directory that cannot be written safely
-    └── TemplateError           a policy template that cannot be loaded or rendered
+    ├── TemplateError           a policy template that cannot be loaded or rendered
+    └── PolicyError             a NetworkPolicy file that cannot be read or is not valid
 
 Library code raises these; only the CLI turns them into one line on stderr and exit code 2.
 Third-party errors are translated where they enter (``raise CaptureError(...) from exc``).
@@ -34,3 +35,7 @@ class OutputError(NetpolLearnError):
 
 class TemplateError(NetpolLearnError):
     """A policy template that cannot be loaded or rendered."""
+
+
+class PolicyError(NetpolLearnError):
+    """A NetworkPolicy file that cannot be read or is not valid."""

@@ -309,5 +309,82 @@ def learn(pcaps, dedup_window: float, **kw) -> None:
     _write_policies(log, kw)
 
 
+def _emit(text: str, output: str) -> None:
+    if output == "-":
+        click.echo(text, nl=False)
+    else:
+        write_atomic(Path(output), text)
+
+
+@main.command()
+@click.option("--policies", "policy_paths", multiple=True, required=True, type=click.Path(path_type=Path), help="Policy directory or file(s): YAML or JSON, Lists, kubectl kustomize output; repeatable.")
+@click.option("--inventory", "inventories", multiple=True, required=True, type=click.Path(dir_okay=False, path_type=Path), help="Inventory snapshot(s); repeatable.")
+@click.option("--flows", "flow_logs", multiple=True, required=True, type=click.Path(dir_okay=False, path_type=Path), help="Flow log(s) of the traffic that must keep working; repeatable.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("-o", "--output", default="-", show_default=True, help="Where to write the result; '-' is stdout.")
+def verify(policy_paths, inventories, flow_logs, fmt: str, output: str) -> None:
+    """Which observed connections would a policy set deny? Exit 1 if any.
+
+    The migration check: run it on a generated directory, or on existing policies plus a
+    planned default-deny, before applying them. Each denied connection names the direction that
+    denies it and the policies that isolate the pod.
+
+    \b
+    Example:
+      netpol-learn verify --policies policies/ --inventory inventory.yaml --flows flows.jsonl
+    """
+    from netpol_learn.inventory import load_inventory
+    from netpol_learn.semantics import load_policies
+    from netpol_learn.verify import verify as verify_flows
+    from netpol_learn.verify import verify_json, verify_text
+
+    policies = load_policies(policy_paths)
+    inv = load_inventory(inventories, warn=_warn)
+    log = merge_logs(read_flow_log(p) for p in flow_logs)
+    result = verify_flows(log, inv, policies)
+    if fmt == "json":
+        import json
+
+        _emit(json.dumps(verify_json(result), indent=2, sort_keys=True) + "\n", output)
+    else:
+        _emit(verify_text(result), output)
+    click.get_current_context().exit(1 if result.denied else 0)
+
+
+@main.command()
+@click.argument("base", type=click.Path(exists=False, path_type=Path))
+@click.argument("new", type=click.Path(exists=False, path_type=Path))
+@click.option("--inventory", "inventories", multiple=True, required=True, type=click.Path(dir_okay=False, path_type=Path), help="Inventory snapshot(s): the pods and namespaces to compare connectivity between; repeatable.")
+@click.option("--flows", "flow_logs", multiple=True, type=click.Path(dir_okay=False, path_type=Path), help="Flow log(s): mark the differences that touch observed traffic; repeatable.")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True, help="markdown: for a pull-request comment or $GITHUB_STEP_SUMMARY.")
+@click.option("-o", "--output", default="-", show_default=True, help="Where to write the result; '-' is stdout.")
+def diff(base: Path, new: Path, inventories, flow_logs, fmt: str, output: str) -> None:
+    """Compare two policy sets by meaning: which connections NEW allows or denies that BASE did not.
+
+    Compares connectivity between every pair of workloads of the inventory, on every port the
+    policies or the pods name, and to and from the address ranges the policies name. Exit 0
+    when equal, 1 when they differ, 2 on error.
+
+    \b
+    Example:
+      netpol-learn diff policies/ new-policies/ --inventory inventory.yaml --format markdown >> "$GITHUB_STEP_SUMMARY"
+    """
+    from netpol_learn.inventory import load_inventory
+    from netpol_learn.semantics import load_policies
+    from netpol_learn.verify import diff as diff_policies
+    from netpol_learn.verify import diff_json, diff_text
+
+    inv = load_inventory(inventories, warn=_warn)
+    log = merge_logs(read_flow_log(p) for p in flow_logs) if flow_logs else None
+    result = diff_policies(load_policies([base]), load_policies([new]), inv, log)
+    if fmt == "json":
+        import json
+
+        _emit(json.dumps(diff_json(result), indent=2, sort_keys=True) + "\n", output)
+    else:
+        _emit(diff_text(result, markdown=fmt == "markdown"), output)
+    click.get_current_context().exit(0 if result.equal else 1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
