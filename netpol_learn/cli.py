@@ -221,7 +221,7 @@ def _generate_options(f):
     """The options generate and learn share, in the order --help shows them."""
     options = [
         click.option("--inventory", "inventories", multiple=True, required=True, type=click.Path(dir_okay=False, path_type=Path), help="Inventory snapshot(s): kubectl get ... -o yaml/json, or netpol-learn inventory; repeatable."),
-        click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False, path_type=Path), help="Directory for the policies: one file per namespace, kustomization.yaml, REPORT.md."),
+        click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path), help="Directory for the policies: one file per namespace, kustomization.yaml, REPORT.md."),
         click.option("--default-deny", type=click.Choice(["both", "ingress", "egress", "none"]), default="both", show_default=True, help="A default-deny policy in each namespace that gets policies."),
         click.option("--dns", type=click.Choice(["namespace", "per-workload"]), default="namespace", show_default=True, help="DNS to the cluster resolver: one allow-dns policy per namespace, or a rule in each workload's policy."),
         click.option("--named-ports", is_flag=True, help="Name ports as the pods declare them (e.g. http) instead of numbers."),

@@ -111,17 +111,19 @@ def synthesize(resolution: Resolution, options: GenerateOptions = GenerateOption
                 if c.client.kind == EXTERNAL:
                     server.ingress.external_sources[port].add(c.client.address)
                     server.ingress.external.add(peer[0])
+        if c.client.kind == POD and c.client.namespace not in options.exclude_namespaces and _is_dns(c):
+            # allow-dns selects every pod of the namespace: it serves even a workload no selector can pick.
+            ns = c.client.namespace
+            dns_ports[ns].update({PortSpec("UDP", c.port), PortSpec("TCP", c.port)})  # TCP too: large answers
+            peer = _peer(c.server, ns, workloads)
+            if peer is not None:
+                dns_peers[ns].setdefault(peer[0], peer[1])
         client = traffic_of(c.client)
         if client is None:
             continue
         client.saw(c)
         if _is_dns(c):
             client.dns = True
-            ns = client.workload.namespace
-            dns_ports[ns].update({PortSpec("UDP", c.port), PortSpec("TCP", c.port)})  # TCP too: large answers
-            peer = _peer(c.server, ns, workloads)
-            if peer is not None:
-                dns_peers[ns].setdefault(peer[0], peer[1])
             continue
         peer = _peer(c.server, client.workload.namespace, workloads)
         if peer is None:
