@@ -263,7 +263,7 @@ def _write_policies(log: FlowLog, kw: dict) -> None:
     policies = generated.policies
     workload_policies = sum(1 for p in policies.policies if p.name not in ("default-deny", "allow-dns"))
     namespaces = len({p.namespace for p in policies.policies})
-    parts = [f"{len(log.flows)} flows -> {workload_policies} workload policies in {namespaces} namespaces -> {out}"]
+    parts = [f"{len(log.flows)} flows -> {workload_policies} workload policies in {namespaces} namespace{'' if namespaces == 1 else 's'} -> {out}"]
     if policies.skipped:
         parts.append(f"{len(policies.skipped)} left out (see REPORT.md)")
     if stale:

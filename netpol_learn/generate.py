@@ -39,13 +39,17 @@ def generate(log: FlowLog, inventory: Inventory, options: GenerateOptions = Gene
     return Generated(files, policies, resolution)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _report(log: FlowLog, resolution: Resolution, policies: PolicySet, options: GenerateOptions) -> str:
     workload_policies = [p for p in policies.policies if p.name not in ("default-deny", "allow-dns")]
     lines = [
         f"{MARKER}: what the policies in this directory are made of.",
         "",
         f"- {len(log.flows)} observed flows from {', '.join(log.sources) or 'the flow logs'}",
-        f"- {len(workload_policies)} workload policies in {len({p.namespace for p in policies.policies})} namespaces"
+        f"- {len(workload_policies)} workload policies in {_count(len({p.namespace for p in policies.policies}), 'namespace')}"
         + (f"; namespaces left alone: {', '.join(options.exclude_namespaces)}" if options.exclude_namespaces else ""),
         f"- default deny: {options.default_deny}; DNS: {'an allow-dns policy per namespace' if options.dns == 'namespace' else 'in each workload policy'}",
         "",

@@ -104,6 +104,16 @@ class Resolver:
                 self.pods_by_ip[_canon(ip)].append(pod)
         self.pods = {p.key: p for p in inventory.pods}
         self.node_by_ip = {_canon(a): n.name for n in inventory.nodes for a in n.addresses}
+        # Bridge CNIs (flannel, kubenet, the bridge plugin) give the node the first address of its
+        # pod range: the source of kubelet probes and host-network clients on the way to local pods.
+        for n in inventory.nodes:
+            for cidr in n.pod_cidrs:
+                try:
+                    net = ipaddress.ip_network(cidr, strict=False)
+                except ValueError:
+                    continue
+                if net.num_addresses > 2:
+                    self.node_by_ip.setdefault(str(net.network_address + 1), n.name)
         self.service_by_ip: dict[str, Service] = {}
         self.service_by_node_port: dict[tuple[int, str], Service] = {}
         for svc in inventory.services:

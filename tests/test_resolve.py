@@ -470,3 +470,17 @@ def test_kind_capture_with_its_inventory():
     assert r.unresolved == () and r.ambiguous == ()
     assert r.not_expressible == 1
     assert r.workloads_not_unique == () and r.workloads_unselectable == () and r.workloads_inferred == ()
+
+
+def test_bridge_gateway_is_the_node_and_its_probes_need_no_rule(tmp_path):
+    """Bridge CNIs: the node reaches its own pods from the first address of its pod range."""
+    from netpol_learn.inventory import load_inventory
+    from netpol_learn.resolve import NODE, resolve
+
+    items = [k8s.namespace("shop"), k8s.node("node-a", "172.18.0.2", "10.244.0.0/24"),
+             k8s.pod("web-1", "shop", "10.244.0.20", labels={"app": "web"}, node="node-a")]
+    inv = load_inventory([k8s.write_list(tmp_path, items)])
+    res = resolve(k8s.log(k8s.flow("10.244.0.1", "10.244.0.20", 8080)), inv)
+    (c,) = res.connections
+    assert (c.client.kind, c.client.node, c.same_node) == (NODE, "node-a", True)
+    assert res.report.unresolved == ()
