@@ -424,7 +424,7 @@ def _decode_layer(v: _Bytes, off, end, link) -> _Layer:
     dns_end = ipend.copy()
     dns = ok & (tunnel == 0) & ((proto == UDP) | (proto == TCP)) & ((sport == 53) | (dport == 53))
     if dns.any():
-        idx = np.flatnonzero(dns)
+        idx = np.flatnonzero(dns & (pay < ipend))  # a bare SYN, ACK or FIN carries no message
         dns_at[idx] = pay[idx]  # too short to be DNS, the message still counts as malformed DNS
         at = pay[idx] + np.where(proto[idx] == TCP, 2, 0)
         has_header = at + 12 <= ipend[idx]
