@@ -338,7 +338,10 @@ def verify(policy_paths, inventories, flow_logs, fmt: str, output: str) -> None:
     from netpol_learn.verify import verify as verify_flows
     from netpol_learn.verify import verify_json, verify_text
 
-    policies = load_policies(policy_paths)
+    notes: list[str] = []
+    policies = load_policies(policy_paths, notes)
+    for note in notes:
+        _warn(note)
     inv = load_inventory(inventories, warn=_warn)
     log = merge_logs(read_flow_log(p) for p in flow_logs)
     result = verify_flows(log, inv, policies)
@@ -376,7 +379,10 @@ def diff(base: Path, new: Path, inventories, flow_logs, fmt: str, output: str) -
 
     inv = load_inventory(inventories, warn=_warn)
     log = merge_logs(read_flow_log(p) for p in flow_logs) if flow_logs else None
-    result = diff_policies(load_policies([base]), load_policies([new]), inv, log)
+    notes: list[str] = []
+    result = diff_policies(load_policies([base], notes), load_policies([new], notes), inv, log)
+    for note in dict.fromkeys(notes):
+        _warn(note)
     if fmt == "json":
         import json
 

@@ -10,7 +10,9 @@ touches the others.
 from __future__ import annotations
 
 import os
+import re
 from collections import defaultdict
+from functools import lru_cache
 from pathlib import Path
 
 import jinja2
@@ -26,8 +28,15 @@ TEMPLATES = Path(__file__).parent / "templates"
 TEMPLATE_OF = {"default-deny": "default-deny.yaml.j2", "allow-dns": "allow-dns.yaml.j2"}
 
 
+_PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_./-]*")
+_RESOLVED = re.compile(r"(?i)(y|yes|n|no|true|false|on|off|null|~)$")
+
+
+@lru_cache(maxsize=65536)
 def _quote(value) -> str:
     """A YAML scalar exactly as PyYAML would write it (quoted only when it must be)."""
+    if isinstance(value, str) and _PLAIN.fullmatch(value) and not _RESOLVED.match(value):
+        return value  # the common case (names, label keys and values), without running the emitter
     if isinstance(value, bool) or value is None:
         return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
     if isinstance(value, int):

@@ -113,8 +113,8 @@ def policy_from_dict(obj: Mapping) -> NetworkPolicy:
     if "podSelector" not in spec:
         raise ValueError("spec.podSelector: missing (use {} to select every pod)")
     types = spec.get("policyTypes")
-    if types is None:
-        types = ["Ingress"] + (["Egress"] if "egress" in spec else [])
+    if not types:  # missing or empty: Ingress, and Egress when there are egress rules (API defaulting)
+        types = ["Ingress"] + (["Egress"] if spec.get("egress") else [])
     for t in types:
         if t not in ("Ingress", "Egress"):
             raise ValueError(f"spec.policyTypes: {t!r} is neither Ingress nor Egress")
@@ -150,6 +150,8 @@ def policy_from_dict(obj: Mapping) -> NetworkPolicy:
 
 
 def _peer(p, where: str) -> PolicyPeer:
+    if isinstance(p, Mapping):
+        p = {k: v for k, v in p.items() if v is not None}  # a null selector is an absent one
     if not isinstance(p, Mapping) or not p or set(p) - _PEER_KEYS:
         raise ValueError(f"{where}: a peer needs podSelector, namespaceSelector or ipBlock")
     if "ipBlock" in p:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from netpol_learn.flowlog import format_time
 from netpol_learn.inventory._model import LabelSelector, Workload
@@ -78,6 +79,14 @@ def synthesize(resolution: Resolution, options: GenerateOptions = GenerateOption
     dns_peers: dict[str, dict] = defaultdict(dict)  # namespace -> {PolicyPeer: comment}
     dns_ports: dict[str, set] = defaultdict(set)
 
+    peer_cache: dict = {}
+
+    def policy_peer(p: Peer, home: str):
+        key = (p, home)
+        if key not in peer_cache:
+            peer_cache[key] = _peer(p, home, workloads)
+        return peer_cache[key]
+
     def traffic_of(peer: Peer) -> _WorkloadTraffic | None:
         if peer.kind != POD or peer.namespace in options.exclude_namespaces:
             return None
@@ -102,7 +111,7 @@ def synthesize(resolution: Resolution, options: GenerateOptions = GenerateOption
         server = traffic_of(c.server)
         if server is not None:
             server.saw(c)
-            peer = _peer(c.client, server.workload.namespace, workloads)
+            peer = policy_peer(c.client, server.workload.namespace)
             if peer is None:
                 skipped.add(f"ingress of {server.workload.namespace}/{server.workload.ref} from {_describe(c.client)}: {_why_not(c.client, workloads)}")
             else:
@@ -115,7 +124,7 @@ def synthesize(resolution: Resolution, options: GenerateOptions = GenerateOption
             # allow-dns selects every pod of the namespace: it serves even a workload no selector can pick.
             ns = c.client.namespace
             dns_ports[ns].update({PortSpec("UDP", c.port), PortSpec("TCP", c.port)})  # TCP too: large answers
-            peer = _peer(c.server, ns, workloads)
+            peer = policy_peer(c.server, ns)
             if peer is not None:
                 dns_peers[ns].setdefault(peer[0], peer[1])
         client = traffic_of(c.client)
@@ -125,7 +134,7 @@ def synthesize(resolution: Resolution, options: GenerateOptions = GenerateOption
         if _is_dns(c):
             client.dns = True
             continue
-        peer = _peer(c.server, client.workload.namespace, workloads)
+        peer = policy_peer(c.server, client.workload.namespace)
         if peer is None:
             skipped.add(f"egress of {client.workload.namespace}/{client.workload.ref} to {_describe(c.server)}: {_why_not(c.server, workloads)}")
             continue
@@ -223,6 +232,7 @@ def _why_not(p: Peer, workloads) -> str:
     return "no rule"
 
 
+@lru_cache(maxsize=1 << 16)
 def _host(address: str) -> str:
     ip = ipaddress.ip_address(address)
     return f"{ip}/{ip.max_prefixlen}"

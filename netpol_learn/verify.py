@@ -157,15 +157,22 @@ class DiffResult:
 
 
 def _ports(policy_sets: Iterable[Iterable[NetworkPolicy]], inventory: Inventory, extra: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Ports at which what a policy set allows can change: what it allows is constant between
+    the edges of the port ranges its rules name, so each edge (a range's first port, and the port
+    after its last) stands for the ports up to the next; the pods' own ports serve named ports,
+    and the lowest and highest ports stand for rules that name no port at all."""
     ports = set(extra)
+    for proto in ("TCP", "UDP", "SCTP"):
+        ports |= {(proto, 1), (proto, 65535)}
     for policies in policy_sets:
         for p in policies:
             for rule in (*(p.ingress or ()), *(p.egress or ())):
                 for spec in rule.ports or ():
                     if isinstance(spec.port, int):
-                        ports.add((spec.protocol, spec.port))
-                        if spec.end_port is not None:
-                            ports.add((spec.protocol, spec.end_port))
+                        last = spec.end_port if spec.end_port is not None else spec.port
+                        ports |= {(spec.protocol, spec.port), (spec.protocol, last)}
+                        if last < 65535:
+                            ports.add((spec.protocol, last + 1))
     for pod in inventory.pods:
         for cp in pod.ports:
             ports.add((cp.protocol, cp.port))
@@ -173,20 +180,35 @@ def _ports(policy_sets: Iterable[Iterable[NetworkPolicy]], inventory: Inventory,
 
 
 def _outside(policy_sets: Iterable[Iterable[NetworkPolicy]], extra: Iterable[str]) -> dict[str, str]:
-    """One address per ipBlock piece (a block and each of its excepts), named by its block."""
-    out: dict[str, str] = {}
+    """Outside addresses at which what a policy set allows can change, each named by the
+    narrowest block that holds it: the first and last address of every block and except, and
+    the addresses just outside them (what is allowed is constant in between)."""
+    blocks = set()
     for policies in policy_sets:
         for p in policies:
             for rule in (*(p.ingress or ()), *(p.egress or ())):
                 for peer in rule.peers or ():
-                    if peer.ip_block is None:
-                        continue
-                    for cidr in (peer.ip_block.cidr, *peer.ip_block.except_):
-                        net = ipaddress.ip_network(cidr)
-                        address = str(net.network_address + (1 if net.num_addresses > 2 else 0))
-                        out.setdefault(address, str(net))
-    for address in extra:
-        out.setdefault(address, address)
+                    if peer.ip_block is not None:
+                        blocks |= {ipaddress.ip_network(c) for c in (peer.ip_block.cidr, *peer.ip_block.except_)}
+    probes = set()
+    for net in blocks:
+        probes |= {net.network_address, net.broadcast_address}
+        if int(net.network_address) > 0:
+            probes.add(net.network_address - 1)
+        if int(net.broadcast_address) < (1 << net.max_prefixlen) - 1:
+            probes.add(net.broadcast_address + 1)
+    extra_set = set(extra)
+    probes |= {ipaddress.ip_address(a) for a in extra_set}
+    out: dict[str, str] = {}
+    for ip in sorted(probes, key=lambda a: (a.version, int(a))):
+        holders = [n for n in blocks if n.version == ip.version and ip in n]
+        narrowest = max(holders, key=lambda n: n.prefixlen) if holders else None
+        if narrowest is None:
+            out[str(ip)] = f"external {ip}" if str(ip) in extra_set else "outside any ipBlock"
+        elif narrowest.num_addresses == 1:
+            out[str(ip)] = f"external {ip}"
+        else:
+            out[str(ip)] = f"outside {narrowest}"
     return out
 
 
@@ -209,10 +231,17 @@ def diff(base: list[NetworkPolicy], new: list[NetworkPolicy], inventory: Invento
                 for peer in (c.client, c.server):
                     if peer.kind in (EXTERNAL, SERVICE_ENDPOINT, NODE_LOCAL_DNS) and endpoints.of(peer):
                         extra_addresses.add(peer.address)
-    outside = [(f"outside {cidr}" if cidr != address else f"external {address}", Endpoint(address)) for address, cidr in sorted(_outside((base, new), extra_addresses).items())]
+    outside = [(name, Endpoint(address)) for address, name in _outside((base, new), extra_addresses).items()]
     ports = _ports((base, new), inventory, extra_ports)
+    # A pair can only change where a policy that differs between the sets selects its source
+    # (egress) or its destination (ingress): only those pairs are evaluated.
+    changed = _changed(base, new)
+    src_changed = {n for n, e in ends if _selected_by(changed, e, "Egress", eb)}
+    dst_changed = {n for n, e in ends if _selected_by(changed, e, "Ingress", eb)}
     added, removed = [], []
-    pairs = [(a, b) for a in ends for b in ends] + [(a, o) for a in ends for o in outside] + [(o, a) for o in outside for a in ends]
+    every = ends + outside
+    pairs = [(a, b) for a in ends if a[0] in src_changed for b in every]
+    pairs += [(a, b) for b in ends if b[0] in dst_changed for a in every if a[0] not in src_changed]
     for (sname, src), (dname, dst) in pairs:
         for proto, port in ports:
             before = eb.evaluate(src, dst, proto, port).allowed
@@ -220,7 +249,25 @@ def diff(base: list[NetworkPolicy], new: list[NetworkPolicy], inventory: Invento
             if before != after:
                 ch = Change(sname, dname, proto, port, (sname, dname, proto, port) in observed)
                 (added if after else removed).append(ch)
-    return DiffResult(tuple(added), tuple(removed))
+    # Several probe addresses of one block name the same change once.
+    return DiffResult(tuple(dict.fromkeys(added)), tuple(dict.fromkeys(removed)))
+
+
+def _changed(base: list[NetworkPolicy], new: list[NetworkPolicy]) -> list[NetworkPolicy]:
+    """The policies of either set that the other does not hold identically."""
+    a = {(p.namespace, p.name): p for p in base}
+    b = {(p.namespace, p.name): p for p in new}
+    out = []
+    for key in set(a) | set(b):
+        pa, pb = a.get(key), b.get(key)
+        if pa is None or pb is None or pa.to_dict()["spec"] != pb.to_dict()["spec"]:
+            out += [p for p in (pa, pb) if p is not None]
+    return out
+
+
+def _selected_by(policies: list[NetworkPolicy], e: Endpoint, kind: str, engine: PolicyEngine) -> bool:
+    labels = dict(e.labels)
+    return any(p.namespace == e.namespace and kind in p.policy_types and p.pod_selector.matches(labels) for p in policies)
 
 
 def diff_text(r: DiffResult, markdown: bool = False) -> str:
