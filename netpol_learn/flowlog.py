@@ -314,12 +314,16 @@ def read_flow_log(path: str | os.PathLike) -> FlowLog:
                     continue
                 obj = json.loads(text)
                 kind = obj.get("kind") if isinstance(obj, dict) else None
-                if lineno == 1:
-                    if kind != "header" or obj.get("format") != FORMAT:
-                        raise FlowLogError(f"{path}: not a netpol-learn flow log (no header line)")
+                if lineno == 1 and kind != "header":
+                    raise FlowLogError(f"{path}: not a netpol-learn flow log (no header line)")
+                if kind == "header":
+                    # A sniffer writes one complete log per interval: each header starts a segment,
+                    # and the segments merge like separate logs.
+                    if obj.get("format") != FORMAT:
+                        raise FlowLogError(f"{path}:{lineno}: not a netpol-learn flow log header")
                     if obj.get("version") != VERSION:
                         raise FlowLogError(f"{path}: flow log version {obj.get('version')!r} is not supported (this tool reads {VERSION})")
-                    sources = tuple(obj.get("sources", ()))
+                    sources = tuple(sorted(set(sources) | set(obj.get("sources", ()))))
                 elif kind == "flow":
                     flows.append(_flow_from_json(obj))
                 elif kind == "dns":

@@ -95,3 +95,12 @@ def test_public_api_is_sorted_and_complete():
     assert netpol_learn.__all__ == sorted(netpol_learn.__all__)
     for name in netpol_learn.__all__:
         assert hasattr(netpol_learn, name)
+
+
+def test_a_log_of_several_segments_reads_as_their_merge(tmp_path):
+    """The sniffer appends one complete log per interval to the same stream."""
+    one = FlowLog(flows=(Flow("10.0.0.1", "10.0.0.2", "TCP", 80, 1, 60, 1, 10**18, 10**18, (("syn", 1),)),), stats={"packets": 1}, sources=("a",))
+    two = FlowLog(flows=(Flow("10.0.0.1", "10.0.0.2", "TCP", 80, 2, 120, 1, 2 * 10**18, 2 * 10**18, (("syn", 1),)),), stats={"packets": 2}, sources=("b",))
+    path = tmp_path / "stream.jsonl"
+    path.write_text(text(one) + text(two))
+    assert text(read_flow_log(path)) == text(merge_logs([one, two]))
