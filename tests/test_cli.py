@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from netpol_learn.cli import main
+from terminal import run_on_terminal
 
 REAL = Path(__file__).parent.parent / "captures" / "real"
 
@@ -65,23 +64,10 @@ def test_output_to_stdout_and_merge_of_a_log_with_itself(tmp_path):
 
 
 def test_module_entry_point_and_progress_bar_on_a_terminal(tmp_path):
-    master, slave = pty.openpty()
-    proc = subprocess.run(
-        [sys.executable, "-m", "netpol_learn", "capture", str(REAL / "kind-antrea-node-any.pcap"), "-o", str(tmp_path / "f.jsonl")],
-        stdout=subprocess.PIPE, stderr=slave, timeout=120,
+    code, shown = run_on_terminal(
+        [sys.executable, "-m", "netpol_learn", "capture", str(REAL / "kind-antrea-node-any.pcap"), "-o", str(tmp_path / "f.jsonl")]
     )
-    os.close(slave)
-    shown = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        shown += chunk
-    os.close(master)
-    assert proc.returncode == 0
+    assert code == 0
     assert b"reading captures" in shown and b"-> 6 flows" in shown
     # Not on a terminal: no progress bar, just the summary line.
     quiet = subprocess.run(

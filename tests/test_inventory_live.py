@@ -19,7 +19,6 @@ import base64
 import copy
 import json
 import os
-import pty
 import socket
 import ssl
 import subprocess
@@ -36,6 +35,7 @@ import yaml
 from click.testing import CliRunner
 from kubernetes.config import incluster_config
 
+from terminal import run_on_terminal
 from netpol_learn import cli
 from netpol_learn._errors import InventoryError
 from netpol_learn.inventory import fetch_inventory, write_inventory
@@ -650,21 +650,9 @@ def test_expired_continue_token_lists_the_kind_again_in_one_piece(api):
 
 
 def test_progress_on_a_terminal_only(api, tmp_path):
-    master, slave = pty.openpty()
     args = [sys.executable, "-m", "netpol_learn", "inventory", "--kubeconfig", str(api.kubeconfig), "--page-size", "2"]
-    proc = subprocess.run([*args, "-o", str(tmp_path / "t.yaml")], stdout=subprocess.PIPE, stderr=slave, timeout=120)
-    os.close(slave)
-    shown = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        shown += chunk
-    os.close(master)
-    assert proc.returncode == 0
+    code, shown = run_on_terminal([*args, "-o", str(tmp_path / "t.yaml")])
+    assert code == 0
     assert b"listing " in shown and b"29 objects (" in shown
     quiet = subprocess.run([*args, "-o", str(tmp_path / "q.yaml")], capture_output=True, timeout=120)
     assert quiet.returncode == 0 and len(quiet.stderr.decode().splitlines()) == 1
