@@ -2,11 +2,26 @@
 
 In CI (``CI`` set) a skipped test fails the run: every test here can run on the CI machine, so a
 skip means something is missing, not something optional.
+
+``capture_engine``: a test module that uses it (``pytestmark = pytest.mark.usefixtures(
+"capture_engine")``) runs each test with the capture stage's C accelerator and with the
+Python/numpy reference code. Without the accelerator (not built, or NETPOL_LEARN_PURE_PYTHON set)
+only the reference runs.
 """
 
 import os
 
 import pytest
+
+from netpol_learn.capture import _accel
+
+CAPTURE_ENGINES = ["c", "python"] if _accel.ENGINE == "c" else ["python"]
+
+
+@pytest.fixture(params=CAPTURE_ENGINES)
+def capture_engine(request, monkeypatch):
+    monkeypatch.setattr(_accel, "ENGINE", request.param)
+    return request.param
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -22,6 +22,9 @@ from pcapgen import T0  # noqa: E402
 
 from netpol_learn.cli import main  # noqa: E402
 
+# Every test runs with the C accelerator and with the reference code (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("capture_engine")
+
 POD_A = "10.244.0.5"
 POD_B = "10.244.1.7"
 SVC_DNS = "10.96.0.10"

@@ -11,9 +11,13 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from netpol_learn.cli import main
+
+# Every test runs with the C accelerator and with the reference code (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("capture_engine")
 
 DATA = Path(__file__).parent.parent / "captures" / "real"
 

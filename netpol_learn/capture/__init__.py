@@ -2,6 +2,10 @@
 
     read_chunks (_files)  ->  decode (_decode)  ->  Aggregator (_aggregate)  ->  FlowLog
 
+The two per-packet loops (the pcap record walk in ``_files`` and ``decode``) run in C when the
+optional ``_fastscan`` extension was built; ``_accel`` chooses, and the Python/numpy code is the
+reference and the fallback.
+
 Each file is read and aggregated on its own and the results are merged (``merge_logs``), so
 several files give the same log in any order, and ``capture A B`` equals ``merge`` of
 ``capture A`` and ``capture B``.
@@ -15,7 +19,7 @@ from pathlib import Path
 
 from netpol_learn._errors import CaptureError
 from netpol_learn.capture._aggregate import Aggregator
-from netpol_learn.capture._decode import decode
+from netpol_learn.capture._accel import decode
 from netpol_learn.capture._files import read_chunks
 from netpol_learn.flowlog import FlowLog, merge_logs
 

@@ -3,8 +3,10 @@
 Yields the packets in chunks of a few MiB: the raw bytes and numpy arrays of where each packet
 starts, its captured length, timestamp and link type. Walking the record headers is written by hand
 rather than with scapy's readers: it is the per-packet hot path, and a plain loop over
-``struct.unpack_from`` here walks several million records a second, while a reader that builds an
-object per packet manages a few hundred thousand.
+``struct.unpack_from`` walks several million records a second, while a reader that builds an
+object per packet manages a few hundred thousand. For classic pcap that loop is
+``_accel.walk_pcap``: the C accelerator when it was built (ten times faster again), else the
+Python reference loop; everything around it (damage, resync, snap length) is here.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ import struct
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from itertools import repeat
 from pathlib import Path
 
 import numpy as np
 
 from netpol_learn._errors import CaptureError
+from netpol_learn.capture import _accel
 
 #: Packets per chunk: enough to make numpy's per-call overhead small, few enough that the
 #: per-packet arrays of one chunk stay at a few MB.
@@ -169,11 +171,6 @@ class _Source:
         self.raw.close()
 
 
-def _u32_view(data: bytes, endian: str) -> np.ndarray:
-    """Every offset of ``data`` read as a 32-bit integer (stride 1, unaligned reads)."""
-    return np.ndarray(shape=(max(len(data) - 3, 0),), dtype=endian + "u4", buffer=data, offset=0, strides=(1,))
-
-
 def read_chunks(path: Path, warn: Warn, progress: Callable[[int], None] | None = None) -> Iterator[Chunk]:
     """The packets of one capture file, in chunks; damage is reported through ``warn``."""
     src = _Source(path)
@@ -217,49 +214,64 @@ def _pcap_chunks(src: _Source, head: bytes, warn: Warn, progress) -> Iterator[Ch
         snaplen = MAX_RECORD
     incl_of = struct.Struct(endian + "I").unpack_from
     header_of = struct.Struct(endian + "IIII").unpack_from
+    big_endian = endian == ">"
     warned_snaplen = False
+    # The walker hands back every record over this captured length: the snap length until the
+    # one warning about it, then only what is too long to be a record at all (damage).
+    walk_limit = snaplen
     last_sec: int | None = None
     for buf, base, n, final in src.windows(24):
         pos = 24 - base if base < 24 else 0
         stopped = False
         while True:
-            offs: list[int] = []
-            append = offs.append
+            offs, sec, frac, caplen = (np.empty(CHUNK_PACKETS, dtype=np.int64) for _ in range(4))
+            count = 0
+            left = CHUNK_PACKETS  # records (or damaged records) this chunk may still take
             full = True
-            # Hot loop: one unpack and two comparisons per record.
-            for _ in repeat(None, CHUNK_PACKETS):
-                if pos + 16 > n:
+            while left:
+                # Hot loop (C when built): walks records until the chunk is full, the buffered
+                # data runs out, or a record is over walk_limit.
+                got, pos, reason = _accel.walk_pcap(
+                    buf, pos, n, big_endian, walk_limit, left, offs[count:], sec[count:], frac[count:], caplen[count:])
+                count += got
+                left -= got
+                if reason == _accel.WALK_LIMIT:
+                    break
+                if reason == _accel.WALK_NEED_DATA:
                     full = False
                     break
+                # The record at pos has a captured length over walk_limit.
+                left -= 1
                 incl = incl_of(buf, pos + 8)[0]
-                if incl > snaplen:
-                    if incl <= MAX_RECORD:
-                        if not warned_snaplen:
-                            warn(f"{src.path}: record at byte {base + pos} has captured length {incl} over the snap length {snaplen}; read anyway")
-                            warned_snaplen = True
-                    else:
-                        prev = header_of(buf, offs[-1])[0] if offs else last_sec
-                        skip_to = _pcap_resync(buf, pos, n, header_of, snaplen, prev, final)
-                        if skip_to is None and not final and pos + MAX_RECORD * 4 > n:
-                            full = False
-                            break  # not enough data buffered to look for the next record
-                        if skip_to is None:
-                            warn(f"{src.path}: damaged record at byte {base + pos} (captured length {incl}); stopped there, kept the packets before it")
-                            stopped = True
-                            full = False
-                            break
-                        warn(f"{src.path}: damaged record at byte {base + pos} (captured length {incl}); skipped {skip_to - pos} bytes to the next record")
-                        pos = skip_to
-                        continue
-                end = pos + 16 + incl
-                if end > n:
+                if incl <= MAX_RECORD:
+                    if not warned_snaplen:
+                        warn(f"{src.path}: record at byte {base + pos} has captured length {incl} over the snap length {snaplen}; read anyway")
+                        warned_snaplen = True
+                        walk_limit = MAX_RECORD
+                    end = pos + 16 + incl
+                    if end > n:
+                        full = False
+                        break
+                    offs[count] = pos
+                    sec[count], frac[count], caplen[count], _orig = header_of(buf, pos)
+                    count += 1
+                    pos = end
+                    continue
+                prev = int(sec[count - 1]) if count else last_sec
+                skip_to = _pcap_resync(buf, pos, n, header_of, snaplen, prev, final)
+                if skip_to is None and not final and pos + MAX_RECORD * 4 > n:
+                    full = False
+                    break  # not enough data buffered to look for the next record
+                if skip_to is None:
+                    warn(f"{src.path}: damaged record at byte {base + pos} (captured length {incl}); stopped there, kept the packets before it")
+                    stopped = True
                     full = False
                     break
-                append(pos)
-                pos = end
-            if offs:
-                last_sec = header_of(buf, offs[-1])[0]
-                yield _pcap_chunk(buf, n, offs, endian, frac_ns, linktype)
+                warn(f"{src.path}: damaged record at byte {base + pos} (captured length {incl}); skipped {skip_to - pos} bytes to the next record")
+                pos = skip_to
+            if count:
+                last_sec = int(sec[count - 1])
+                yield _pcap_chunk(buf, n, offs[:count], sec[:count], frac[:count], caplen[:count], frac_ns, linktype)
             src.release(base + pos)
             if progress:
                 progress(src.progress(base + pos))
@@ -300,12 +312,8 @@ def _pcap_resync(buf: bytes, pos: int, n: int, header_of, snaplen: int, prev_ts:
     return None
 
 
-def _pcap_chunk(buf, n: int, offs: list[int], endian: str, frac_ns: int, linktype: int) -> Chunk:
-    off = np.array(offs, dtype=np.int64)
-    u32 = _u32_view(buf, endian)
-    sec = u32[off].astype(np.int64)
-    frac = u32[off + 4].astype(np.int64)
-    caplen = u32[off + 8].astype(np.int64)
+def _pcap_chunk(buf, n: int, off: np.ndarray, sec: np.ndarray, frac: np.ndarray, caplen: np.ndarray, frac_ns: int,
+                linktype: int) -> Chunk:
     data, off = _padded(buf, off + 16, caplen, n, 16)
     return Chunk(
         data=data,
