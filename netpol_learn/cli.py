@@ -18,7 +18,6 @@ import click
 from netpol_learn._errors import NetpolLearnError
 from netpol_learn.capture import DEFAULT_DEDUP_WINDOW, capture_files
 from netpol_learn.flowlog import FlowLog, merge_logs, read_flow_log, write_atomic, write_flow_log
-from netpol_learn.inventory import fetch_inventory, write_inventory
 
 
 class _Group(click.Group):
@@ -169,6 +168,8 @@ def inventory(kubeconfig: Path | None, context: str | None, page_size: int, outp
       netpol-learn inventory -o inventory.yaml
       netpol-learn inventory --kubeconfig ~/.kube/prod --context admin@prod -o prod.yaml
     """
+    from netpol_learn.inventory import fetch_inventory, write_inventory
+
     started = _now()  # pods listed held their addresses at least until then
     with _listing_progress() as report:
         items = fetch_inventory(kubeconfig, context, page_size, warn=_warn, progress=report)

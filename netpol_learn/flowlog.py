@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 
 from netpol_learn._errors import FlowLogError
@@ -204,7 +205,13 @@ def merge_logs(logs: Iterable[FlowLog]) -> FlowLog:
 def format_time(ns: int) -> str:
     """RFC 3339, UTC, microseconds."""
     sec, rem = divmod(int(ns), 1_000_000_000)
-    return datetime.fromtimestamp(sec, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{rem // 1000:06d}Z"
+    return f"{_format_second(sec)}.{rem // 1000:06d}Z"
+
+
+@lru_cache(maxsize=4096)
+def _format_second(sec: int) -> str:
+    # Flows of one capture share few distinct seconds: formatting each once saves most of the cost.
+    return datetime.fromtimestamp(sec, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def parse_time(text: str) -> int:

@@ -23,7 +23,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-import urllib3
 import yaml
 
 from netpol_learn._errors import InventoryError
@@ -147,6 +146,8 @@ def _transport_reason(exc: BaseException) -> str:
             return f"TLS certificate verification failed: {node.verify_message}"
         if isinstance(node, ssl.SSLError):
             return f"TLS error: {node.reason or node}"
+        import urllib3  # imported here: loading it costs every command's start-up
+
         # NewConnectionError subclasses ConnectTimeoutError in urllib3 2: look at its cause instead.
         timeout = (urllib3.exceptions.ConnectTimeoutError, urllib3.exceptions.ReadTimeoutError)
         if isinstance(node, timeout) and not isinstance(node, urllib3.exceptions.NewConnectionError):
@@ -212,6 +213,7 @@ def _list_pages(call: Callable, page_size: int | None) -> Iterable[dict]:
 
 def _list_kind(api_client: ApiClient, kind: Kind, page_size: int, warn: Warn, progress: Progress | None) -> list[dict] | None:
     """All objects of one kind, following ``continue`` tokens; None when the server does not serve it."""
+    import urllib3
     from kubernetes import client as k8s
 
     call = getattr(getattr(k8s, kind.api)(api_client), kind.method)
