@@ -117,6 +117,8 @@ class Aggregator:
         self.first_fragments: dict[tuple, tuple[int, int]] = {}
         self.dns: dict[tuple, _DnsAcc] = {}
         self.dns_table: dict[str, np.ndarray] | None = None
+        self.dns_pending: list[dict] = []
+        self.dns_pending_rows = 0
         self.message_ids: dict[int, int] = {}
         self.messages: list[tuple[bool, tuple]] = []
         self.stats: dict[str, int] = defaultdict(int)
@@ -152,8 +154,8 @@ class Aggregator:
         dup = self._dedup({
             "fp": p.fingerprint[ok], "ts": ts, "key": key, "a_is_src": a_is_src,
             "strong": (proto == d.TCP) | (proto == d.ICMP) | (proto == d.ICMPV6),
-            "ends": np.stack([src_hi, src_lo, sport.astype(np.uint64), dst_hi, dst_lo, dport.astype(np.uint64)]),
-            "sides": np.stack([a_hi, a_lo, a_port.astype(np.uint64), b_hi, b_lo, b_port.astype(np.uint64)]),
+            "src_hi": src_hi, "src_lo": src_lo, "sport": sport, "dst_hi": dst_hi, "dst_lo": dst_lo, "dport": dport,
+            "a_hi": a_hi, "a_lo": a_lo, "a_port": a_port, "b_hi": b_hi, "b_lo": b_lo, "b_port": b_port,
             "tcp": proto == d.TCP, "tcp_seq": p.tcp_seq[ok], "tcp_ack": p.tcp_ack[ok], "tcp_next": p.tcp_next[ok],
         })
         keep = ~dup
@@ -192,8 +194,8 @@ class Aggregator:
     def _dedup(self, cur: dict[str, np.ndarray]) -> np.ndarray:
         """Mark packets that copy one seen less than the window before, and record NAT views.
 
-        ``cur`` holds per-packet arrays: fp, ts, key, a_is_src, strong, ends (6 x n: src
-        address, port, dst address, port), sides (6 x n: side A and B), and TCP tokens.
+        ``cur`` holds per-packet arrays: fp, ts, key, a_is_src, strong, the directed endpoints
+        (src_hi, src_lo, sport, dst_hi, ...), the sides (a_hi, ..., b_port), and TCP tokens.
         """
         n = len(cur["fp"])
         if self.carry is not None:
@@ -202,7 +204,6 @@ class Aggregator:
             allp = cur
         carried = len(allp["fp"]) - n
         fp, ts_all, key, a_is_src = allp["fp"], allp["ts"], allp["key"], allp["a_is_src"]
-        ends = allp["ends"]
         # Packets arrive (nearly) in time order: a stable sort by fingerprint keeps that order.
         order = np.argsort(fp, kind="stable")
         sfp, sts = fp[order], ts_all[order]
@@ -212,8 +213,13 @@ class Aggregator:
         # A copy with other addresses is a NAT view when the fingerprint is strong (TCP sequence
         # numbers, ICMP data) or one endpoint, address and port, is unchanged; otherwise it is
         # taken for a different packet that happens to look the same.
-        src_same = (ends[0:3, this] == ends[0:3, prev]).all(axis=0)
-        dst_same = (ends[3:6, this] == ends[3:6, prev]).all(axis=0)
+        # Compared only for the candidates: a few per chunk.
+        src_same = np.ones(len(this), dtype=bool)
+        dst_same = np.ones(len(this), dtype=bool)
+        for name in ("src_hi", "src_lo", "sport"):
+            src_same &= allp[name][this] == allp[name][prev]
+        for name in ("dst_hi", "dst_lo", "dport"):
+            dst_same &= allp[name][this] == allp[name][prev]
         nat = ~same_conn & (allp["strong"][this] | src_same | dst_same)
         dup = np.zeros(len(fp), dtype=bool)
         dup[this[same_conn | nat]] = True
@@ -257,14 +263,15 @@ class Aggregator:
     def _add_alias_edges(self, allp, first: np.ndarray, second: np.ndarray, same_side: bool) -> None:
         if not first.size:
             return
-        key, a_is_src, sides = allp["key"], allp["a_is_src"], allp["sides"]
+        key, a_is_src = allp["key"], allp["a_is_src"]
+        sides = [allp[name] for name in ("a_hi", "a_lo", "a_port", "b_hi", "b_lo", "b_port")]
         for i, j in zip(first.tolist(), second.tolist()):
             k1, k2 = int(key[i]), int(key[j])
             same = bool(a_is_src[i] == a_is_src[j]) == same_side
             self.alias_edges.add((k1, k2, same))
             for k, at in ((k1, i), (k2, j)):
                 if k not in self.alias_views:
-                    self.alias_views[k] = tuple(int(x) for x in sides[:, at])
+                    self.alias_views[k] = tuple(int(side[at]) for side in sides)
 
     def _join_fragments(self, p: d.Packets) -> None:
         """Give non-first fragments the ports of their first fragment (rare: a Python loop)."""
@@ -285,10 +292,10 @@ class Aggregator:
         if not t.size:
             return
         o = p.outer
-        rows = np.stack([p.tunnel[t].astype(np.uint64), o[0][t], o[1][t], o[2][t], o[3][t]], axis=1)
-        uniq, counts = np.unique(rows, axis=0, return_counts=True)
-        for row, c in zip(uniq.tolist(), counts.tolist()):
-            self.tunnels[tuple(row)] += c
+        columns = (p.tunnel[t].astype(np.uint64), o[0][t], o[1][t], o[2][t], o[3][t])
+        _, first, counts = np.unique(d.mix(*columns), return_index=True, return_counts=True)
+        for row, c in zip(zip(*(col[first].tolist() for col in columns)), counts.tolist()):
+            self.tunnels[row] += c
 
     def _parse_dns(self, data, p: d.Packets, idx: np.ndarray) -> None:
         """Count DNS messages by (sender, receiver, message without its query ID).
@@ -316,7 +323,20 @@ class Aggregator:
             "msg": msg, "src_hi": p.src_hi[idx], "src_lo": p.src_lo[idx], "dst_hi": p.dst_hi[idx], "dst_lo": p.dst_lo[idx],
             "count": np.ones(len(idx), dtype=np.int64), "first": ts, "last": ts,
         }
-        self.dns_table = _group(_concat_any(self.dns_table, rows), sums=("count",), mins=("first",), maxs=("last",))
+        self.dns_pending.append(_group(rows, sums=("count",), mins=("first",), maxs=("last",)))
+        self.dns_pending_rows += len(self.dns_pending[-1]["key"])
+        if self.dns_pending_rows > max(65536, len(self.dns_table["key"]) if self.dns_table else 0):
+            self._flush_dns()
+
+    def _flush_dns(self) -> None:
+        # Batched like the connection table: re-sorting the whole table every chunk would cost
+        # more than the chunk itself.
+        table = self.dns_table
+        for rows in self.dns_pending:
+            table = _concat_any(table, rows)
+        if table is not None:
+            self.dns_table = _group(table, sums=("count",), mins=("first",), maxs=("last",))
+        self.dns_pending, self.dns_pending_rows = [], 0
 
     @staticmethod
     def _parse_message(data, start: int, end: int, tcp: bool) -> tuple:
@@ -328,6 +348,7 @@ class Aggregator:
             return ()
 
     def _dns_accumulate(self) -> None:
+        self._flush_dns()
         t = self.dns_table
         if t is None:
             return
