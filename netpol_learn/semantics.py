@@ -215,16 +215,29 @@ class PolicyEngine:
         for p in policies:
             self.by_namespace.setdefault(p.namespace, []).append(p)
         self.namespace_labels = {ns: dict(labels) for ns, labels in namespace_labels.items()}
+        # Which policies select a pod depends only on its namespace and labels: remembered, since
+        # a verify asks about the same pods for thousands of connections.
+        self._ns_cache: dict[str, dict[str, str]] = {}
+        self._selecting_cache: dict[tuple, list[NetworkPolicy]] = {}
+        self._rule_index: dict[int, tuple] = {}
 
     def _ns_labels(self, ns: str) -> dict[str, str]:
-        labels = dict(self.namespace_labels.get(ns, {}))
-        labels.setdefault("kubernetes.io/metadata.name", ns)  # set on every namespace since 1.21
+        labels = self._ns_cache.get(ns)
+        if labels is None:
+            labels = dict(self.namespace_labels.get(ns, {}))
+            labels.setdefault("kubernetes.io/metadata.name", ns)  # set on every namespace since 1.21
+            self._ns_cache[ns] = labels
         return labels
 
     def _selecting(self, pod: Endpoint, direction: str) -> list[NetworkPolicy]:
-        kind = "Ingress" if direction == "ingress" else "Egress"
-        labels = dict(pod.labels)
-        return [p for p in self.by_namespace.get(pod.namespace, ()) if kind in p.policy_types and p.pod_selector.matches(labels)]
+        key = (pod.namespace, pod.labels, direction)
+        found = self._selecting_cache.get(key)
+        if found is None:
+            kind = "Ingress" if direction == "ingress" else "Egress"
+            labels = dict(pod.labels)
+            found = [p for p in self.by_namespace.get(pod.namespace, ()) if kind in p.policy_types and p.pod_selector.matches(labels)]
+            self._selecting_cache[key] = found
+        return found
 
     def evaluate(self, src: Endpoint, dst: Endpoint, protocol: str, port: int) -> Verdict:
         if (src.is_pod and not dst.is_pod and dst.node is not None and dst.node == src.node) or (
@@ -251,7 +264,29 @@ class PolicyEngine:
                 return False
         if not rule.peers:  # missing or empty: every peer
             return True
-        return any(self._peer_matches(pp, policy, peer) for pp in rule.peers)
+        by_label, others, blocks = self._peer_index(rule)
+        if not peer.is_pod:
+            return any(self._peer_matches(pp, policy, peer) for pp in blocks)
+        # Only the elements whose first matchLabels pair the pod carries can select it.
+        candidates = [pp for kv in peer.labels for pp in by_label.get(kv, ())]
+        return any(self._peer_matches(pp, policy, peer) for pp in (*candidates, *others))
+
+    def _peer_index(self, rule: Rule):
+        """A rule's peer elements by the first label their pod selector requires: a rule generated
+        for a busy server lists dozens of clients, and a connection matches at most a few."""
+        index = self._rule_index.get(id(rule))
+        if index is None:
+            by_label: dict[tuple[str, str], list[PolicyPeer]] = {}
+            others, blocks = [], []
+            for pp in rule.peers:
+                if pp.ip_block is not None:
+                    blocks.append(pp)
+                elif pp.pod_selector is not None and pp.pod_selector.match_labels:
+                    by_label.setdefault(pp.pod_selector.match_labels[0], []).append(pp)
+                else:
+                    others.append(pp)
+            index = self._rule_index[id(rule)] = (by_label, others, blocks)
+        return index
 
     @staticmethod
     def _port_matches(spec: PortSpec, dst: Endpoint, protocol: str, port: int) -> bool:
