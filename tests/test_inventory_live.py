@@ -656,3 +656,14 @@ def test_progress_on_a_terminal_only(api, tmp_path):
     assert b"listing " in shown and b"29 objects (" in shown
     quiet = subprocess.run([*args, "-o", str(tmp_path / "q.yaml")], capture_output=True, timeout=120)
     assert quiet.returncode == 0 and len(quiet.stderr.decode().splitlines()) == 1
+
+
+def test_endpoints_refused_is_skipped_since_endpointslices_serve(api, tmp_path):
+    """The sniffer's ClusterRole grants EndpointSlices, not the older Endpoints."""
+    api.status_for["/api/v1/endpoints"] = (403, "Forbidden")
+    out = tmp_path / "inventory.yaml"
+    result = run(["inventory", "--kubeconfig", api.kubeconfig, "-o", out])
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.splitlines()[0] == "warning: not allowed to list endpoints (HTTP 403); skipped, EndpointSlices serve instead"
+    kinds = {item["kind"] for item in yaml.safe_load(out.read_text())["items"]}
+    assert "EndpointSlice" in kinds and "Endpoints" not in kinds

@@ -231,6 +231,11 @@ def _list_kind(api_client: ApiClient, kind: Kind, page_size: int, warn: Warn, pr
             if exc.status == 404:
                 warn(f"the API server does not serve {kind.resource} ({kind.api_version}, HTTP 404); skipped")
                 return None
+            if exc.status == 403 and kind.resource == "endpoints":
+                # EndpointSlices carry the same: an account that may not read the older Endpoints
+                # (the sniffer's ClusterRole) still makes a complete inventory.
+                warn(f"not allowed to list {kind.resource} (HTTP 403); skipped, EndpointSlices serve instead")
+                return None
             if exc.status == 410 and items and size is not None:
                 # The continue token expired (a list slower than the server's compaction window):
                 # like client-go's pager, list again in one piece for a consistent result.
