@@ -59,6 +59,10 @@ class Flow:
     direction: tuple[tuple[str, int], ...]  # (method, connections), in DIRECTION_METHODS order
     client_ports: tuple[int, ...] = ()
     translated: tuple[Translation, ...] = ()
+    # The pods ("namespace/name") that held the client's and the server's address while the live
+    # sniffer saw the flow, when it could ask the API; empty when unknown (docs/flow-log.md).
+    src_pods: tuple[str, ...] = ()
+    dst_pods: tuple[str, ...] = ()
 
     @property
     def key(self) -> tuple:
@@ -135,6 +139,8 @@ def merge_flow(a: Flow, b: Flow) -> Flow:
         direction=_merge_direction(a.direction, b.direction),
         client_ports=tuple(sorted(set(a.client_ports) | set(b.client_ports)))[:MAX_CLIENT_PORTS],
         translated=tuple(sorted(set(a.translated) | set(b.translated), key=translation_sort_key)),
+        src_pods=tuple(sorted(set(a.src_pods) | set(b.src_pods))),
+        dst_pods=tuple(sorted(set(a.dst_pods) | set(b.dst_pods))),
     )
 
 
@@ -223,7 +229,7 @@ def parse_time(text: str) -> int:
 
 
 def flow_to_json(f: Flow) -> dict:
-    return {
+    out = {
         "kind": "flow",
         "src": f.src,
         "dst": f.dst,
@@ -238,6 +244,12 @@ def flow_to_json(f: Flow) -> dict:
         "client_ports": list(f.client_ports),
         "translated": [{"src": t.src, "dst": t.dst, "port": t.port} for t in f.translated],
     }
+    # Optional: only the live sniffer knows them, and only when it can reach the API.
+    if f.src_pods:
+        out["src_pods"] = list(f.src_pods)
+    if f.dst_pods:
+        out["dst_pods"] = list(f.dst_pods)
+    return out
 
 
 def dns_to_json(d: DnsObservation) -> dict:
@@ -375,6 +387,8 @@ def _flow_from_json(o: dict) -> Flow:
                 key=translation_sort_key,
             )
         ),
+        src_pods=tuple(sorted({str(p) for p in o.get("src_pods", ())})),
+        dst_pods=tuple(sorted({str(p) for p in o.get("dst_pods", ())})),
     )
 
 
