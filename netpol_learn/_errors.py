@@ -2,11 +2,14 @@
 
     NetpolLearnError            root: every error the tool reports to its user
     ├── CaptureError            a capture file that yields nothing usable
+    ├── SniffError              a live capture that cannot start or go on
     ├── FlowLogError            a flow log that cannot be read or written
     ├── InventoryError          an inventory that cannot be loaded or fetched
     ├── OutputError             an output directory that cannot be written safely
     ├── TemplateError           a policy template that cannot be loaded or rendered
-    └── PolicyError             a NetworkPolicy file that cannot be read or is not valid
+    ├── PolicyError             a NetworkPolicy file that cannot be read or is not valid
+    ├── ManifestError           sniffer manifests asked for with an invalid namespace or image
+    └── CollectError            the sniffers' logs that cannot be found or read
 
 Library code raises these; only the CLI turns them into one line on stderr and exit code 2.
 Third-party errors are translated where they enter (``raise CaptureError(...) from exc``).
@@ -19,6 +22,10 @@ class NetpolLearnError(Exception):
 
 class CaptureError(NetpolLearnError):
     """A capture file could not be read at all."""
+
+
+class SniffError(NetpolLearnError):
+    """A live capture could not start (permission, interface, output) or go on."""
 
 
 class FlowLogError(NetpolLearnError):
@@ -39,3 +46,11 @@ class TemplateError(NetpolLearnError):
 
 class PolicyError(NetpolLearnError):
     """A NetworkPolicy file that cannot be read or is not valid."""
+
+
+class ManifestError(NetpolLearnError):
+    """Sniffer manifests asked for with an invalid namespace or image."""
+
+
+class CollectError(NetpolLearnError):
+    """The sniffer pods or their logs could not be found or read."""

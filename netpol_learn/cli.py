@@ -15,9 +15,10 @@ from pathlib import Path
 
 import click
 
-from netpol_learn._errors import NetpolLearnError
+from netpol_learn._errors import NetpolLearnError, SniffError
 from netpol_learn.capture import DEFAULT_DEDUP_WINDOW, capture_files
 from netpol_learn.flowlog import FlowLog, merge_logs, read_flow_log, write_atomic, write_flow_log
+from netpol_learn.manifests import DEFAULT_IMAGE, DEFAULT_NAMESPACE, SNIFFER_SELECTOR
 
 
 class _Group(click.Group):
@@ -310,6 +311,70 @@ def learn(pcaps, dedup_window: float, **kw) -> None:
     _write_policies(log, kw)
 
 
+@main.command()
+@click.option("-i", "--interface", "interfaces", multiple=True, help="Interface to capture on, a glob pattern (quoted), or any; repeatable [default: the pod-facing ones: veth*, cali*, lxc*, cni0, flannel*, vxlan*, genev*].")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=60, show_default=True, help="Seconds between flow-log segments.")
+@click.option("--max-connections", type=click.IntRange(min=1), default=200_000, show_default=True, help="Distinct connections kept per interval; packets of more are dropped and counted (dropped_connections).")
+@click.option("-o", "--output", default="-", show_default=True, help="Flow log to append segments to (fsync'd, whole segments only); '-' is stdout.")
+@click.option("--node", default=None, help="Name of this node in the segments' sources [default: $NODE_NAME, else the host name].")
+@click.option("--pods/--no-pods", "watch_pods", default=None, help="Name the pods of each flow from a watch of the API [default: when in a cluster].")
+@click.option("--buffer-size", type=click.IntRange(min=64, max=1 << 20), default=None, help="Kernel ring per interface, in KiB [default: 1024 on a pod's interface, 8192 else].")
+@click.option("--dedup-window", type=click.FloatRange(min=0), default=DEFAULT_DEDUP_WINDOW, show_default=True, help="Seconds within which the same packet seen again (another interface, after NAT) counts once.")
+def sniff(interfaces, interval: float, max_connections: int, output: str, node: str | None, watch_pods: bool | None,
+          buffer_size: int | None, dedup_window: float) -> None:
+    """Capture live on this node's interfaces and write a flow-log segment every interval.
+
+    Needs CAP_NET_RAW (root, or the DaemonSet of `netpol-learn manifests`), in the node's network
+    namespace. The kernel keeps only TCP handshakes (and FIN/RST), DNS, UDP, SCTP INIT and
+    tunnels; the rest of the pipeline is capture's. Interfaces that appear later and match are
+    picked up; one that vanishes (a pod deleted) is a warning and capture goes on. SIGTERM or
+    SIGINT writes the last segment and exits 0. In a cluster, flows name the pods that held their
+    addresses (src_pods, dst_pods). See docs/sniffer.md.
+
+    \b
+    Example:
+      netpol-learn sniff --interval 30 -o /var/log/flows.jsonl
+      netpol-learn sniff -i cni0 -i 'veth*' --max-connections 50000 | tee flows.jsonl
+    """
+    import os
+    import socket
+
+    from netpol_learn.sniff import Options, Sniffer, run_until_signalled
+
+    def info(message: str) -> None:
+        click.echo(f"sniff: {message}", err=True)
+
+    options = Options(
+        interfaces=tuple(interfaces), interval=interval, max_connections=max_connections, output=output,
+        source=f"sniff:{node or os.environ.get('NODE_NAME') or socket.gethostname()}", dedup_window=dedup_window,
+        buffer_kib=buffer_size,
+    )
+    pods = None
+    if watch_pods is not False:
+        from netpol_learn.podwatch import PodWatcher
+
+        pods = PodWatcher.in_cluster(warn=_warn, info=info)
+        if pods is None and watch_pods:
+            raise SniffError("--pods: not in a cluster (no KUBERNETES_SERVICE_HOST or service account token)")
+    sniffer = Sniffer(options, warn=_warn, pods=pods, info=info)
+    if pods is not None:
+        pods.start()
+
+    def started() -> None:
+        names = sorted(sniffer.rings)
+        shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
+        info(f"listening on {len(names)} interface{'' if len(names) == 1 else 's'}{f' ({shown})' if names else ''}; "
+             f"a segment every {interval:g}s to {output if output != '-' else 'stdout'}")
+
+    try:
+        run_until_signalled(sniffer, started)
+    finally:
+        if pods is not None:
+            pods.stop()
+    info(f"stopped: {sniffer.segments} segment{'' if sniffer.segments == 1 else 's'}, {sniffer.totals['packets']} packets, "
+         f"{sniffer.totals['flows']} flow lines -> {output if output != '-' else 'stdout'}")
+
+
 def _emit(text: str, output: str) -> None:
     if output == "-":
         click.echo(text, nl=False)
@@ -391,6 +456,79 @@ def diff(base: Path, new: Path, inventories, flow_logs, fmt: str, output: str) -
     else:
         _emit(diff_text(result, markdown=fmt == "markdown"), output)
     click.get_current_context().exit(0 if result.equal else 1)
+
+
+@main.command()
+@click.option("--namespace", default=DEFAULT_NAMESPACE, show_default=True, help="Namespace for the sniffer (the manifests create it).")
+@click.option("--image", default=DEFAULT_IMAGE, show_default=True, help="Image with netpol-learn in it, built from the repository's Dockerfile.")
+@click.option("--templates", "template_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Directory whose sniffer.yaml.j2 replaces the built-in template.")
+@click.option("-o", "--output", default="-", show_default=True, help="File to write the manifests to; '-' is stdout.")
+def manifests(namespace: str, image: str, template_dir: Path | None, output: str) -> None:
+    """Print the Kubernetes manifests of the sniffer DaemonSet.
+
+    A Namespace, a ServiceAccount, a read-only ClusterRole (get, list, watch on the objects that
+    map addresses to workloads) with its binding, and a DaemonSet that runs `netpol-learn sniff`
+    on every node, in the node's network, with no capability but NET_RAW and a read-only root
+    filesystem; each pod writes a flow-log segment to its log every 30 seconds, for `collect`.
+    The same options give byte-identical output. See docs/sniffer.md.
+
+    \b
+    Example:
+      docker build -t registry.example/netpol-learn:0.1.0 . && docker push registry.example/netpol-learn:0.1.0
+      netpol-learn manifests --image registry.example/netpol-learn:0.1.0 | kubectl apply -f -
+    """
+    from netpol_learn.manifests import document_kinds, render_manifests
+
+    text = render_manifests(namespace, image, template_dir)
+    _emit(text, output)
+    kinds = document_kinds(text)
+    click.echo(f"{len(kinds)} objects ({', '.join(kinds)}) in namespace {namespace} -> {output if output != '-' else 'stdout'}", err=True)
+
+
+class _Duration(click.ParamType):
+    name = "DURATION"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        from netpol_learn.collect import parse_duration
+
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@main.command()
+@click.option("--namespace", default=DEFAULT_NAMESPACE, show_default=True, help="Namespace of the sniffer pods.")
+@click.option("--selector", default=SNIFFER_SELECTOR, show_default=True, help="Label selector of the sniffer pods.")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), help="Kubeconfig file [default: $KUBECONFIG, ~/.kube/config, else the pod's service account].")
+@click.option("--context", help="Kubeconfig context to use [default: its current-context].")
+@click.option("--since", "since_seconds", type=_Duration(), default=None, help="Only segments written in this last while, e.g. 30m, 1h, 2h30m, 7d [default: all the logs hold].")
+@click.option("-o", "--output", default="-", show_default=True, help="Flow log to write (JSON Lines); '-' is stdout.")
+def collect(namespace: str, selector: str, kubeconfig: Path | None, context: str | None, since_seconds: int | None, output: str) -> None:
+    """Merge the flow logs the sniffer pods wrote to their logs into one flow log.
+
+    Lists the pods of the sniffer DaemonSet (netpol-learn manifests), reads each pod's log
+    through the API (and its previous container's, after a restart), keeps the complete
+    flow-log segments in it and merges them. A pod whose log cannot be read is a warning; the
+    others still count. The credentials need list on pods and get on pods/log in the namespace.
+
+    \b
+    Example:
+      netpol-learn collect -o flows.jsonl
+      netpol-learn collect --context admin@prod --since 1h -o last-hour.jsonl
+    """
+    from netpol_learn.collect import collect as collect_logs
+
+    got = collect_logs(namespace, selector, kubeconfig, context, since_seconds, warn=_warn)
+    write_flow_log(got.log, output)
+    left = f" ({got.incomplete} incomplete left out)" if got.incomplete else ""
+    click.echo(
+        f"{got.readable} of {got.pods} pods, {got.segments} segments{left} -> {len(got.log.flows)} flows, "
+        f"{len(got.log.dns)} DNS names -> {output if output != '-' else 'stdout'}",
+        err=True,
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover
