@@ -32,7 +32,7 @@ from netpol_learn.inventory._live import (
     _NotAList,
     _list_pages,
     _one_line,
-    _status_message,
+    api_error_message,
     _transport_reason,
     client_configuration,
 )
@@ -217,15 +217,7 @@ class Collected:
 
 
 def _api_message(exc, doing: str) -> str:
-    message = f"{doing}: HTTP {exc.status} {exc.reason or ''}".rstrip()
-    detail = _status_message(exc)
-    if detail and detail.lower() != (exc.reason or "").lower():
-        message += f": {detail}"
-    if exc.status == 401:
-        message += " (the API server rejected the credentials)"
-    elif exc.status == 403:
-        message += " (the credentials need list on pods and get on pods/log in that namespace)"
-    return message
+    return api_error_message(exc, doing, "the credentials need list on pods and get on pods/log in that namespace")
 
 
 def _list_pods(core, namespace: str, selector: str, host: str) -> list[dict]:

@@ -171,16 +171,24 @@ def _status_message(exc: ApiException) -> str:
     return _one_line(status.get("message", "")) if isinstance(status, dict) else ""
 
 
-def _api_error(kind: Kind, host: str, exc: ApiException) -> InventoryError:
-    if not exc.status:  # the client's wrapping of a TLS or request error, not an HTTP answer
-        return InventoryError(f"cannot reach the API server at {host} (listing {kind.resource}): {_one_line(exc.reason or '')}")
-    message = f"cannot list {kind.resource}: HTTP {exc.status} {exc.reason or ''}".rstrip()
+def api_error_message(exc: ApiException, doing: str, hint_403: str | None = None) -> str:
+    """One line for an HTTP error answer of the API: what was being done, the status, the
+    server's own message, and a hint for the usual causes of 401 and 403."""
+    message = f"{doing}: HTTP {exc.status} {exc.reason or ''}".rstrip()
     detail = _status_message(exc)
     if detail and detail.lower() != (exc.reason or "").lower():
         message += f": {detail}"
     if exc.status == 401:
         message += " (the API server rejected the credentials)"
-    return InventoryError(message)
+    elif exc.status == 403 and hint_403:
+        message += f" ({hint_403})"
+    return message
+
+
+def _api_error(kind: Kind, host: str, exc: ApiException) -> InventoryError:
+    if not exc.status:  # the client's wrapping of a TLS or request error, not an HTTP answer
+        return InventoryError(f"cannot reach the API server at {host} (listing {kind.resource}): {_one_line(exc.reason or '')}")
+    return InventoryError(api_error_message(exc, f"cannot list {kind.resource}"))
 
 
 class _NotAList(Exception):
