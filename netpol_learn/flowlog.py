@@ -167,7 +167,8 @@ def merge_answers(answers: Iterable[DnsAnswer]) -> tuple[DnsAnswer, ...]:
     for ans in answers:
         k = (ans.name, ans.type, ans.data)
         best[k] = max(best.get(k, -1), ans.ttl)
-    return tuple(sorted(DnsAnswer(n, t, d, ttl) for (n, t, d), ttl in best.items()))
+    # Sorted as tuples (the dataclass's own order, without its slow comparisons).
+    return tuple(DnsAnswer(n, t, d, ttl) for (n, t, d), ttl in sorted(best.items()))
 
 
 def merge_stats(a: Mapping, b: Mapping) -> dict:

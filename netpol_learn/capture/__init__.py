@@ -82,4 +82,4 @@ def capture_files(
                 warn(str(exc))
     if not logs:
         raise CaptureError(f"nothing usable read from any of the {len(paths)} files")
-    return merge_logs(logs)
+    return logs[0] if len(logs) == 1 else merge_logs(logs)  # one file's log is already in order
