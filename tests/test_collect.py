@@ -28,8 +28,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 import yaml
 from click.testing import CliRunner
-from kubernetes.config import incluster_config
 
+from fake_api import no_ambient_cluster, status  # noqa: F401  (an autouse fixture)
 from netpol_learn import cli
 from netpol_learn._errors import CollectError
 from netpol_learn.collect import SegmentReader, collect, parse_duration
@@ -95,8 +95,6 @@ def aged(lines: list[str], age: int) -> list[tuple[int, str]]:
 # --- a local server speaking the pods and pods/log API ----------------------------------------------
 
 
-def _status(code: int, reason: str, message: str) -> dict:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code}
 
 
 def sniffer_pod(name: str, node: str, *, restarts: int = 0, labels=None, waiting: bool = False) -> dict:
@@ -151,7 +149,7 @@ class FakeApiServer:
                 elif parts[:3] == ["api", "v1", "namespaces"] and parts[4:] == ["pods"]:
                     self.send_json(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "51240"}, "items": []})
                 else:
-                    self.send_json(404, _status(404, "NotFound", "the server could not find the requested resource"))
+                    self.send_json(404, status(404, "NotFound", "the server could not find the requested resource"))
 
             def send_json(self, code, body):
                 data = json.dumps(body).encode()
@@ -177,7 +175,7 @@ class FakeApiServer:
     def list_pods(self, query: dict) -> tuple[int, dict]:
         if self.list_status is not None:
             code, reason, message = self.list_status
-            return code, _status(code, reason, message)
+            return code, status(code, reason, message)
         wanted = dict(term.split("=", 1) for term in query.get("labelSelector", "").split(",") if term)
         items = [p for p in self.pods if all(p["metadata"]["labels"].get(k) == v for k, v in wanted.items())]
         items.sort(key=lambda p: p["metadata"]["name"])
@@ -187,17 +185,17 @@ class FakeApiServer:
         pod = next((p for p in self.pods if p["metadata"]["name"] == name), None)
         previous = _go_bool(query.get("previous", "false"))
         if pod is None:
-            handler.send_json(404, _status(404, "NotFound", f'pods "{name}" not found'))
+            handler.send_json(404, status(404, "NotFound", f'pods "{name}" not found'))
             return
         if name in self.log_status:
             code, reason, message = self.log_status[name]
-            handler.send_json(code, _status(code, reason, message))
+            handler.send_json(code, status(code, reason, message))
             return
         if pod["status"]["phase"] == "Pending":
-            handler.send_json(400, _status(400, "BadRequest", f'container "sniffer" in pod "{name}" is waiting to start: ContainerCreating'))
+            handler.send_json(400, status(400, "BadRequest", f'container "sniffer" in pod "{name}" is waiting to start: ContainerCreating'))
             return
         if (name, previous) not in self.logs:
-            handler.send_json(400, _status(400, "BadRequest", f'previous terminated container "sniffer" in pod "{name}" not found'))
+            handler.send_json(400, status(400, "BadRequest", f'previous terminated container "sniffer" in pod "{name}" not found'))
             return
         since = int(query["sinceSeconds"]) if "sinceSeconds" in query else None
         body = "".join(line + "\n" for age, line in self.logs[(name, previous)] if since is None or age <= since).encode()
@@ -227,19 +225,6 @@ def write_kubeconfig(path: Path, server: str) -> Path:
         "contexts": [{"name": "kind-kind", "context": {"cluster": "kind", "user": "admin"}}],
     }))
     return path
-
-
-@pytest.fixture(autouse=True)
-def _no_ambient_cluster(tmp_path, monkeypatch):
-    """No kubeconfig, service account or proxy of the machine running the tests leaks in."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    for var in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "HTTP_PROXY", "HTTPS_PROXY",
-                "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy", "NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(tmp_path / "no-such-token"))
-    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(tmp_path / "no-such-ca.crt"))
 
 
 @pytest.fixture

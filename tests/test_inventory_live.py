@@ -36,6 +36,7 @@ from click.testing import CliRunner
 from kubernetes.config import incluster_config
 
 from terminal import run_on_terminal
+from fake_api import no_ambient_cluster, status  # noqa: F401  (an autouse fixture)
 from netpol_learn import cli
 from netpol_learn._errors import InventoryError
 from netpol_learn.inventory import fetch_inventory, write_inventory
@@ -264,9 +265,6 @@ KIND_ORDER = list(KIND_COUNT)
 # --- a local server speaking the list API ----------------------------------------------------
 
 
-def _status(code: int, reason: str, message: str, **extra) -> dict:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": extra.pop("metadata", {}), "status": "Failure",
-            "message": message, "reason": reason, "details": extra, "code": code}
 
 
 class FakeApiServer:
@@ -322,24 +320,24 @@ class FakeApiServer:
 
     def answer(self, path: str, query: dict) -> tuple[int, dict]:
         if path not in self.objects or path in self.missing:
-            return 404, _status(404, "NotFound", "the server could not find the requested resource")
+            return 404, status(404, "NotFound", "the server could not find the requested resource")
         resource = path.rsplit("/", 1)[1]
         if path in self.status_for:
             code, reason = self.status_for[path]
             group = path.split("/")[2] if path.startswith("/apis/") else ""
             message = (f'{resource} is forbidden: User "system:serviceaccount:default:viewer" cannot list resource '
                        f'"{resource}" in API group "{group}" at the cluster scope') if code == 403 else reason
-            return code, _status(code, reason, message, kind=resource)
+            return code, status(code, reason, message, kind=resource)
         items = sorted(self.objects[path], key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"])) \
             if path != "/apis/apps/v1/deployments" else self.objects[path]
         start = 0
         if "continue" in query:
             token = json.loads(base64.urlsafe_b64decode(query["continue"]))
             if token["path"] != path:
-                return 400, _status(400, "BadRequest", "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
+                return 400, status(400, "BadRequest", "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
             if path in self.expire_once:
                 self.expire_once.discard(path)
-                return 410, _status(410, "Expired", "The provided continue parameter is too old to display a consistent list result. "
+                return 410, status(410, "Expired", "The provided continue parameter is too old to display a consistent list result. "
                                     "You can start a new list without the continue parameter, or use the continue token in this response "
                                     "to retrieve the remainder of the results.", metadata={"continue": query["continue"]})
             start = token["start"]
@@ -364,19 +362,6 @@ def write_kubeconfig(path: Path, contexts: dict[str, str], current: str, *, ca: 
     }
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-@pytest.fixture(autouse=True)
-def _no_ambient_cluster(tmp_path, monkeypatch):
-    """No kubeconfig, service account or proxy of the machine running the tests leaks in."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    for var in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "HTTP_PROXY", "HTTPS_PROXY",
-                "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy", "NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(tmp_path / "no-such-token"))
-    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(tmp_path / "no-such-ca.crt"))
 
 
 @pytest.fixture
