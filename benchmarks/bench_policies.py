@@ -33,10 +33,7 @@ from netpol_learn.verify import diff, verify  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pods", type=int, default=10_000)
-    ap.add_argument("--services", type=int, default=2_000)
-    ap.add_argument("--namespaces", type=int, default=100)
-    ap.add_argument("--flows", type=int, default=100_000)
+    bench_resolve.add_size_arguments(ap)
     args = ap.parse_args()
     raw = bench_resolve.build(args.pods, args.services, args.namespaces, 20)
     log = bench_resolve.flows(raw, args.flows)

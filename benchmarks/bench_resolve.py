@@ -94,12 +94,17 @@ def flows(inv: dict, count: int, seed: int = 11) -> FlowLog:
     return FlowLog(flows=tuple(out.values()))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_size_arguments(ap: argparse.ArgumentParser) -> None:
+    """The cluster's and the flow log's sizes, shared with bench_policies.py."""
     ap.add_argument("--pods", type=int, default=10_000)
     ap.add_argument("--services", type=int, default=2_000)
     ap.add_argument("--namespaces", type=int, default=100)
     ap.add_argument("--flows", type=int, default=100_000)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_size_arguments(ap)
     ap.add_argument("--yaml", action="store_true", help="write the inventory as YAML instead of JSON")
     ap.add_argument("--dir", type=Path, default=Path("/tmp/netpol-bench"))
     args = ap.parse_args()

@@ -149,7 +149,7 @@ class Resolver:
         candidates = self.pods_by_ip.get(address, ())
         holders = [p for p in candidates if p.holds(first, last)]
         if len(holders) == 1:
-            return self._pod_peer(holders[0], address)
+            return self._pod_peer(holders[0])
         if len(holders) > 1:
             names = ", ".join(sorted(f"{p.namespace}/{p.name}" for p in holders))
             return Peer(UNRESOLVED, address, reason=f"ambiguous: held by {names} at that time")
@@ -178,7 +178,7 @@ class Resolver:
                     return Peer(UNRESOLVED, address, reason=f"in the service range {net}, no Service has it")
         return Peer(EXTERNAL, address, names=tuple(sorted(self.dns_names.get(address, ()))))
 
-    def _pod_peer(self, pod: Pod, address: str) -> Peer:
+    def _pod_peer(self, pod: Pod) -> Peer:
         peer = self._pod_peers.get(pod.key)
         if peer is None:
             # Replicas are one peer: the workload, not the address, identifies it.
@@ -234,7 +234,7 @@ class Resolver:
             if seen and address not in seen:
                 continue
             if pod is not None and not pod.host_network:
-                peer = self._pod_peer(pod, address)
+                peer = self._pod_peer(pod)
             elif svc.selector is None:
                 peer = Peer(SERVICE_ENDPOINT, address, service=f"{svc.namespace}/{svc.name}")
             else:
@@ -250,7 +250,7 @@ class Resolver:
                 ):
                     port = _target_port(pod, sp.target_port, sp.protocol)
                     if port is not None:
-                        peer = self._pod_peer(pod, pod.ips[0] if pod.ips else "")
+                        peer = self._pod_peer(pod)
                         out.append((peer, port, self._port_name(peer, port, sp.protocol), via))
         if not out:
             out.append((Peer(UNRESOLVED, _canon(flow.dst), reason=f"Service {svc.namespace}/{svc.name} has no known endpoints"), sp.port, None, via))

@@ -251,14 +251,14 @@ class PolicyEngine:
             isolating = self._selecting(subject, direction)
             if not isolating:
                 continue
-            matching = [p for p in isolating if any(self._rule_matches(r, p, direction, peer, dst, protocol, port) for r in (getattr(p, direction) or ()))]
+            matching = [p for p in isolating if any(self._rule_matches(r, p, peer, dst, protocol, port) for r in (getattr(p, direction) or ()))]
             if not matching:
                 names = ", ".join(f"{p.namespace}/{p.name}" for p in isolating)
                 return Verdict(False, denied_by=direction, why=f"{direction} of {subject.namespace}/{subject.name or subject.address} is isolated by {names}; none allows it")
             allowed_by += [f"{p.namespace}/{p.name}" for p in matching]
         return Verdict(True, allowed_by=tuple(dict.fromkeys(allowed_by)), why="allowed")
 
-    def _rule_matches(self, rule: Rule, policy: NetworkPolicy, direction: str, peer: Endpoint, dst: Endpoint, protocol: str, port: int) -> bool:
+    def _rule_matches(self, rule: Rule, policy: NetworkPolicy, peer: Endpoint, dst: Endpoint, protocol: str, port: int) -> bool:
         if rule.ports:  # missing or empty: every port
             if not any(self._port_matches(p, dst, protocol, port) for p in rule.ports):
                 return False

@@ -113,7 +113,7 @@ def synthesize(resolution: Resolution, options: GenerateOptions = GenerateOption
             server.saw(c)
             peer = policy_peer(c.client, server.workload.namespace)
             if peer is None:
-                skipped.add(f"ingress of {server.workload.namespace}/{server.workload.ref} from {_describe(c.client)}: {_why_not(c.client, workloads)}")
+                skipped.add(f"ingress of {server.workload.namespace}/{server.workload.ref} from {_describe(c.client)}: {_why_not(c.client)}")
             else:
                 server.ingress.ports[peer[0]].add(port)
                 server.ingress.comments.setdefault(peer[0], peer[1])
@@ -136,7 +136,7 @@ def synthesize(resolution: Resolution, options: GenerateOptions = GenerateOption
             continue
         peer = policy_peer(c.server, client.workload.namespace)
         if peer is None:
-            skipped.add(f"egress of {client.workload.namespace}/{client.workload.ref} to {_describe(c.server)}: {_why_not(c.server, workloads)}")
+            skipped.add(f"egress of {client.workload.namespace}/{client.workload.ref} to {_describe(c.server)}: {_why_not(c.server)}")
             continue
         client.egress.ports[peer[0]].add(port)
         client.egress.comments.setdefault(peer[0], peer[1])
@@ -224,7 +224,7 @@ def _describe(p: Peer) -> str:
     return f"{p.kind} {p.address}"
 
 
-def _why_not(p: Peer, workloads) -> str:
+def _why_not(p: Peer) -> str:
     if p.kind == UNRESOLVED:
         return f"unresolved ({p.reason}); no rule"
     if p.kind == POD:

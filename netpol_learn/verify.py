@@ -236,8 +236,8 @@ def diff(base: list[NetworkPolicy], new: list[NetworkPolicy], inventory: Invento
     # A pair can only change where a policy that differs between the sets selects its source
     # (egress) or its destination (ingress): only those pairs are evaluated.
     changed = _changed(base, new)
-    src_changed = {n for n, e in ends if _selected_by(changed, e, "Egress", eb)}
-    dst_changed = {n for n, e in ends if _selected_by(changed, e, "Ingress", eb)}
+    src_changed = {n for n, e in ends if _selected_by(changed, e, "Egress")}
+    dst_changed = {n for n, e in ends if _selected_by(changed, e, "Ingress")}
     added, removed = [], []
     every = ends + outside
     pairs = [(a, b) for a in ends if a[0] in src_changed for b in every]
@@ -265,7 +265,7 @@ def _changed(base: list[NetworkPolicy], new: list[NetworkPolicy]) -> list[Networ
     return out
 
 
-def _selected_by(policies: list[NetworkPolicy], e: Endpoint, kind: str, engine: PolicyEngine) -> bool:
+def _selected_by(policies: list[NetworkPolicy], e: Endpoint, kind: str) -> bool:
     labels = dict(e.labels)
     return any(p.namespace == e.namespace and kind in p.policy_types and p.pod_selector.matches(labels) for p in policies)
 

@@ -17,19 +17,15 @@ API server would.
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 import yaml
 from click.testing import CliRunner
 
-from fake_api import no_ambient_cluster, status  # noqa: F401  (an autouse fixture)
+from fake_api import LocalApiServer, no_ambient_cluster, status  # noqa: F401  (an autouse fixture)
 from netpol_learn import cli
 from netpol_learn._errors import CollectError
 from netpol_learn.collect import SegmentReader, collect, parse_duration
@@ -119,58 +115,28 @@ def sniffer_pod(name: str, node: str, *, restarts: int = 0, labels=None, waiting
     }
 
 
-class FakeApiServer:
+class FakeApiServer(LocalApiServer):
     """Pods by name with their logs: ``logs[(pod, previous)]`` is a list of (age in seconds, line)."""
 
     def __init__(self):
+        super().__init__()
         self.pods: list[dict] = []
         self.logs: dict[tuple[str, bool], list[tuple[int, str]]] = {}
         self.log_status: dict[str, tuple[int, str, str]] = {}  # pod -> (code, reason, message)
         self.list_status: tuple[int, str, str] | None = None
         self.requests: list[tuple[str, dict]] = []
-        server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                url = urlsplit(self.path)
-                query = {k: v[0] for k, v in parse_qs(url.query).items()}
-                server.requests.append((unquote(url.path), query))
-                parts = unquote(url.path).strip("/").split("/")
-                if parts[:4] == ["api", "v1", "namespaces", NS] and parts[4:] == ["pods"]:
-                    self.send_json(*server.list_pods(query))
-                elif parts[:4] == ["api", "v1", "namespaces", NS] and len(parts) == 7 and parts[4] == "pods" and parts[6] == "log":
-                    server.send_log(self, parts[5], query)
-                elif parts[:3] == ["api", "v1", "namespaces"] and parts[4:] == ["pods"]:
-                    self.send_json(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "51240"}, "items": []})
-                else:
-                    self.send_json(404, status(404, "NotFound", "the server could not find the requested resource"))
-
-            def send_json(self, code, body):
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Audit-Id", str(uuid.uuid4()))
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def handle(self, request, path: str, query: dict) -> None:
+        self.requests.append((path, query))
+        parts = path.strip("/").split("/")
+        if parts[:4] == ["api", "v1", "namespaces", NS] and parts[4:] == ["pods"]:
+            request.send_json(*self.list_pods(query))
+        elif parts[:4] == ["api", "v1", "namespaces", NS] and len(parts) == 7 and parts[4] == "pods" and parts[6] == "log":
+            self.send_log(request, parts[5], query)
+        elif parts[:3] == ["api", "v1", "namespaces"] and parts[4:] == ["pods"]:
+            request.send_json(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "51240"}, "items": []})
+        else:
+            request.send_json(404, status(404, "NotFound", "the server could not find the requested resource"))
 
     def list_pods(self, query: dict) -> tuple[int, dict]:
         if self.list_status is not None:

@@ -20,15 +20,11 @@ import copy
 import json
 import os
 import socket
-import ssl
 import subprocess
 import sys
-import threading
 import uuid
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
@@ -36,7 +32,7 @@ from click.testing import CliRunner
 from kubernetes.config import incluster_config
 
 from terminal import run_on_terminal
-from fake_api import no_ambient_cluster, status  # noqa: F401  (an autouse fixture)
+from fake_api import LocalApiServer, no_ambient_cluster, status  # noqa: F401  (an autouse fixture)
 from netpol_learn import cli
 from netpol_learn._errors import InventoryError
 from netpol_learn.inventory import fetch_inventory, write_inventory
@@ -267,56 +263,21 @@ KIND_ORDER = list(KIND_COUNT)
 
 
 
-class FakeApiServer:
+class FakeApiServer(LocalApiServer):
     """Answers GET list calls from ``objects``; records every request as (path, query, Authorization)."""
 
     def __init__(self, objects=None, *, tls: Path | None = None, resource_version: str = "48213"):
+        super().__init__(tls)
         self.objects = objects if objects is not None else cluster()
         self.resource_version = resource_version
         self.missing: set[str] = set()  # paths answered 404
         self.status_for: dict[str, tuple[int, str]] = {}  # path -> (code, reason), e.g. 403 Forbidden
         self.expire_once: set[str] = set()  # paths whose first continued request gets 410 Expired
         self.requests: list[tuple[str, dict, str | None]] = []
-        server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall per answer
-
-            def log_message(self, *args):  # keep test output clean
-                pass
-
-            def do_GET(self):
-                url = urlsplit(self.path)
-                query = {k: v[0] for k, v in parse_qs(url.query).items()}
-                server.requests.append((url.path, query, self.headers.get("Authorization")))
-                code, body = server.answer(url.path, query)
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Audit-Id", str(uuid.uuid4()))
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        scheme = "http"
-        if tls is not None:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(tls / "tls.crt", tls / "tls.key")
-            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
-            scheme = "https"
-        self.port = self.httpd.server_address[1]
-        self.url = f"{scheme}://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def handle(self, request, path: str, query: dict) -> None:
+        self.requests.append((path, query, request.headers.get("Authorization")))
+        request.send_json(*self.answer(path, query))
 
     def answer(self, path: str, query: dict) -> tuple[int, dict]:
         if path not in self.objects or path in self.missing:

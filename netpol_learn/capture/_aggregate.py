@@ -88,8 +88,12 @@ def _reduce(t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return _group(t, sums=("packets", "bytes"), maxs=("last",), ors=("ev",), then=(t["first"], ~t["first_from_a"]))
 
 
-def _concat_any(a: dict | None, b: dict) -> dict:
-    return b if a is None else {k: np.concatenate((a[k], b[k])) for k in b}
+def _concat(tables: list[dict | None]) -> dict | None:
+    """Tables of the same columns, one after the other, in one copy; None where there are none."""
+    tables = [t for t in tables if t is not None]
+    if not tables:
+        return None
+    return tables[0] if len(tables) == 1 else {k: np.concatenate([t[k] for t in tables]) for k in tables[0]}
 
 
 @dataclass
@@ -185,10 +189,7 @@ class Aggregator:
             self._flush()
 
     def _flush(self) -> None:
-        table = self.conns
-        for rows in self.pending:
-            table = _concat_any(table, rows)
-        self.conns = _reduce(table)
+        self.conns = _reduce(_concat([self.conns, *self.pending]))
         self.pending, self.pending_rows = [], 0
 
     def _dedup(self, cur: dict[str, np.ndarray]) -> np.ndarray:
@@ -203,7 +204,7 @@ class Aggregator:
         else:
             allp = cur
         carried = len(allp["fp"]) - n
-        fp, ts_all, key, a_is_src = allp["fp"], allp["ts"], allp["key"], allp["a_is_src"]
+        fp, ts_all, key = allp["fp"], allp["ts"], allp["key"]
         # Packets arrive (nearly) in time order: a stable sort by fingerprint keeps that order.
         order = np.argsort(fp, kind="stable")
         sfp, sts = fp[order], ts_all[order]
@@ -331,9 +332,7 @@ class Aggregator:
     def _flush_dns(self) -> None:
         # Batched like the connection table: re-sorting the whole table every chunk would cost
         # more than the chunk itself.
-        table = self.dns_table
-        for rows in self.dns_pending:
-            table = _concat_any(table, rows)
+        table = _concat([self.dns_table, *self.dns_pending])
         if table is not None:
             self.dns_table = _group(table, sums=("count",), mins=("first",), maxs=("last",))
         self.dns_pending, self.dns_pending_rows = [], 0

@@ -195,7 +195,7 @@ def _store(p: Packets, at: np.ndarray, layer: _Layer) -> None:
         getattr(p, name)[at] = getattr(layer, name)
 
 
-def _link_layer(v: _Bytes, off, end, link):
+def _link_layer(v: _Bytes, off, link):
     """(l3 offset, ethertype) per packet; ethertype 0 where the link layer carries no IP."""
     m = len(off)
     l3 = off.copy()
@@ -250,7 +250,7 @@ def _decode_layer(v: _Bytes, off, end, link) -> _Layer:
     proto, iplen, ipid, frag = z(), z(), z(), z()
     l4 = z()
 
-    l3, et = _link_layer(v, off, end, link)
+    l3, et = _link_layer(v, off, link)
     status[l3 >= end] = TRUNCATED
 
     # IPv4

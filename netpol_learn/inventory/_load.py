@@ -153,10 +153,10 @@ def load_inventory(
     if not snapshots:
         raise InventoryError(f"nothing usable in the {len(paths)} inventory files")
     snapshots.sort(key=lambda s: (s.time, str(s.path)))
-    return _build(snapshots, notes, [str(c) for c in pod_cidrs], [str(c) for c in service_cidrs], warn)
+    return _build(snapshots, notes, [str(c) for c in pod_cidrs], [str(c) for c in service_cidrs])
 
 
-def _build(snapshots: list[_Snapshot], notes: list[str], pod_cidrs: list[str], service_cidrs: list[str], warn) -> Inventory:
+def _build(snapshots: list[_Snapshot], notes: list[str], pod_cidrs: list[str], service_cidrs: list[str]) -> Inventory:
     latest: dict[tuple, dict] = {}
     shown_in: dict[tuple, list[int]] = defaultdict(list)
     unknown: Counter = Counter()
