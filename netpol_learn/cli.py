@@ -17,12 +17,31 @@ import click
 
 from netpol_learn._errors import NetpolLearnError, SniffError
 from netpol_learn.capture import DEFAULT_DEDUP_WINDOW, capture_files
-from netpol_learn.flowlog import FlowLog, merge_logs, read_flow_log, write_atomic, write_flow_log
+from netpol_learn._output import write_text
+from netpol_learn.flowlog import FlowLog, merge_logs, read_flow_log, write_flow_log
 from netpol_learn.manifests import DEFAULT_IMAGE, DEFAULT_NAMESPACE, SNIFFER_SELECTOR
 
 
 class _Group(click.Group):
-    """Turns the library's errors into one line and exit code 2."""
+    """Turns the library's errors and click's usage errors into one line and exit code 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            where = f"{exc.ctx.command_path}: " if exc.ctx is not None else ""
+            hint = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+            click.echo(f"error: {where}{' '.join(exc.format_message().split())}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -63,19 +82,57 @@ def _progress(paths: list[Path]):
         return
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from rich.console import Console
+
     sizes = {p: max(p.stat().st_size, 1) if p.exists() else 1 for p in paths}
-    done: dict[Path, int] = {}
+    finished = 0  # bytes of the files read to the end (a path given twice is read twice)
+    current: list = [None, 0]  # the file being read and how far
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-        transient=True, console=__import__("rich.console").console.Console(stderr=True),
+        transient=True, console=Console(stderr=True),
     ) as bar:
-        task = bar.add_task("reading captures", total=sum(sizes.values()))
+        task = bar.add_task("reading captures", total=sum(sizes[p] for p in paths))
 
         def report(path: Path, position: int) -> None:
-            done[path] = min(position, sizes.get(path, position))
-            bar.update(task, completed=sum(done.values()))
+            nonlocal finished
+            # capture_files reports with the Path objects of ``paths``: click makes one per
+            # argument, so identity tells a path given twice apart from itself.
+            if current[0] is not None and path is not current[0]:
+                finished += sizes.get(current[0], 0)  # the previous file is done
+            current[:] = [path, min(position, sizes.get(path, position))]
+            bar.update(task, completed=finished + current[1])
 
         yield report
+
+
+class _Cidr(click.ParamType):
+    """An address range (10.244.0.0/16, fd00::/48); a bare address is its /32 or /128."""
+
+    name = "CIDR"
+
+    def convert(self, value, param, ctx):
+        import ipaddress
+
+        try:
+            return str(ipaddress.ip_network(str(value).strip(), strict=False))
+        except ValueError:
+            self.fail(f"{value!r} is not an address range such as 10.244.0.0/16", param, ctx)
+
+
+def _address_options(f):
+    """The cluster's address ranges, for every command that resolves addresses."""
+    f = click.option("--service-cidr", multiple=True, type=_Cidr(), help="The Service address range (else read from the API server's flags in the snapshot); repeatable.")(f)
+    return click.option("--pod-cidr", multiple=True, type=_Cidr(), help="A pod address range, beside the nodes' podCIDRs; repeatable.")(f)
+
+
+def _load_inventory(inventories, pod_cidr=(), service_cidr=()):
+    from netpol_learn.inventory import load_inventory
+
+    return load_inventory(inventories, pod_cidrs=pod_cidr, service_cidrs=service_cidr, warn=_warn)
+
+
+def _plural(n: int, noun: str, plural: str | None = None) -> str:
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def _summary(log: FlowLog, out: str) -> str:
@@ -183,8 +240,7 @@ def inventory(kubeconfig: Path | None, context: str | None, page_size: int, outp
 @main.command()
 @click.option("--flows", "flow_logs", multiple=True, required=True, type=click.Path(dir_okay=False, path_type=Path), help="Flow log(s) from capture or merge; repeat for several.")
 @click.option("--inventory", "inventories", multiple=True, required=True, type=click.Path(dir_okay=False, path_type=Path), help="Inventory snapshot(s): kubectl get ... -o yaml/json, or netpol-learn inventory; repeat for several.")
-@click.option("--pod-cidr", multiple=True, help="A pod address range, beside the nodes' podCIDRs; repeatable.")
-@click.option("--service-cidr", multiple=True, help="The Service address range (else read from the API server's flags in the snapshot); repeatable.")
+@_address_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True, help="text: the report; json: resolved connections and the report.")
 @click.option("-o", "--output", default="-", show_default=True, help="Where to write it; '-' is stdout.")
 def resolve(flow_logs, inventories, pod_cidr, service_cidr, fmt: str, output: str) -> None:
@@ -199,12 +255,11 @@ def resolve(flow_logs, inventories, pod_cidr, service_cidr, fmt: str, output: st
       netpol-learn resolve --flows flows.jsonl --inventory inventory.yaml
       netpol-learn resolve --flows a.jsonl --flows b.jsonl --inventory snap.yaml --format json -o resolved.json
     """
-    from netpol_learn.inventory import load_inventory
     from netpol_learn.resolve import resolution_to_json, report_text
     from netpol_learn.resolve import resolve as resolve_flows
 
     log = merge_logs(read_flow_log(p) for p in flow_logs)
-    inv = load_inventory(inventories, pod_cidrs=pod_cidr, service_cidrs=service_cidr, warn=_warn)
+    inv = _load_inventory(inventories, pod_cidr, service_cidr)
     res = resolve_flows(log, inv)
     if fmt == "json":
         import json
@@ -212,11 +267,9 @@ def resolve(flow_logs, inventories, pod_cidr, service_cidr, fmt: str, output: st
         text = json.dumps(resolution_to_json(res), indent=2, sort_keys=True) + "\n"
     else:
         text = report_text(res)
-    if output == "-":
-        click.echo(text, nl=False)
-    else:
-        write_atomic(Path(output), text)
-        click.echo(f"{len(log.flows)} flows -> {len(res.connections)} connections -> {output}", err=True)
+    write_text(output, text)
+    if output != "-":
+        click.echo(f"{_plural(len(log.flows), 'flow')} -> {_plural(len(res.connections), 'connection')} -> {output}", err=True)
 
 
 def _generate_options(f):
@@ -232,8 +285,8 @@ def _generate_options(f):
         click.option("--aggregate-threshold", type=click.IntRange(min=2), default=8, show_default=True, help="... when at least this many of them share one."),
         click.option("--open-ingress-above", type=click.IntRange(min=1), default=None, help="Allow any outside address to a port that more than this many outside addresses reached (the cluster's ranges excepted). Off by default; REPORT.md says where it would apply."),
         click.option("--include-namespace", multiple=True, help="Also write policies for this namespace (kube-system is left alone by default)."),
-        click.option("--pod-cidr", multiple=True, help="A pod address range, beside the nodes' podCIDRs; repeatable."),
-        click.option("--service-cidr", multiple=True, help="The Service address range (else read from the API server's flags in the snapshot); repeatable."),
+        click.option("--name-prefix", default="", help="Prefix for the name of every generated policy (e.g. learned-), so they cannot clash with policies already in the cluster."),
+        _address_options,
         click.option("--templates", "template_dir", type=click.Path(file_okay=False, exists=False, path_type=Path), default=None, help="Directory of Jinja templates that replace the built-in ones by name."),
         click.option("--force", is_flag=True, help="Write into a directory that holds files netpol-learn did not write (they are left alone)."),
     ]
@@ -242,14 +295,10 @@ def _generate_options(f):
     return f
 
 
-def _write_policies(log: FlowLog, kw: dict) -> None:
-    from netpol_learn.generate import generate
-    from netpol_learn.inventory import load_inventory
-    from netpol_learn.render import write_directory
+def _generate_options_of(kw: dict):
     from netpol_learn.synthesize import GenerateOptions
 
-    inv = load_inventory(kw["inventories"], pod_cidrs=kw["pod_cidr"], service_cidrs=kw["service_cidr"], warn=_warn)
-    options = GenerateOptions(
+    return GenerateOptions(
         default_deny=kw["default_deny"],
         dns=kw["dns"],
         named_ports=kw["named_ports"],
@@ -258,18 +307,30 @@ def _write_policies(log: FlowLog, kw: dict) -> None:
         aggregate_threshold=kw["aggregate_threshold"],
         open_ingress_above=kw["open_ingress_above"],
         exclude_namespaces=tuple(n for n in ("kube-system",) if n not in kw["include_namespace"]),
+        name_prefix=kw["name_prefix"],
     )
+
+
+def _write_policies(log: FlowLog, kw: dict) -> None:
+    from netpol_learn.generate import generate
+    from netpol_learn.render import write_directory
+
+    try:
+        options = _generate_options_of(kw)
+    except ValueError as exc:
+        raise click.UsageError(str(exc), ctx=click.get_current_context()) from exc
+    inv = _load_inventory(kw["inventories"], kw["pod_cidr"], kw["service_cidr"])
     out = kw["output"]
-    generated = generate(log, inv, options, kw["template_dir"], directory=str(out))
-    stale = write_directory(out, generated.files, force=kw["force"])
+    generated = generate(log, inv, options, kw["template_dir"])
+    stale = write_directory(out, generated.files, force=kw["force"], warn=_warn)
     policies = generated.policies
-    workload_policies = sum(1 for p in policies.policies if p.name not in ("default-deny", "allow-dns"))
+    workload_policies = len(policies.workload_policies)
     namespaces = len({p.namespace for p in policies.policies})
-    parts = [f"{len(log.flows)} flows -> {workload_policies} workload policies in {namespaces} namespace{'' if namespaces == 1 else 's'} -> {out}"]
+    parts = [f"{_plural(len(log.flows), 'flow')} -> {_plural(workload_policies, 'workload policy', 'workload policies')} in {_plural(namespaces, 'namespace')} -> {out}"]
     if policies.skipped:
         parts.append(f"{len(policies.skipped)} left out (see REPORT.md)")
     if stale:
-        parts.append(f"removed {len(stale)} file(s) of an earlier run")
+        parts.append(f"removed {_plural(len(stale), 'file')} of an earlier run")
     click.echo("; ".join(parts), err=True)
 
 
@@ -375,20 +436,14 @@ def sniff(interfaces, interval: float, max_connections: int, output: str, node: 
          f"{sniffer.totals['flows']} flow lines -> {output if output != '-' else 'stdout'}")
 
 
-def _emit(text: str, output: str) -> None:
-    if output == "-":
-        click.echo(text, nl=False)
-    else:
-        write_atomic(Path(output), text)
-
-
 @main.command()
 @click.option("--policies", "policy_paths", multiple=True, required=True, type=click.Path(path_type=Path), help="Policy directory or file(s): YAML or JSON, Lists, kubectl kustomize output; repeatable.")
 @click.option("--inventory", "inventories", multiple=True, required=True, type=click.Path(dir_okay=False, path_type=Path), help="Inventory snapshot(s); repeatable.")
 @click.option("--flows", "flow_logs", multiple=True, required=True, type=click.Path(dir_okay=False, path_type=Path), help="Flow log(s) of the traffic that must keep working; repeatable.")
+@_address_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("-o", "--output", default="-", show_default=True, help="Where to write the result; '-' is stdout.")
-def verify(policy_paths, inventories, flow_logs, fmt: str, output: str) -> None:
+def verify(policy_paths, inventories, flow_logs, pod_cidr, service_cidr, fmt: str, output: str) -> None:
     """Which observed connections would a policy set deny? Exit 1 if any.
 
     The migration check: run it on a generated directory, or on existing policies plus a
@@ -399,7 +454,6 @@ def verify(policy_paths, inventories, flow_logs, fmt: str, output: str) -> None:
     Example:
       netpol-learn verify --policies policies/ --inventory inventory.yaml --flows flows.jsonl
     """
-    from netpol_learn.inventory import load_inventory
     from netpol_learn.semantics import load_policies
     from netpol_learn.verify import verify as verify_flows
     from netpol_learn.verify import verify_json, verify_text
@@ -408,15 +462,15 @@ def verify(policy_paths, inventories, flow_logs, fmt: str, output: str) -> None:
     policies = load_policies(policy_paths, notes)
     for note in notes:
         _warn(note)
-    inv = load_inventory(inventories, warn=_warn)
+    inv = _load_inventory(inventories, pod_cidr, service_cidr)
     log = merge_logs(read_flow_log(p) for p in flow_logs)
     result = verify_flows(log, inv, policies)
     if fmt == "json":
         import json
 
-        _emit(json.dumps(verify_json(result), indent=2, sort_keys=True) + "\n", output)
+        write_text(output, json.dumps(verify_json(result), indent=2, sort_keys=True) + "\n")
     else:
-        _emit(verify_text(result), output)
+        write_text(output, verify_text(result))
     click.get_current_context().exit(1 if result.denied else 0)
 
 
@@ -425,9 +479,10 @@ def verify(policy_paths, inventories, flow_logs, fmt: str, output: str) -> None:
 @click.argument("new", type=click.Path(exists=False, path_type=Path))
 @click.option("--inventory", "inventories", multiple=True, required=True, type=click.Path(dir_okay=False, path_type=Path), help="Inventory snapshot(s): the pods and namespaces to compare connectivity between; repeatable.")
 @click.option("--flows", "flow_logs", multiple=True, type=click.Path(dir_okay=False, path_type=Path), help="Flow log(s): mark the differences that touch observed traffic; repeatable.")
+@_address_options
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True, help="markdown: for a pull-request comment or $GITHUB_STEP_SUMMARY.")
 @click.option("-o", "--output", default="-", show_default=True, help="Where to write the result; '-' is stdout.")
-def diff(base: Path, new: Path, inventories, flow_logs, fmt: str, output: str) -> None:
+def diff(base: Path, new: Path, inventories, flow_logs, pod_cidr, service_cidr, fmt: str, output: str) -> None:
     """Compare two policy sets by meaning: which connections NEW allows or denies that BASE did not.
 
     Compares connectivity between every pair of workloads of the inventory, on every port the
@@ -438,12 +493,11 @@ def diff(base: Path, new: Path, inventories, flow_logs, fmt: str, output: str) -
     Example:
       netpol-learn diff policies/ new-policies/ --inventory inventory.yaml --format markdown >> "$GITHUB_STEP_SUMMARY"
     """
-    from netpol_learn.inventory import load_inventory
     from netpol_learn.semantics import load_policies
     from netpol_learn.verify import diff as diff_policies
     from netpol_learn.verify import diff_json, diff_text
 
-    inv = load_inventory(inventories, warn=_warn)
+    inv = _load_inventory(inventories, pod_cidr, service_cidr)
     log = merge_logs(read_flow_log(p) for p in flow_logs) if flow_logs else None
     notes: list[str] = []
     result = diff_policies(load_policies([base], notes), load_policies([new], notes), inv, log)
@@ -452,9 +506,9 @@ def diff(base: Path, new: Path, inventories, flow_logs, fmt: str, output: str) -
     if fmt == "json":
         import json
 
-        _emit(json.dumps(diff_json(result), indent=2, sort_keys=True) + "\n", output)
+        write_text(output, json.dumps(diff_json(result), indent=2, sort_keys=True) + "\n")
     else:
-        _emit(diff_text(result, markdown=fmt == "markdown"), output)
+        write_text(output, diff_text(result, markdown=fmt == "markdown"))
     click.get_current_context().exit(0 if result.equal else 1)
 
 
@@ -480,7 +534,7 @@ def manifests(namespace: str, image: str, template_dir: Path | None, output: str
     from netpol_learn.manifests import document_kinds, render_manifests
 
     text = render_manifests(namespace, image, template_dir)
-    _emit(text, output)
+    write_text(output, text)
     kinds = document_kinds(text)
     click.echo(f"{len(kinds)} objects ({', '.join(kinds)}) in namespace {namespace} -> {output if output != '-' else 'stdout'}", err=True)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -16,6 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from netpol_learn._errors import FlowLogError
+from netpol_learn._output import write_text
 
 FORMAT = "netpol-learn/flows"
 VERSION = 1
@@ -283,36 +283,9 @@ def dumps_lines(log: FlowLog) -> Iterable[str]:
 
 
 def write_flow_log(log: FlowLog, path: str | os.PathLike | None) -> None:
-    """Write the log to ``path`` atomically (a temporary file renamed into place); None or '-' is stdout."""
-    if path is None or str(path) == "-":
-        import sys
-
-        sys.stdout.writelines(dumps_lines(log))
-        sys.stdout.flush()
-        return
-    write_atomic(Path(path), "".join(dumps_lines(log)))
-
-
-def write_atomic(path: Path, text: str) -> None:
-    directory = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise FlowLogError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise FlowLogError(f"cannot write {path}: {exc.strerror or exc}") from exc
-        raise
+    """Write the log to ``path`` by the one writer's rules (``netpol_learn._output``: a regular
+    file is replaced atomically, a device or FIFO written directly); None or '-' is stdout."""
+    write_text("-" if path is None else path, dumps_lines(log))
 
 
 def read_flow_log(path: str | os.PathLike) -> FlowLog:

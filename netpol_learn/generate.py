@@ -32,26 +32,34 @@ def cluster_ranges(inventory: Inventory) -> tuple[str, ...]:
     return tuple(dict.fromkeys((*inventory.pod_cidrs, *inventory.service_cidrs, *sorted(nodes))))
 
 
-def generate(log: FlowLog, inventory: Inventory, options: GenerateOptions = GenerateOptions(), template_dir=None, directory: str = "DIR") -> Generated:
+def generate(log: FlowLog, inventory: Inventory, options: GenerateOptions = GenerateOptions(), template_dir=None) -> Generated:
     resolution = resolve(log, inventory)
     policies = synthesize(resolution, options, cluster_ranges(inventory))
-    files = render_files(policies, _report(log, resolution, policies, options), template_dir, directory)
+    files = render_files(policies, _report(log, resolution, policies, options), template_dir)
     return Generated(files, policies, resolution)
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
+def _count(n: int, noun: str, plural: str | None = None) -> str:
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def _report(log: FlowLog, resolution: Resolution, policies: PolicySet, options: GenerateOptions) -> str:
-    workload_policies = [p for p in policies.policies if p.name not in ("default-deny", "allow-dns")]
+    workload_policies = policies.workload_policies
+    if options.default_deny == "ingress":
+        dns = "not needed (egress stays open)"
+    elif options.dns == "namespace" and options.default_deny in ("both", "egress"):
+        dns = "an allow-dns policy per namespace"
+    elif options.default_deny == "none":
+        dns = "in the policy of each workload whose egress it isolates"
+    else:
+        dns = "in each workload policy"
     lines = [
         f"{MARKER}: what the policies in this directory are made of.",
         "",
-        f"- {len(log.flows)} observed flows from {', '.join(log.sources) or 'the flow logs'}",
-        f"- {len(workload_policies)} workload policies in {_count(len({p.namespace for p in policies.policies}), 'namespace')}"
+        f"- {_count(len(log.flows), 'observed flow')} from {', '.join(log.sources) or 'the flow logs'}",
+        f"- {_count(len(workload_policies), 'workload policy', 'workload policies')} in {_count(len({p.namespace for p in policies.policies}), 'namespace')}"
         + (f"; namespaces left alone: {', '.join(options.exclude_namespaces)}" if options.exclude_namespaces else ""),
-        f"- default deny: {options.default_deny}; DNS: {'an allow-dns policy per namespace' if options.dns == 'namespace' else 'in each workload policy'}",
+        f"- default deny: {options.default_deny}; DNS: {dns}",
         "",
         "## Traffic that did not become a rule",
         "",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import jinja2
 import yaml
 
 from netpol_learn._errors import OutputError, TemplateError
-from netpol_learn.flowlog import write_atomic
+from netpol_learn import _output as output
 from netpol_learn.policy import NetworkPolicy
 from netpol_learn.synthesize import PolicySet
 
@@ -62,8 +63,9 @@ def environment(template_dir: str | os.PathLike | None = None) -> jinja2.Environ
     return env
 
 
-def render_policy(env: jinja2.Environment, policy: NetworkPolicy) -> str:
-    template = TEMPLATE_OF.get(policy.name if policy.pod_selector.empty else "", "workload-policy.yaml.j2")
+def render_policy(env: jinja2.Environment, policy: NetworkPolicy, name_prefix: str = "") -> str:
+    base = policy.name.removeprefix(name_prefix) if policy.pod_selector.empty else ""
+    template = TEMPLATE_OF.get(base, "workload-policy.yaml.j2")
     return _render(env, template, policy=policy).strip("\n")
 
 
@@ -75,7 +77,7 @@ def _render(env: jinja2.Environment, name: str, **values) -> str:
         raise TemplateError(f"template {name}{where}: {exc.message or exc}") from exc
 
 
-def render_files(policies: PolicySet, report: str, template_dir=None, directory: str = "DIR") -> dict[str, str]:
+def render_files(policies: PolicySet, report: str, template_dir=None) -> dict[str, str]:
     """File name -> text, for every file of the output directory."""
     env = environment(template_dir)
     by_namespace: dict[str, list[NetworkPolicy]] = defaultdict(list)
@@ -83,10 +85,10 @@ def render_files(policies: PolicySet, report: str, template_dir=None, directory:
         by_namespace[p.namespace].append(p)
     out: dict[str, str] = {}
     for ns in sorted(by_namespace):
-        documents = [render_policy(env, p) for p in by_namespace[ns]]
+        documents = [render_policy(env, p, policies.name_prefix) for p in by_namespace[ns]]
         text = _render(env, "namespace.yaml.j2", namespace=ns, flows=policies.flows_per_namespace.get(ns, 0), documents=documents)
         out[f"{ns}.yaml"] = text if text.endswith("\n") else text + "\n"
-    kustomization = _render(env, "kustomization.yaml.j2", files=sorted(out), directory=directory)
+    kustomization = _render(env, "kustomization.yaml.j2", files=sorted(out))
     out["kustomization.yaml"] = kustomization if kustomization.endswith("\n") else kustomization + "\n"
     out["REPORT.md"] = report
     for name, text in out.items():
@@ -95,10 +97,12 @@ def render_files(policies: PolicySet, report: str, template_dir=None, directory:
     return out
 
 
-def write_directory(directory: str | os.PathLike, new_files: dict[str, str], force: bool = False) -> list[str]:
-    """Write the files atomically; remove files of an earlier run that are no longer produced;
-    refuse (unless ``force``) when the directory holds files netpol-learn did not write, and
-    never touch those. Returns the names of the stale files removed."""
+def write_directory(directory: str | os.PathLike, new_files: dict[str, str], force: bool = False,
+                    warn: Callable[[str], None] = lambda message: None) -> list[str]:
+    """Write the files, whole or not at all (``_output.write_directory``); remove files of an
+    earlier run that are no longer produced; refuse (unless ``force``) when the directory holds
+    files netpol-learn did not write, and never touch those. Returns the names of the stale files
+    removed."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise OutputError(f"{directory}: exists and is not a directory")
@@ -107,23 +111,18 @@ def write_directory(directory: str | os.PathLike, new_files: dict[str, str], for
         for entry in sorted(directory.iterdir()):
             if entry.name.startswith("."):
                 continue
-            (ours if entry.is_file() and _is_ours(entry) else foreign).append(entry.name)
+            (ours if entry.is_file() and not entry.is_symlink() and _is_ours(entry) else foreign).append(entry.name)
     if foreign and not force:
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
         raise OutputError(f"{directory}: holds files netpol-learn did not write ({shown}); choose an empty directory or use --force to write beside them")
     for name in foreign:
         if name in new_files:
             raise OutputError(f"{directory}/{name}: exists and netpol-learn did not write it; not overwriting it even with --force")
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{directory}: cannot create: {exc.strerror or exc}") from exc
-    for name in sorted(new_files):
-        write_atomic(directory / name, new_files[name])
-    stale = [name for name in ours if name not in new_files]
-    for name in stale:
-        (directory / name).unlink()
-    return stale
+    stale = [n for n in ours if n not in new_files]
+    left = output.write_directory(directory, new_files, remove=stale, last="kustomization.yaml")
+    for name, reason in left.items():
+        warn(f"{directory / name}: could not remove this file of an earlier run ({reason}); kustomization.yaml no longer lists it")
+    return [n for n in stale if n not in left]
 
 
 def _is_ours(path: Path) -> bool:

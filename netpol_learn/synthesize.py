@@ -10,7 +10,9 @@ a peer's ports are one list, and peers with the same ports are one rule. Pure: n
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -36,6 +38,28 @@ class GenerateOptions:
     aggregate_threshold: int = 8  # ... when at least this many of a rule's addresses share one
     open_ingress_above: int | None = None  # open a port to any address past this many outside sources
     exclude_namespaces: tuple[str, ...] = ("kube-system",)
+    name_prefix: str = ""  # before every generated policy name, to keep clear of policies already there
+
+    def __post_init__(self):
+        if self.default_deny not in ISOLATES:
+            raise ValueError(f"default_deny: {self.default_deny!r} is not one of {', '.join(ISOLATES)}")
+        if self.name_prefix and not _NAME_PREFIX.fullmatch(self.name_prefix):
+            raise ValueError(f"name prefix {self.name_prefix!r}: use lower-case letters, digits, '-' and '.', starting with a letter or digit")
+        if len(self.name_prefix) > 200:
+            raise ValueError("name prefix: at most 200 characters (policy names are at most 253)")
+
+    @property
+    def isolates(self) -> tuple[str, ...]:
+        """The directions in which generated policies may isolate pods."""
+        return ISOLATES[self.default_deny]
+
+
+#: --default-deny -> the policy types any generated policy may have. With ``none`` only the
+#: workloads that get a policy of their own are isolated, in the directions they were seen in.
+ISOLATES = {"both": ("Ingress", "Egress"), "ingress": ("Ingress",), "egress": ("Egress",), "none": ("Ingress", "Egress")}
+NAMESPACE_POLICIES = ("default-deny", "allow-dns")  # the names of the policies that select a whole namespace
+_NAME_PREFIX = re.compile(r"[a-z0-9][-a-z0-9.]*")
+_DNS1123 = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -44,6 +68,12 @@ class PolicySet:
     skipped: tuple[str, ...] = ()  # what could not become a rule, and why (one line each)
     hints: tuple[str, ...] = ()  # options that would change the result
     flows_per_namespace: dict[str, int] = field(default_factory=dict)
+    name_prefix: str = ""
+
+    @property
+    def workload_policies(self) -> tuple[NetworkPolicy, ...]:
+        namespace_wide = {self.name_prefix + n for n in NAMESPACE_POLICIES}
+        return tuple(p for p in self.policies if not (p.pod_selector.empty and p.name in namespace_wide))
 
 
 @dataclass
@@ -78,6 +108,7 @@ def synthesize(resolution: Resolution, options: GenerateOptions = GenerateOption
     skipped: set[str] = set()
     dns_peers: dict[str, dict] = defaultdict(dict)  # namespace -> {PolicyPeer: comment}
     dns_ports: dict[str, set] = defaultdict(set)
+    flows_per_namespace: dict[str, int] = defaultdict(int)
 
     peer_cache: dict = {}
 
@@ -109,7 +140,10 @@ def synthesize(resolution: Resolution, options: GenerateOptions = GenerateOption
             continue  # kubelet probes from the pod's own node are always allowed
         port = _port_spec(c, options.named_ports)
         server = traffic_of(c.server)
-        if server is not None:
+        client = traffic_of(c.client)
+        for ns in {t.workload.namespace for t in (server, client) if t is not None}:
+            flows_per_namespace[ns] += c.flows  # once per namespace, even when both ends are in it
+        if server is not None and "Ingress" in options.isolates:
             server.saw(c)
             peer = policy_peer(c.client, server.workload.namespace)
             if peer is None:
@@ -127,8 +161,7 @@ def synthesize(resolution: Resolution, options: GenerateOptions = GenerateOption
             peer = policy_peer(c.server, ns)
             if peer is not None:
                 dns_peers[ns].setdefault(peer[0], peer[1])
-        client = traffic_of(c.client)
-        if client is None:
+        if client is None or "Egress" not in options.isolates:
             continue
         client.saw(c)
         if _is_dns(c):
@@ -145,19 +178,21 @@ def synthesize(resolution: Resolution, options: GenerateOptions = GenerateOption
 
     hints: list[str] = []
     policies: list[NetworkPolicy] = []
-    flows_per_namespace: dict[str, int] = defaultdict(int)
-    names = _policy_names([t.workload for t in traffic.values()])
+    # A namespace-wide allow-dns policy isolates the egress of every pod it selects: only when
+    # default-deny isolates all egress anyway. Otherwise DNS goes into each workload's own policy,
+    # and only where that policy isolates egress (a pod whose egress is open needs no DNS rule).
+    namespace_dns = options.dns == "namespace" and options.default_deny in ("both", "egress")
+    names = _policy_names([t.workload for t in traffic.values()], options.name_prefix)
     for key in sorted(traffic):
         t = traffic[key]
         w = t.workload
-        flows_per_namespace[w.namespace] += t.flows
         ingress_rules = _rules(t.ingress, options, cluster_ranges, w, hints, ingress=True)
         egress_rules = _rules(t.egress, options, cluster_ranges, w, hints, ingress=False)
-        if options.dns == "per-workload" and t.dns:
+        if t.dns and (options.dns == "per-workload" or not namespace_dns) and (egress_rules or options.default_deny in ("both", "egress")):
             egress_rules = (_dns_rule(dns_peers[w.namespace], dns_ports[w.namespace]), *egress_rules)
         types = tuple(x for x, rules in (("Ingress", ingress_rules), ("Egress", egress_rules)) if rules)
         if not types:
-            continue  # only DNS, covered by the namespace's allow-dns policy
+            continue  # only DNS, covered by the namespace's allow-dns policy (or egress stays open)
         policies.append(
             NetworkPolicy(
                 namespace=w.namespace,
@@ -175,14 +210,16 @@ def synthesize(resolution: Resolution, options: GenerateOptions = GenerateOption
                 comment=_workload_comment(w),
             )
         )
-    namespaces = {p.namespace for p in policies}
-    if options.dns == "namespace":
+    # Every namespace with an observed workload gets its default-deny, whichever direction it was
+    # seen in: what was not seen is denied there too.
+    namespaces = {p.namespace for p in policies} | {ns for ns, _ in traffic}
+    if namespace_dns:
         for ns in sorted(dns_ports):
             namespaces.add(ns)
             policies.append(
                 NetworkPolicy(
                     namespace=ns,
-                    name="allow-dns",
+                    name=options.name_prefix + "allow-dns",
                     pod_selector=LabelSelector(),
                     policy_types=("Egress",),
                     egress=(_dns_rule(dns_peers[ns], dns_ports[ns]),),
@@ -196,15 +233,17 @@ def synthesize(resolution: Resolution, options: GenerateOptions = GenerateOption
             policies.append(
                 NetworkPolicy(
                     namespace=ns,
-                    name="default-deny",
+                    name=options.name_prefix + "default-deny",
                     pod_selector=LabelSelector(),
                     policy_types=types,
                     labels=tuple(MANAGED_BY.items()),
                     comment=f"Deny all {' and '.join(t.lower() for t in types)} traffic of the namespace that no other policy here allows.",
                 )
             )
-    policies.sort(key=lambda p: (p.namespace, p.name != "default-deny", p.name != "allow-dns", p.name))
-    return PolicySet(tuple(policies), tuple(sorted(skipped)), tuple(sorted(set(hints))), dict(sorted(flows_per_namespace.items())))
+    order = {options.name_prefix + n: i for i, n in enumerate(NAMESPACE_POLICIES)}
+    policies.sort(key=lambda p: (p.namespace, order.get(p.name, len(order)) if p.pod_selector.empty else len(order), p.name))
+    return PolicySet(tuple(policies), tuple(sorted(skipped)), tuple(sorted(set(hints))),
+                     {ns: flows_per_namespace[ns] for ns in sorted(namespaces)}, options.name_prefix)
 
 
 def _is_dns(c: Connection) -> bool:
@@ -354,16 +393,51 @@ def _aggregate(ports_of: dict, comments: dict, external: set, options, cluster_r
             comments[peer] = f"{len(members)} outside addresses" + (f": {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}" if names else "")
 
 
-def _policy_names(workloads: list[Workload]) -> dict[tuple[str, str], str]:
-    """A policy is named after its workload; kinds are added only where two workloads share a name."""
-    count: dict[tuple[str, str], int] = defaultdict(int)
+def _policy_names(workloads: list[Workload], prefix: str = "") -> dict[tuple[str, str], str]:
+    """A policy is named after its workload (``api``); where two workloads of a namespace share a
+    name, or a workload is named like a namespace-wide policy, the kind is added
+    (``statefulset-api``); where even that is taken, a short hash of the kind and name. Names are
+    DNS-1123 subdomains of at most 253 characters, unique within a namespace, and depend only
+    on the workloads, not on the order they come in."""
+    by_namespace: dict[str, list[Workload]] = defaultdict(list)
     for w in workloads:
-        count[(w.namespace, w.name)] += 1
-    out = {}
-    for w in workloads:
-        name = w.name if count[(w.namespace, w.name)] == 1 and w.name not in ("default-deny", "allow-dns") else f"{w.kind.lower()}-{w.name}"
-        out[w.key] = name[:253]
+        by_namespace[w.namespace].append(w)
+    out: dict[tuple[str, str], str] = {}
+    for ns_workloads in by_namespace.values():
+        ns_workloads.sort(key=lambda w: (w.kind, w.name))
+        taken = {prefix + n for n in NAMESPACE_POLICIES}
+        count: dict[str, int] = defaultdict(int)
+        for w in ns_workloads:
+            count[_dns_name(prefix + w.name.lower())] += 1
+        later = []
+        for w in ns_workloads:  # first, the names no other workload or namespace policy claims
+            name = _dns_name(prefix + w.name.lower())
+            if count[name] == 1 and name not in taken:
+                out[w.key] = name
+                taken.add(name)
+            else:
+                later.append(w)
+        wanted: dict[str, int] = defaultdict(int)
+        for w in later:
+            wanted[_dns_name(f"{prefix}{w.kind.lower()}-{w.name.lower()}")] += 1
+        for w in later:  # then kind-name, and a hash where even that is claimed
+            name = _dns_name(f"{prefix}{w.kind.lower()}-{w.name.lower()}")
+            if name in taken or wanted[name] > 1:
+                name = _dns_name(name, hashlib.sha256(f"{w.kind}/{w.name}".encode()).hexdigest()[:8])
+            out[w.key] = name
+            taken.add(name)
     return out
+
+
+def _dns_name(name: str, suffix: str = "") -> str:
+    """``name`` (with ``-suffix``) as a DNS-1123 subdomain of at most 253 characters; a name cut
+    short ends in a hash of the whole, so two long names stay apart."""
+    name = re.sub(r"[^-a-z0-9.]", "-", name).strip("-.") or "workload"
+    full = f"{name}-{suffix}" if suffix else name
+    if len(full) <= 253 and _DNS1123.fullmatch(full):
+        return full
+    digest = suffix or hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[:253 - len(digest) - 1].rstrip('-.')}-{digest}"
 
 
 def _workload_comment(w: Workload) -> str:

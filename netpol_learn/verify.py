@@ -11,6 +11,7 @@ declare the same ports.
 from __future__ import annotations
 
 import ipaddress
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -115,15 +116,20 @@ def verify(log: FlowLog, inventory: Inventory, policies: Iterable[NetworkPolicy]
 
 def verify_text(r: VerifyResult) -> str:
     if not r.denied:
-        lines = [f"All {r.allowed} observed connections are allowed."]
+        lines = [{0: "No observed connection could be evaluated.", 1: "The one observed connection is allowed.",
+                  2: "Both observed connections are allowed."}.get(r.allowed, f"All {r.allowed} observed connections are allowed.")]
     else:
-        lines = [f"{len(r.denied)} observed connection(s) would be denied ({r.allowed} allowed):"]
+        lines = [f"{_count(len(r.denied), 'observed connection')} would be denied ({r.allowed} allowed):"]
         for d in r.denied:
-            lines.append(f"  {d.client} -> {d.server} {d.protocol}/{d.port}: {d.flows} flow(s), {d.packets} packets; denied by {d.direction}: {d.why}")
+            lines.append(f"  {d.client} -> {d.server} {d.protocol}/{d.port}: {_count(d.flows, 'flow')}, {_count(d.packets, 'packet')}; denied by {d.direction}: {d.why}")
     if r.not_evaluated:
         lines.append(f"Not evaluated ({len(r.not_evaluated)}):")
         lines += [f"  {s}" for s in r.not_evaluated]
     return "\n".join(lines) + "\n"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def verify_json(r: VerifyResult) -> dict:
@@ -142,7 +148,7 @@ class Change:
     client: str
     server: str
     protocol: str
-    port: int
+    port: int | None  # None: every port of the protocol
     observed: bool = False  # the connection was seen in the flows given
 
 
@@ -219,38 +225,58 @@ def diff(base: list[NetworkPolicy], new: list[NetworkPolicy], inventory: Invento
     pods = {p.key: p for p in inventory.pods}
     workloads = [w for w in inventory.workloads if w.pods and not pods[(w.namespace, w.pods[0])].host_network]
     ends: list[tuple[str, Endpoint]] = [(f"{w.namespace}/{w.ref}", pod_endpoint(pods[(w.namespace, w.pods[0])], w.ref)) for w in workloads]
+    # Observed connections by their ends: a workload by its name, an outside end by its address
+    # (the change that names it may name the wider block that holds it).
     observed: set[tuple] = set()
     extra_ports: set[tuple[str, int]] = set()
     extra_addresses: set[str] = set()
     if log is not None:
         endpoints = _Endpoints(inventory)
+
+        def end(peer: Peer) -> str:
+            return _label(peer) if peer.kind == POD else peer.address
+
         for c in resolve(log, inventory).connections:
             if c.protocol in EXPRESSIBLE and c.port is not None:
-                observed.add((_label(c.client), _label(c.server), c.protocol, c.port))
+                observed.add((end(c.client), end(c.server), c.protocol, c.port))
                 extra_ports.add((c.protocol, c.port))
                 for peer in (c.client, c.server):
                     if peer.kind in (EXTERNAL, SERVICE_ENDPOINT, NODE_LOCAL_DNS) and endpoints.of(peer):
                         extra_addresses.add(peer.address)
     outside = [(name, Endpoint(address)) for address, name in _outside((base, new), extra_addresses).items()]
+    key_of = {name: name for name, _ in ends} | {name: e.address for name, e in outside}  # name -> observed key
     ports = _ports((base, new), inventory, extra_ports)
     # A pair can only change where a policy that differs between the sets selects its source
     # (egress) or its destination (ingress): only those pairs are evaluated.
     changed = _changed(base, new)
     src_changed = {n for n, e in ends if _selected_by(changed, e, "Egress")}
     dst_changed = {n for n, e in ends if _selected_by(changed, e, "Ingress")}
-    added, removed = [], []
     every = ends + outside
     pairs = [(a, b) for a in ends if a[0] in src_changed for b in every]
     pairs += [(a, b) for b in ends if b[0] in dst_changed for a in every if a[0] not in src_changed]
+    probes_of: dict[str, set[int]] = defaultdict(set)
+    for proto, port in ports:
+        probes_of[proto].add(port)
+    # (client, server, protocol) -> added or removed -> {probe port: observed}
+    changes: dict[tuple, dict[bool, dict[int, bool]]] = defaultdict(lambda: {True: {}, False: {}})
     for (sname, src), (dname, dst) in pairs:
         for proto, port in ports:
             before = eb.evaluate(src, dst, proto, port).allowed
             after = en.evaluate(src, dst, proto, port).allowed
             if before != after:
-                ch = Change(sname, dname, proto, port, (sname, dname, proto, port) in observed)
-                (added if after else removed).append(ch)
-    # Several probe addresses of one block name the same change once.
-    return DiffResult(tuple(dict.fromkeys(added)), tuple(dict.fromkeys(removed)))
+                seen = changes[(sname, dname, proto)][after]
+                # Several probe addresses of one block name the same change once.
+                seen[port] = seen.get(port, False) or (key_of[sname], key_of[dname], proto, port) in observed
+    added, removed = [], []
+    for (sname, dname, proto), by_way in changes.items():
+        for way, seen in by_way.items():
+            rows = added if way else removed
+            if seen and set(seen) == probes_of[proto]:
+                # every probe of the protocol changed: the change is on every port, and says so
+                rows.append(Change(sname, dname, proto, None, any(seen.values())))
+            else:
+                rows += [Change(sname, dname, proto, port, obs) for port, obs in sorted(seen.items())]
+    return DiffResult(tuple(added), tuple(removed))  # in the order of the pairs and ports probed
 
 
 def _changed(base: list[NetworkPolicy], new: list[NetworkPolicy]) -> list[NetworkPolicy]:
@@ -279,14 +305,18 @@ def diff_text(r: DiffResult, markdown: bool = False) -> str:
             continue
         if markdown:
             lines += [f"### {title} ({len(rows)})", "", "| from | to | port | observed |", "|---|---|---|---|"]
-            lines += [f"| {c.client} | {c.server} | {c.protocol}/{c.port} | {'yes' if c.observed else ''} |" for c in rows]
+            lines += [f"| {c.client} | {c.server} | {_port_text(c)} | {'yes' if c.observed else ''} |" for c in rows]
             lines.append("")
         else:
             lines.append(f"{title} ({len(rows)}):")
-            lines += [f"  {c.client} -> {c.server} {c.protocol}/{c.port}{'  (observed)' if c.observed else ''}" for c in rows]
+            lines += [f"  {c.client} -> {c.server} {_port_text(c)}{'  (observed)' if c.observed else ''}" for c in rows]
     if markdown:
         lines.insert(0, f"## NetworkPolicy changes: {len(r.added)} connection(s) added, {len(r.removed)} removed\n")
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _port_text(c: Change) -> str:
+    return f"{c.protocol} any port" if c.port is None else f"{c.protocol}/{c.port}"
 
 
 def diff_json(r: DiffResult) -> dict:

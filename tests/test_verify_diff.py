@@ -143,9 +143,9 @@ def test_removing_a_rule_fails_verify_naming_direction_and_policies_text(setup, 
     r = run("verify", "--policies", broken, "--inventory", inventory, "--flows", flows)
     assert r.exit_code == 1
     lines = r.stdout.splitlines()
-    assert lines[0] == "1 observed connection(s) would be denied (4 allowed):"
+    assert lines[0] == "1 observed connection would be denied (4 allowed):"
     # both api pods' flows, grouped into one workload pair and port: 2 flows, (3 + 1) x 10 packets
-    assert lines[1] == (f"  {API} -> {DB} TCP/5432: 2 flow(s), 40 packets; denied by ingress: "
+    assert lines[1] == (f"  {API} -> {DB} TCP/5432: 2 flows, 40 packets; denied by ingress: "
                         f"ingress of {DB} is isolated by shop/default-deny, shop/db; none allows it")
     assert len(lines) == 2
 

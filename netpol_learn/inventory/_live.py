@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import yaml
 
 from netpol_learn._errors import InventoryError
-from netpol_learn.flowlog import write_atomic
+from netpol_learn._output import write_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from kubernetes.client import ApiClient, ApiException, Configuration
@@ -337,15 +337,9 @@ def dumps_inventory(items: list[dict], snapshot_time: datetime) -> str:
 
 
 def write_inventory(items: list[dict], output: str | os.PathLike | None, snapshot_time: datetime) -> None:
-    """Write the inventory as a YAML ``List`` to ``output`` atomically; None or '-' is stdout.
+    """Write the inventory as a YAML ``List`` to ``output`` by the one writer's rules
+    (``netpol_learn._output``); None or '-' is stdout.
 
     ``snapshot_time`` is when the listing started: pods listed held their addresses until then.
     """
-    text = dumps_inventory(items, snapshot_time)
-    if output is None or str(output) == "-":
-        import sys
-
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    write_atomic(Path(output), text)
+    write_text("-" if output is None else output, dumps_inventory(items, snapshot_time))

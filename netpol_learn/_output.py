@@ -1,0 +1,253 @@
+"""The one writer: every file and directory a command writes goes through here.
+
+Rules (what a user of ``-o`` may rely on):
+
+- ``-`` is standard output.
+- A regular file (new, or replaced) is written to a temporary file beside it, flushed to disk and
+  renamed into place, so a reader sees the old file or the new one, never half of either. A new
+  file gets the permissions the umask allows (0644 under umask 022); a replaced one keeps its
+  mode (and, as root, its owner).
+- A symlink is followed: its resolved target is replaced as above; the link stays a link.
+- Anything that is not a regular file (a character device such as /dev/null, a FIFO, a socket,
+  a process-substitution path /dev/fd/N) and anything under /dev or /proc is written directly,
+  never replaced.
+- Appending (``open_append``, the sniffer's segments) follows the same rules: a symlink is
+  followed, a FIFO or device is opened as it is, a new file follows the umask.
+- A directory of files (``write_directory``) is whole or unchanged: every new file is written in
+  full beside its target first; only when all of them are on disk are they renamed into place,
+  the index last. A new directory is built beside its target and renamed into place. On failure
+  nothing this run wrote is left behind.
+
+Errors are ``OutputError``: one line naming the path.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import tempfile
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from netpol_learn._errors import OutputError
+
+_umask_lock = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting and restoring it: there is no other portable way)."""
+    with _umask_lock:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _direct(path: Path) -> bool:
+    """True when ``path`` must be written in place rather than replaced."""
+    text = os.path.abspath(path)
+    if text == "/dev" or text.startswith(("/dev/", "/proc/")):
+        return True
+    try:
+        st = os.stat(path)  # follows symlinks: what a write would reach
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {_reason(exc)}") from exc
+    if stat.S_ISDIR(st.st_mode):
+        raise OutputError(f"cannot write {path}: is a directory")
+    return not stat.S_ISREG(st.st_mode)
+
+
+def write_text(path: str | os.PathLike, text: str | Iterable[str]) -> None:
+    """Write ``text`` (a string, or strings to join) to ``path`` by the rules above; '-' is stdout."""
+    if str(path) == "-":
+        chunks = [text] if isinstance(text, str) else text
+        sys.stdout.writelines(chunks)
+        sys.stdout.flush()
+        return
+    path = Path(path)
+    data = (text if isinstance(text, str) else "".join(text)).encode("utf-8")
+    if _direct(path):
+        _write_in_place(path, data)
+        return
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    tmp = _stage(target, data)
+    try:
+        os.replace(tmp, target)
+    except OSError as exc:
+        _unlink_quietly(tmp)
+        raise OutputError(f"cannot write {path}: {_reason(exc)}") from exc
+
+
+def open_append(path: str | os.PathLike) -> tuple[int, bool]:
+    """A descriptor that appends to ``path`` (created with the umask's permissions when missing;
+    a symlink followed; a FIFO or device opened as it is), and whether it is a regular file."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except IsADirectoryError as exc:
+        raise OutputError(f"cannot write {path}: is a directory") from exc
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {_reason(exc)}") from exc
+    return fd, stat.S_ISREG(os.fstat(fd).st_mode)
+
+
+def _write_in_place(path: Path, data: bytes) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {_reason(exc)}") from exc
+    try:
+        view = memoryview(data)
+        while view:  # a pipe may take less than all at once
+            view = view[os.write(fd, view):]
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {_reason(exc)}") from exc
+    finally:
+        os.close(fd)
+
+
+def _stage(target: Path, data: bytes) -> str:
+    """``data`` in a new temporary file beside ``target``, on disk, with the mode ``target`` will
+    have; returns its path. Nothing is left behind on failure."""
+    directory = target.parent if str(target.parent) else Path(".")
+    try:
+        old = os.stat(target)
+    except FileNotFoundError:
+        old = None
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {_reason(exc)}") from exc
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {_reason(exc)}") from exc
+    try:
+        if old is None:
+            os.fchmod(fd, 0o666 & ~current_umask())
+        else:
+            os.fchmod(fd, stat.S_IMODE(old.st_mode))
+            if os.geteuid() == 0 and (old.st_uid, old.st_gid) != (0, 0):
+                os.fchown(fd, old.st_uid, old.st_gid)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except BaseException as exc:
+        os.close(fd)
+        _unlink_quietly(tmp)
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write {target}: {_reason(exc)}") from exc
+        raise
+    os.close(fd)
+    return tmp
+
+
+def _unlink_quietly(path: str | os.PathLike) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_directory(directory: str | os.PathLike, files: Mapping[str, str], remove: Iterable[str] = (), last: str | None = None) -> dict[str, str]:
+    """Write ``files`` (name -> text) into ``directory``, whole or not at all, and then remove the
+    files named in ``remove``; ``last`` (an index such as kustomization.yaml) is renamed into place
+    after all the others. Returns the names in ``remove`` that could not be removed, with why."""
+    directory = Path(directory)
+    if directory.is_dir():
+        _replace_files(directory, files, last)
+    else:
+        _new_directory(directory, files)
+    left = {}
+    for name in remove:
+        try:
+            (directory / name).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            left[name] = _reason(exc)
+    return left
+
+
+def _replace_files(directory: Path, files: Mapping[str, str], last: str | None) -> None:
+    order = sorted(files, key=lambda name: (name == last, name))
+    staged: list[tuple[str, Path]] = []
+    try:
+        for name in order:
+            staged.append((_stage(directory / name, files[name].encode("utf-8")), directory / name))
+    except BaseException:
+        for tmp, _ in staged:
+            _unlink_quietly(tmp)
+        raise
+    for i, (tmp, target) in enumerate(staged):
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:  # rename in one directory: only a vanished directory gets here
+            for left, _ in staged[i:]:
+                _unlink_quietly(left)
+            raise OutputError(f"cannot write {target}: {_reason(exc)}") from exc
+    _fsync_directory(directory)
+
+
+def _new_directory(directory: Path, files: Mapping[str, str]) -> None:
+    parent = directory.parent if str(directory.parent) else Path(".")
+    created: list[Path] = []  # parents made here, removed again on failure
+    for p in reversed([parent, *parent.parents]):
+        if not p.exists():
+            try:
+                p.mkdir()
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                _remove_dirs(created)
+                raise OutputError(f"{directory}: cannot create {p}: {_reason(exc)}") from exc
+            created.append(p)
+    try:
+        building = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=parent))
+    except OSError as exc:
+        _remove_dirs(created)
+        raise OutputError(f"{directory}: cannot create: {_reason(exc)}") from exc
+    try:
+        os.chmod(building, 0o777 & ~current_umask())
+        for name in sorted(files):
+            os.replace(_stage(building / name, files[name].encode("utf-8")), building / name)
+        _fsync_directory(building)
+        os.rename(building, directory)
+        _fsync_directory(parent)
+    except BaseException as exc:
+        for entry in building.iterdir() if building.is_dir() else ():
+            _unlink_quietly(entry)
+        try:
+            building.rmdir()
+        except OSError:
+            pass
+        _remove_dirs(created)
+        if isinstance(exc, OSError):
+            raise OutputError(f"{directory}: cannot create: {_reason(exc)}") from exc
+        raise
+
+
+def _remove_dirs(created: list[Path]) -> None:
+    for p in reversed(created):
+        try:
+            p.rmdir()
+        except OSError:
+            pass
