@@ -244,7 +244,11 @@ def diff(base: list[NetworkPolicy], new: list[NetworkPolicy], inventory: Invento
                     if peer.kind in (EXTERNAL, SERVICE_ENDPOINT, NODE_LOCAL_DNS) and endpoints.of(peer):
                         extra_addresses.add(peer.address)
     outside = [(name, Endpoint(address)) for address, name in _outside((base, new), extra_addresses).items()]
-    key_of = {name: name for name, _ in ends} | {name: e.address for name, e in outside}  # name -> observed key
+    outside_ids = {id(e) for _, e in outside}  # several probes of one block share its name
+
+    def key(name: str, e: Endpoint) -> str:
+        return e.address if id(e) in outside_ids else name
+
     ports = _ports((base, new), inventory, extra_ports)
     # A pair can only change where a policy that differs between the sets selects its source
     # (egress) or its destination (ingress): only those pairs are evaluated.
@@ -266,7 +270,7 @@ def diff(base: list[NetworkPolicy], new: list[NetworkPolicy], inventory: Invento
             if before != after:
                 seen = changes[(sname, dname, proto)][after]
                 # Several probe addresses of one block name the same change once.
-                seen[port] = seen.get(port, False) or (key_of[sname], key_of[dname], proto, port) in observed
+                seen[port] = seen.get(port, False) or (key(sname, src), key(dname, dst), proto, port) in observed
     added, removed = [], []
     for (sname, dname, proto), by_way in changes.items():
         for way, seen in by_way.items():
