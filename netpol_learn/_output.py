@@ -23,12 +23,14 @@ Errors are ``OutputError``: one line naming the path.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import sys
 import tempfile
 import threading
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from netpol_learn._errors import OutputError
@@ -85,16 +87,40 @@ def write_text(path: str | os.PathLike, text: str | Iterable[str]) -> None:
         raise OutputError(f"cannot write {path}: {_reason(exc)}") from exc
 
 
-def open_append(path: str | os.PathLike) -> tuple[int, bool]:
-    """A descriptor that appends to ``path`` (created with the umask's permissions when missing;
-    a symlink followed; a FIFO or device opened as it is), and whether it is a regular file."""
+def open_append(path: str | os.PathLike, *, cancelled: Callable[[], bool] | None = None,
+                info: Callable[[str], None] | None = None) -> int:
+    """A descriptor that appends to ``path``: a new file follows the umask, a symlink is followed,
+    a device is opened as it is, and a FIFO is opened once a reader has opened it (polled, so
+    that ``cancelled`` can end the wait: a blocking open would outlast any signal, as Python
+    retries it; ``info`` is told once that the wait began)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        fifo = stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:  # not there yet (or a dangling symlink): created below
+        fifo = False
+    try:
+        if not fifo:
+            return os.open(path, flags | os.O_CREAT, 0o666)
+        waiting = False
+        while True:
+            try:
+                fd = os.open(path, flags | os.O_NONBLOCK)
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:  # ENXIO: nobody reads it yet
+                    raise
+            else:
+                os.set_blocking(fd, True)
+                return fd
+            if cancelled is not None and cancelled():
+                raise OutputError(f"stopped while waiting for a reader of {path} (a FIFO)")
+            if not waiting and info is not None:
+                info(f"{path} is a FIFO: waiting for a reader")
+            waiting = True
+            time.sleep(0.05)
     except IsADirectoryError as exc:
         raise OutputError(f"cannot write {path}: is a directory") from exc
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {_reason(exc)}") from exc
-    return fd, stat.S_ISREG(os.fstat(fd).st_mode)
 
 
 def _write_in_place(path: Path, data: bytes) -> None:

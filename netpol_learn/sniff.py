@@ -8,10 +8,12 @@ flow-log segment every interval.
 kernel hands over the packet from its IP header on, whatever the link layer: Ethernet veths,
 bridges, tunnel devices, ``any``) with a ``TPACKET_V3`` receive ring mapped into this process:
 the kernel fills blocks of packets, and reading a block costs one copy and no system call per
-packet. scapy's own sockets build a Python object per packet (a few thousand packets/s); here a
-block's packets go straight into the same chunk form that ``capture._files`` makes from pcap
-files (bytes, offsets, captured lengths, timestamps, link type, ``PAD`` bytes of padding), and the
-rest of the pipeline is the capture stage's, unchanged.
+packet. Each socket makes its interface promiscuous for as long as it is open (a bridge hands its
+packet sockets the frames it forwards between its ports only then). scapy's own sockets build a
+Python object per packet (a few thousand packets/s); here a block's packets go straight into the
+same chunk form that ``capture._files`` makes from pcap files (bytes, offsets, captured lengths,
+timestamps, link type, ``PAD`` bytes of padding), and the rest of the pipeline is the capture
+stage's, unchanged.
 
 **The kernel filter** (``FILTER``, a libpcap expression) keeps only what learning needs: TCP
 segments with SYN, FIN or RST (the handshake decides the direction; FIN and RST show connections
@@ -32,6 +34,12 @@ memory never grows with time. Kernel drops (ring full) are counted as ``dropped_
 links as they come and go: an interface that appears (a pod created) and matches is captured at
 once; one that vanishes (a pod deleted) is a warning, its ring is drained first, and capture goes
 on elsewhere.
+
+**Start and output.** ``Sniffer.start`` opens every socket before the output: a start that fails
+(no capability, no such interface, no memory for a ring) creates no output file and leaves an
+existing one untouched. ``SegmentWriter`` appends to a regular file (also through a symlink),
+which alone it checks, cuts back and fsyncs, or writes into a FIFO (waiting for its reader) or a
+character device.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ import os
 import select
 import signal
 import socket
+import stat
 import struct
 import sys
 import threading
@@ -54,7 +63,8 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
-from netpol_learn._errors import SniffError
+from netpol_learn._errors import OutputError, SniffError
+from netpol_learn._output import open_append
 from netpol_learn.capture import DEFAULT_DEDUP_WINDOW
 from netpol_learn.capture import _decode as d
 from netpol_learn.capture._aggregate import Aggregator
@@ -98,6 +108,8 @@ FALLBACK_PROGRAM = (
 
 # Linux constants (linux/if_packet.h, linux/filter.h, linux/rtnetlink.h).
 SOL_PACKET = 263
+PACKET_ADD_MEMBERSHIP = 1
+PACKET_MR_PROMISC = 1
 PACKET_RX_RING = 5
 PACKET_STATISTICS = 6
 PACKET_VERSION = 10
@@ -118,6 +130,7 @@ HOLD_MS = 3 * RETIRE_MS
 _BLOCK = struct.Struct("<III")  # tpacket_hdr_v1: num_pkts, offset_to_first_pkt, blk_len (at +12)
 _FRAME = struct.Struct("<IIIIIIH")  # tpacket3_hdr: next_offset, sec, nsec, snaplen, len, status, mac
 _U32 = struct.Struct("<I")
+_MREQ = struct.Struct("@iHH8s")  # packet_mreq: ifindex, type, alen, address
 
 Warn = Callable[[str], None]
 
@@ -198,7 +211,16 @@ def _ifindex(name: str) -> int | None:
 
 
 class PacketRing:
-    """A cooked packet socket on one interface (or ``any``) with a TPACKET_V3 receive ring."""
+    """A cooked packet socket on one interface (or ``any``) with a TPACKET_V3 receive ring, the
+    interface in promiscuous mode while the socket is open.
+
+    Promiscuous, as tcpdump makes it: a bridge hands its own packet sockets only the frames it
+    delivers to itself (routed traffic, broadcasts), not those it forwards from one port to
+    another (two pods on the bridge talking over the link, not through the node), unless it is
+    promiscuous. The membership (PACKET_MR_PROMISC) belongs to the socket: the kernel counts it
+    in the interface's promiscuity and takes it back when the socket closes, also when the
+    process dies. ``promisc_error`` is why the interface could not be made promiscuous, if so
+    (capture goes on without)."""
 
     def __init__(self, name: str, program, block_size: int, blocks: int):
         self.name = name
@@ -207,6 +229,7 @@ class PacketRing:
         self.closing_at: float | None = None  # vanished: drain until then, then close
         self.down_since: float | None = None  # the kernel said ENETDOWN
         self.down_warned = False
+        self.promisc_error: str | None = None
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL) if name == "any" else 0)
         try:
             _attach(self.sock, program)
@@ -215,13 +238,26 @@ class PacketRing:
             self.sock.setsockopt(SOL_PACKET, PACKET_RX_RING,
                                  struct.pack("7I", block_size, blocks, frame, block_size // frame * blocks, RETIRE_MS, 0, 0))
             self.map = mmap.mmap(self.sock.fileno(), block_size * blocks, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            self.index = 0
             if name != "any":
                 # Bound only now, with the filter and ring in place: no packet arrives unfiltered.
                 self.sock.bind((name, ETH_P_ALL))
-            self.index = _ifindex(name) if name != "any" else 0
+                index = _ifindex(name)
+                if index is None:
+                    raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
+                self.index = index
+                self._promiscuous()
         except BaseException:
             self.sock.close()
             raise
+
+    def _promiscuous(self) -> None:
+        try:
+            self.sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, _MREQ.pack(self.index, PACKET_MR_PROMISC, 0, b""))
+        except OSError as exc:
+            if exc.errno in (errno.ENODEV, errno.ENXIO):
+                raise  # gone meanwhile
+            self.promisc_error = exc.strerror or str(exc)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -374,37 +410,57 @@ class ConnectionLimit:
 
 
 class SegmentWriter:
-    """Writes whole segments: to stdout, or appended to a file with one write call and fsync.
+    """Writes whole segments: to stdout, or appended to ``path`` (``O_APPEND``).
 
-    A file whose last segment was cut off (the machine lost power mid-write) is cut back to its
-    last complete segment first, with a warning."""
+    ``path`` may be a regular file (created if missing, each segment one write call and fsync'd),
+    a symlink (to where it points), a FIFO (opened once something reads it, waiting until then)
+    or a character device. Only a regular file is looked into: one that is not a flow log is
+    refused, and one whose last segment was cut off (the machine lost power mid-write) is cut
+    back to its last complete segment first, with a warning. A FIFO or a device is only written.
 
-    def __init__(self, path: str | None, warn: Warn):
+    ``cancelled`` (a callable) ends the wait for a FIFO's reader with an error when it says so;
+    ``info`` is told once that the wait began."""
+
+    def __init__(self, path: str | None, warn: Warn, *, info: Warn | None = None,
+                 cancelled: Callable[[], bool] | None = None):
         self.path = None if path in (None, "-") else path
+        self.regular = False
         if self.path is None:
             self.fd = sys.stdout.fileno()
             return
         try:
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self.fd = self._open(info, cancelled)
         except OSError as exc:
             raise SniffError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
         try:
-            self._repair(warn)
+            st = os.fstat(self.fd)
+            self.regular = stat.S_ISREG(st.st_mode)
+            if self.regular:
+                self._repair(warn, st)
         except BaseException:
             os.close(self.fd)
             raise
 
-    def _repair(self, warn: Warn) -> None:
-        size = os.fstat(self.fd).st_size
+    def _open(self, info: Warn | None, cancelled: Callable[[], bool] | None) -> int:
+        try:
+            return open_append(self.path, cancelled=cancelled, info=info)
+        except OutputError as exc:
+            raise SniffError(str(exc)) from exc
+
+    def _repair(self, warn: Warn, st: os.stat_result) -> None:
+        size = st.st_size
         if not size:
             return
         with open(self.path, "rb") as fh:
+            opened = os.fstat(fh.fileno())
+            if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
+                raise SniffError(f"{self.path} was replaced while it was being opened; not appending to it")
             head = fh.readline(4096)
             if not head.startswith(b"{") or f'"format": "{FORMAT}"'.encode() not in head:
                 raise SniffError(f"{self.path} exists and is not a flow log; not appending to it")
             keep = _last_complete_segment_end(fh, size)
         if keep < size:
-            os.truncate(self.path, keep)
+            os.ftruncate(self.fd, keep)
             warn(f"{self.path}: removed {size - keep} bytes of a segment left incomplete by an earlier run")
 
     def write(self, text: str) -> None:
@@ -415,10 +471,12 @@ class SegmentWriter:
             while data:
                 n = os.write(self.fd, data)
                 data = data[n:]
-            if self.path is not None:
+            if self.regular:  # a FIFO or a device cannot be synced (EINVAL)
                 os.fsync(self.fd)
         except BrokenPipeError as exc:
-            raise SniffError("stdout was closed: nobody reads the flow log") from exc
+            if self.path is None:
+                raise SniffError("stdout was closed: nobody reads the flow log") from exc
+            raise SniffError(f"cannot write {self.path}: its reader went away (broken pipe)") from exc
         except OSError as exc:
             raise SniffError(f"cannot write {self.path or 'stdout'}: {exc.strerror or exc}") from exc
 
@@ -517,6 +575,9 @@ class Sniffer:
             if exc.errno == errno.ENOMEM:
                 raise SniffError(f"{name}: no memory for the capture ring ({exc.strerror}); try a smaller --buffer-size") from exc
             raise SniffError(f"cannot capture on {name}: {exc.strerror or exc}") from exc
+        if ring.promisc_error is not None:
+            self.warn(f"{name}: cannot make it promiscuous ({ring.promisc_error}); traffic a bridge forwards between its "
+                      "ports is not seen on it")
         self.rings[name] = ring
         self.by_fd[ring.fileno()] = ring
         self.poller.register(ring.fileno(), select.POLLIN | select.POLLERR)
@@ -577,13 +638,31 @@ class Sniffer:
     # --- running ---
 
     def start(self) -> None:
+        """Open the sockets, then the output: whatever can fail fails before the output file is
+        created or changed (a failed start leaves none, and an existing one as it was)."""
         try:  # before anything else: without the capability nothing below can work
             socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0).close()
         except PermissionError as exc:
             raise SniffError(NO_PERMISSION) from exc
-        self.writer = SegmentWriter(self.o.output, self.warn)
-        self._open_netlink()
-        self._scan(first=True)
+        try:
+            self._open_netlink()
+            self._scan(first=True)
+            self.writer = SegmentWriter(self.o.output, self.warn, info=self.info, cancelled=self.stopping.is_set)
+        except BaseException:
+            self._release()
+            raise
+
+    def _release(self) -> None:
+        """Close the sockets of a start that failed."""
+        for ring in list(self.rings.values()):
+            self.poller.unregister(ring.fileno())
+            ring.close()
+        self.rings.clear()
+        self.by_fd.clear()
+        if self.netlink is not None:
+            self.poller.unregister(self.netlink.fileno())
+            self.netlink.close()
+            self.netlink = None
 
     def stop(self) -> None:
         """Ask the capture loop to stop (safe from a signal handler or another thread)."""

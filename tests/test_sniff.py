@@ -1,20 +1,22 @@
 """The live sniffer: ``netpol-learn sniff`` on the node of the namespace test bed while its pods
 exchange real traffic, and its parts on their own.
 
-On the bed (needs root, ``ip netns`` and nftables; CI runs these, a skip fails the run), the sniffer
-runs as ``ip netns exec <node> netpol-learn sniff`` on the node's bridge and veths while a client
-pod calls a server pod through a Service over TCP and UDP, after asking the cluster DNS. The tests
-read the flow log it wrote: the pod addresses, the Service and target ports, the direction from
-the SYN, the DNS lines; `generate` on it with the bed's inventory gives policies that
+On the bed (needs root, ``ip netns`` and nftables; CI runs these, a skip fails the run), the
+sniffer runs as ``ip netns exec <node> netpol-learn sniff`` on the node's bridge and veths while a
+client pod calls a server pod through a Service over TCP and UDP, after asking the cluster DNS. The
+tests read the flow log it wrote: the pod addresses, the Service and target ports, the direction
+from the SYN, the DNS lines; `generate` on it with the bed's inventory gives policies that
 network-config-analyzer (tests/policy_judge.py) and `verify` say allow that traffic. Also: a pod's
-veth deleted mid-capture is a warning and capture goes on; ``--max-connections`` bounds and counts;
-no CAP_NET_RAW is one error line and exit 2; SIGTERM while a segment is being written (stdout a
-pipe nobody reads yet) still gives whole segments only.
+veth deleted mid-capture is a warning and capture goes on; on ``cni0`` alone it sees two pods that
+talk over the bridge (not routed), the bridge promiscuous while it runs; it writes into a FIFO;
+``--max-connections`` bounds and counts; no CAP_NET_RAW is one error line and exit 2; SIGTERM while
+a segment is being written (stdout a pipe nobody reads yet) still gives whole segments only.
 
 Without the bed: the kernel filter (the program scapy compiles with libpcap, the built-in one, and
-what they accept, run through a small classic-BPF interpreter), the connection bound, the
-segment writer's repair of a cut-off file, and the pod watcher against a local HTTP server that
-answers list and watch requests as the Kubernetes API does.
+what they accept, run through a small classic-BPF interpreter), the connection bound, the segment
+writer (its repair of a cut-off file; a FIFO, a symlink, a character device), a failed start (``-i
+nosuch0``) that leaves no output file and an existing one as it was, and the pod watcher against a
+local HTTP server that answers list and watch requests as the Kubernetes API does.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 import os
 import queue
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -278,6 +281,123 @@ def test_segment_writer_cuts_a_file_back_to_its_last_complete_segment(tmp_path):
     with pytest.raises(SniffError, match="not a flow log; not appending"):
         sniff.SegmentWriter(str(other), warnings.append)
     assert other.read_text() == "my notes\n"
+
+
+def _segment(**stats) -> str:
+    return "".join(dumps_lines(FlowLog(stats=stats or {"packets": 3}, sources=("sniff:n",))))
+
+
+def test_segment_writer_writes_into_a_fifo_and_never_reads_it(tmp_path):
+    fifo = tmp_path / "flows.fifo"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)  # to EOF: the writer closed
+    reader.start()
+    segment = _segment()
+    writer = sniff.SegmentWriter(str(fifo), pytest.fail)
+    assert not writer.regular  # nothing to repair, and nothing to fsync (EINVAL on a FIFO)
+    writer.write(segment)
+    writer.write(segment)
+    writer.close()
+    reader.join(5)
+    assert got == [(segment * 2).encode()]
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_segment_writer_waits_for_a_reader_of_a_fifo_until_cancelled(tmp_path):
+    fifo = tmp_path / "flows.fifo"
+    os.mkfifo(fifo)
+    said = []
+    started = time.monotonic()
+    with pytest.raises(SniffError, match=f"stopped while waiting for a reader of {fifo} \\(a FIFO\\)"):
+        sniff.SegmentWriter(str(fifo), pytest.fail, info=said.append, cancelled=lambda: time.monotonic() - started > 0.3)
+    assert said == [f"{fifo} is a FIFO: waiting for a reader"]
+    # A reader that comes while it waits gets the segments.
+    got = []
+
+    def read_later():
+        time.sleep(0.2)
+        got.append(fifo.read_bytes())
+
+    reader = threading.Thread(target=read_later, daemon=True)
+    reader.start()
+    writer = sniff.SegmentWriter(str(fifo), pytest.fail, info=said.append, cancelled=lambda: False)
+    writer.write(_segment())
+    writer.close()
+    reader.join(5)
+    assert got == [_segment().encode()]
+
+
+def test_segment_writer_reports_a_fifo_reader_that_went_away(tmp_path):
+    fifo = tmp_path / "flows.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    writer = sniff.SegmentWriter(str(fifo), pytest.fail)
+    os.close(reader)
+    with pytest.raises(SniffError, match=f"cannot write {fifo}: its reader went away"):
+        writer.write(_segment())
+    writer.close()
+
+
+def test_segment_writer_appends_through_a_symlink_to_its_target(tmp_path):
+    segment = _segment()
+    target = tmp_path / "logs" / "flows.jsonl"
+    target.parent.mkdir()
+    target.write_text(segment + segment[:10])  # cut off: repaired through the link
+    link = tmp_path / "flows.jsonl"
+    link.symlink_to(target)
+    warnings = []
+    writer = sniff.SegmentWriter(str(link), warnings.append)
+    assert writer.regular
+    writer.write(segment)
+    writer.close()
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert target.read_text() == segment * 2
+    assert warnings == [f"{link}: removed 10 bytes of a segment left incomplete by an earlier run"]
+    # A link to a file that is not a flow log is refused, and the file left alone.
+    (tmp_path / "notes.txt").write_text("my notes\n")
+    notes = tmp_path / "notes-link"
+    notes.symlink_to(tmp_path / "notes.txt")
+    with pytest.raises(SniffError, match="not a flow log; not appending"):
+        sniff.SegmentWriter(str(notes), pytest.fail)
+    assert (tmp_path / "notes.txt").read_text() == "my notes\n"
+
+
+def test_segment_writer_writes_into_a_character_device(tmp_path):
+    null = tmp_path / "null"
+    try:
+        os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # the null device
+        os.close(os.open(null, os.O_WRONLY))
+    except PermissionError as exc:  # no CAP_MKNOD, or a nodev file system
+        pytest.skip(f"cannot make or open a device node here: {exc}")
+    writer = sniff.SegmentWriter(str(null), pytest.fail)
+    assert not writer.regular
+    writer.write(_segment())  # no fsync: EINVAL on a device
+    writer.close()
+    assert stat.S_ISCHR(os.lstat(null).st_mode)
+
+
+def _sniff_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "netpol_learn", "sniff", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_a_failed_start_creates_no_output_file_and_leaves_an_existing_one_alone(tmp_path):
+    (tmp_path / "tmp").mkdir()
+    out = _sniff_cli("-i", "nosuch0", "-o", "tmp/out.jsonl", cwd=tmp_path)
+    assert out.returncode == 2
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
+    assert not (tmp_path / "tmp" / "out.jsonl").exists()
+    assert list((tmp_path / "tmp").iterdir()) == []
+    # An existing flow log, its last segment cut off (which a start that got as far as the
+    # output would cut back): byte for byte as it was.
+    log = tmp_path / "tmp" / "flows.jsonl"
+    log.write_text(_segment() + _segment()[:25])
+    before = log.read_bytes(), os.stat(log).st_mtime_ns
+    out = _sniff_cli("-i", "nosuch0", "-o", str(log), cwd=tmp_path)
+    assert out.returncode == 2 and len(out.stderr.splitlines()) == 1 and out.stderr.startswith("error: "), out.stderr
+    assert (log.read_bytes(), os.stat(log).st_mtime_ns) == before
 
 
 def test_pod_fields_are_optional_and_merge_as_sets(tmp_path):
@@ -792,3 +912,61 @@ def test_sniff_in_a_cluster_names_the_pods_of_each_flow(bed, tmp_path):
     assert {r["auth"] for r in api.requests} == {"Bearer sniffer-token"} and any(r.get("watch") for r in api.requests)
     flow = next(f for f in read_flow_log(flows_path).flows if f.dst == server.ip and f.port == 8080)
     assert flow.src_pods == (f"shop/{client.name}",) and flow.dst_pods == (f"shop/{server.name}",)
+
+
+def _forwarded(bed: TestBed) -> int:
+    """IP datagrams the node namespace has routed (forwarded) so far."""
+    snmp = subprocess.run([testbed._IP, "netns", "exec", bed.node_ns, "cat", "/proc/net/snmp"], capture_output=True, text=True,
+                          check=True).stdout.splitlines()
+    names, values = (line.split()[1:] for line in snmp if line.startswith("Ip:"))
+    return int(dict(zip(names, values))["ForwDatagrams"])
+
+
+@needs_bed
+def test_sniff_on_the_bridge_sees_what_it_forwards_between_two_pods_and_makes_it_promiscuous_meanwhile(bed, tmp_path):
+    # Two pods that reach each other over the link: cni0 forwards their frames from port to
+    # port, the node's IP stack never sees them. A packet socket on a bridge gets those only
+    # when the bridge is promiscuous.
+    server, client = bed.pods_of("shop", "server")[0], bed.pods_of("shop", "client")[0]
+    flows_path = tmp_path / "flows.jsonl"
+    before = bed.link_promiscuity("cni0")
+    with bed.bridged(client, server):
+        route = subprocess.run([testbed._IP, "-n", client.netns, "route", "get", server.ip], capture_output=True, text=True,
+                               check=True).stdout
+        assert " via " not in route and " dev eth0 " in route, route
+        s = Sniffing(bed, "-i", "cni0", "--interval", "60", "-o", str(flows_path))
+        try:
+            s.wait_for("listening on 1 interface (cni0)")
+            during = bed.link_promiscuity("cni0")
+            forwarded = _forwarded(bed)
+            tcp_calls(client, server.ip, 8080, 2)
+            assert _forwarded(bed) == forwarded  # bridged, not routed
+            time.sleep(0.2)
+        finally:
+            assert s.stop() == 0
+    assert not [line for line in s.lines if line.startswith("warning:")], s.lines
+    assert (during, bed.link_promiscuity("cni0")) == (before + 1, before)  # the socket's membership, gone with it
+    flows = {f.key: f for f in read_flow_log(flows_path).flows}
+    direct = flows.get((client.ip, server.ip, "TCP", 8080))
+    assert direct is not None, sorted(flows)
+    assert direct.connections == 2 and dict(direct.direction) == {"syn": 2}
+
+
+@needs_bed
+def test_sniff_writes_its_segments_into_a_fifo(bed, tmp_path):
+    fifo = tmp_path / "flows.fifo"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)  # to EOF: sniff closed it
+    reader.start()
+    s = Sniffing(bed, "-i", "veth*", "--interval", "60", "-o", str(fifo))
+    s.wait_for("listening on")
+    server, client = bed.pods_of("shop", "server")[0], bed.pods_of("shop", "client")[0]
+    tcp_calls(client, server.ip, 8080, 1)
+    time.sleep(0.2)
+    assert s.stop() == 0
+    reader.join(10)
+    assert not [line for line in s.lines if line.startswith(("warning:", "error:"))], s.lines
+    (seg,) = segments(got[0])
+    assert [(f["src"], f["dst"], f["port"]) for f in seg if f["kind"] == "flow"] == [(client.ip, server.ip, 8080)]
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)

@@ -26,6 +26,10 @@ What gets built (all names are unique per run: ``npl-<pid>-<random>-...``):
   StatefulSet pods and the outside names given with ``dns_name``; answers over 512 bytes are
   truncated on UDP (TC), so the pods' resolver retries over TCP.
 
+``bed.bridged(pod_a, pod_b)`` (a context manager) lets two pods reach each other over the bridge
+instead, as a switch (an on-link route each way), and ``bed.link_promiscuity("cni0")`` tells how
+many have put a link of the node in promiscuous mode.
+
 Every pod and outside host runs one agent process (this file, ``python testbed.py agent``, run
 with ``ip netns exec``): real TCP and UDP servers, and client loops with a fixed number of
 requests that stop by themselves. Pods resolve names like glibc with the pod's resolv.conf
@@ -1165,6 +1169,31 @@ class TestBed:
     def leftover_namespaces(self) -> list[str]:
         return [n for n in list_namespaces() if n.startswith(self.run_id + "-")]
 
+    # --- pods that talk over the bridge -----------------------------------------------------
+
+    def bridged(self, a: PodInfo, b: PodInfo) -> _Bridged:
+        """A context manager in which pods ``a`` and ``b`` reach each other's address over the
+        link, through ``cni0`` as a switch, rather than routed by the node: an on-link /32 route
+        each way, so each asks ARP for the other and sends straight to its MAC address (as pods
+        of a bridge CNI with a shared subnet do). The node's IP stack and nftables never see
+        that traffic. The routes go again on exit.
+
+            with bed.bridged(client, server):
+                ...  # client -> server.ip is bridged
+        """
+        if a.host_network or b.host_network:
+            raise TestBedError("host-network pods are not on the bridge")
+        return _Bridged(a, b)
+
+    def link_promiscuity(self, link: str, netns: str | None = None) -> int:
+        """The kernel's promiscuity count of ``link`` (in the node namespace unless ``netns``):
+        how many asked for promiscuous mode (packet sockets, tcpdump), as ``ip -d link`` shows."""
+        out = _run([_IP, "-d", "-n", netns or self.node_ns, "link", "show", "dev", link]).stdout
+        found = re.search(r"\bpromiscuity (\d+)", out)
+        if found is None:
+            raise TestBedError(f"no promiscuity count in ip -d link show {link}: {out!r}")
+        return int(found.group(1))
+
     # --- the truth: who talks to whom, from the declarations ------------------------------
 
     def _peer_of_address(self, ip: str, port: int, protocol: str) -> list[tuple[str, int]]:
@@ -1253,6 +1282,32 @@ class TestBed:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(self.inventory(snapshot_time), sort_keys=True, default_flow_style=False))
         return path
+
+
+class _Bridged:
+    """See ``TestBed.bridged``."""
+
+    def __init__(self, a: PodInfo, b: PodInfo):
+        self.pairs = [(a, b), (b, a)]
+
+    def __enter__(self) -> _Bridged:
+        done = []
+        try:
+            for pod, peer in self.pairs:
+                _run([_IP, "-n", pod.netns, "route", "add", f"{peer.ip}/32", "dev", "eth0", "scope", "link"])
+                done.append((pod, peer))
+        except BaseException:
+            self._remove(done)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._remove(self.pairs)
+
+    @staticmethod
+    def _remove(pairs) -> None:
+        for pod, peer in pairs:
+            _run([_IP, "-n", pod.netns, "route", "del", f"{peer.ip}/32", "dev", "eth0", "scope", "link"], check=False)
 
 
 def _tmpdir() -> str:
