@@ -61,6 +61,13 @@ def _report(log: FlowLog, resolution: Resolution, policies: PolicySet, options: 
         + (f"; namespaces left alone: {', '.join(options.exclude_namespaces)}" if options.exclude_namespaces else ""),
         f"- default deny: {options.default_deny}; DNS: {dns}",
         "",
+    ]
+    warnings = log.stats.get("warnings") or {}
+    if warnings:  # damaged captures: what was read of them is in, the rest is not
+        lines += ["## Warnings while reading the traffic", "", "The captures were damaged here; traffic in what could not be read is not in these policies:", ""]
+        lines += [f"- {message}" + (f" ({n} times)" if n > 1 else "") for message, n in sorted(warnings.items())]
+        lines.append("")
+    lines += [
         "## Traffic that did not become a rule",
         "",
     ]

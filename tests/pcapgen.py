@@ -325,6 +325,27 @@ def write_pcapng(path, records: Iterable, interfaces: Sequence = (LINKTYPE_ETHER
     return write_bytes(path, pcapng_bytes(records, interfaces, byteorder, trailing_isb), gzip=gzip)
 
 
+def pcap_record_offsets(data: bytes) -> list[int]:
+    """Where each record header of a well-formed classic pcap file starts."""
+    bo = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    at, out = 24, []
+    while at + 16 <= len(data):
+        out.append(at)
+        at += 16 + struct.unpack_from(bo + "I", data, at + 8)[0]
+    return out
+
+
+def pcapng_block_offsets(data: bytes, byteorder: str = "<") -> list[tuple[int, int]]:
+    """``(offset, type)`` of each block of a well-formed pcapng file (one byte order)."""
+    bo = _bo(byteorder)
+    at, out = 0, []
+    while at + 12 <= len(data):
+        btype, blen = struct.unpack_from(bo + "II", data, at)
+        out.append((at, btype))
+        at += blen
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # layer 3 helpers
 

@@ -121,25 +121,40 @@ def test_nothing_usable_is_exit_2_with_one_line(tmp_path, name):
     assert len(lines) == 1, lines
 
 
-def test_several_bad_files_are_exit_2_one_line_each(tmp_path):
+def test_several_bad_files_are_exit_2_one_line_naming_each(tmp_path):
     a = FATAL["text-file"](tmp_path / "a.txt")
     b = FATAL["empty-file"](tmp_path / "b.pcap")
     c = tmp_path / "missing.pcap"
     result = run(["capture", a, b, c, "-o", tmp_path / "out.jsonl"])
     assert result.exit_code == 2, (result.exit_code, result.stderr)
     lines = stderr_lines(result)
-    # one line per bad file, plus at most one closing "nothing usable" line
-    assert 3 <= len(lines) <= 4, lines
+    # every path is checked before any is read: one error line that names each bad file once
+    assert len(lines) == 1 and lines[0].startswith("error:"), lines
     for name in ("a.txt", "b.pcap", "missing.pcap"):
-        assert sum(name in line for line in lines) == 1, (name, lines)
+        assert lines[0].count(name) == 1, (name, lines)
+    assert not (tmp_path / "out.jsonl").exists()
 
 
-@pytest.mark.parametrize("bad", ["text-file", "nonexistent", "unknown-link-type-pcap", "empty-file"])
-def test_good_file_with_a_bad_one_is_exit_0_with_a_warning(tmp_path, bad):
+@pytest.mark.parametrize("bad", ["text-file", "nonexistent", "empty-file"])
+def test_good_file_with_one_that_is_not_a_capture_is_exit_2_before_anything_is_written(tmp_path, bad):
+    """A path that does not exist or is not a capture is a mistake on the command line, not damage:
+    the run stops before reading anything (issue: safe outputs, strict inputs)."""
+    first, second = good_records()
+    good = g.write_pcap(tmp_path / "good.pcap", first + second)
+    bad_path = FATAL[bad](tmp_path / "bad-input.pcap")
+    out = tmp_path / "out.jsonl"
+    result = run(["capture", good, bad_path, "-o", out])
+    assert result.exit_code == 2, (result.exit_code, result.stderr)
+    lines = stderr_lines(result)
+    assert len(lines) == 1 and lines[0].startswith("error:") and "bad-input.pcap" in lines[0], lines
+    assert not out.exists()
+
+
+def test_good_file_with_an_unsupported_link_type_is_exit_0_with_a_warning(tmp_path):
     first, second = good_records()
     good = g.write_pcap(tmp_path / "good.pcap", first + second)
     n0 = baseline_lines(tmp_path, good)
-    bad_path = FATAL[bad](tmp_path / "bad-input.pcap")
+    bad_path = FATAL["unknown-link-type-pcap"](tmp_path / "bad-input.pcap")
     out = tmp_path / "out.jsonl"
     result = run(["capture", good, bad_path, "-o", out])
     assert result.exit_code == 0, (result.exit_code, result.stderr)
@@ -148,6 +163,7 @@ def test_good_file_with_a_bad_one_is_exit_0_with_a_warning(tmp_path, bad):
     assert any("bad-input.pcap" in line for line in lines), lines
     log = read_log(out)
     assert flow_keys(log) == [(POD_A, POD_B, "TCP", 8080), (POD_A, POD_B, "UDP", 123)]
+    assert any("bad-input.pcap" in w for w in log[-1]["warnings"]), log[-1]  # recorded for the reviewer
 
 
 # --------------------------------------------------------------------------------------------

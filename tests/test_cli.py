@@ -38,7 +38,7 @@ def test_bad_flow_log_is_one_line_and_exit_2(tmp_path):
 def test_debug_shows_the_traceback(tmp_path):
     result = run(["--debug", "capture", tmp_path / "missing.pcap", "-o", tmp_path / "o.jsonl"])
     assert result.exit_code == 2
-    assert "Traceback" in result.stderr and result.stderr.strip().endswith("No such file or directory")
+    assert "Traceback" in result.stderr and result.stderr.strip().endswith("missing.pcap: no such file")
 
 
 def test_failed_run_leaves_existing_output_untouched(tmp_path):

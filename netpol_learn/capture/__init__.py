@@ -9,23 +9,39 @@ reference and the fallback.
 Each file is read and aggregated on its own and the results are merged (``merge_logs``), so
 several files give the same log in any order, and ``capture A B`` equals ``merge`` of
 ``capture A`` and ``capture B``.
+
+Every input is checked before any is read (``check_capture_file``): one that does not exist, is a
+directory or does not start like a capture is an error. Damage found while reading is a warning,
+and the warnings are kept in the log's stats as ``warnings``: {message: how many times}, which
+merges like every other counter.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 
 from netpol_learn._errors import CaptureError
 from netpol_learn.capture._aggregate import Aggregator
 from netpol_learn.capture._accel import decode
-from netpol_learn.capture._files import read_chunks
-from netpol_learn.flowlog import FlowLog, merge_logs
+from netpol_learn.capture._files import check_capture_file, read_chunks
+from netpol_learn.flowlog import FlowLog, merge_logs, merge_stats
 
 DEFAULT_DEDUP_WINDOW = 0.1  # seconds
+#: Warnings kept in one file's stats; more are counted in one closing entry (all are reported).
+MAX_RECORDED_WARNINGS = 100
 
-__all__ = ["DEFAULT_DEDUP_WINDOW", "capture_file", "capture_files"]
+__all__ = ["DEFAULT_DEDUP_WINDOW", "capture_file", "capture_files", "check_inputs"]
+
+
+def check_inputs(paths: Iterable[str | os.PathLike]) -> None:
+    """Raise ``CaptureError`` unless every path exists, is a file and starts like a capture
+    (pcap, pcapng or gzip of one); the message names each bad path. Reads a few bytes of each."""
+    problems = list(dict.fromkeys(filter(None, (check_capture_file(Path(p)) for p in paths))))
+    if problems:
+        raise CaptureError("; ".join(problems))
 
 
 def capture_file(
@@ -37,10 +53,15 @@ def capture_file(
 ) -> FlowLog:
     """Read one pcap/pcapng file (optionally gzip-compressed) into a flow log.
 
-    Damage is reported through ``warn`` and what could be read is kept; ``CaptureError`` is
-    raised only when the file yields no packet at all.
+    ``CaptureError`` when the path is not a capture file (``check_inputs``) or yields no packet
+    at all. Damage is reported through ``warn``, recorded in the log's stats (``warnings``), and
+    what could be read is kept.
     """
-    path = Path(path)
+    check_inputs([path])
+    return _capture_file(Path(path), dedup_window, warn, progress)
+
+
+def _capture_file(path: Path, dedup_window: float, warn, progress) -> FlowLog:
     # Warnings wait for the end of the file: when nothing could be read they fold into the one
     # error line instead.
     warnings: list[str] = []
@@ -54,7 +75,23 @@ def capture_file(
     for message in warnings:
         if warn:
             warn(message)
-    return agg.result(path.name)
+    log = agg.result(path.name)
+    if warnings:
+        log = replace(log, stats=_with_warnings(log.stats, warnings))
+    return log
+
+
+def _with_warnings(stats, messages: list[str]) -> dict:
+    """``stats`` with ``messages`` added to its ``warnings`` counter ({message: count})."""
+    kept = messages[:MAX_RECORDED_WARNINGS]
+    counts: dict[str, int] = {}
+    for m in kept:
+        counts[m] = counts.get(m, 0) + 1
+    if len(messages) > len(kept):
+        # The file is named by the first warning's prefix (every message starts with the path).
+        where = messages[0].split(": ", 1)[0]
+        counts[f"{where}: {len(messages) - len(kept)} more warnings, not recorded here"] = 1
+    return merge_stats(stats, {"warnings": counts})
 
 
 def capture_files(
@@ -66,20 +103,29 @@ def capture_files(
 ) -> FlowLog:
     """``capture_file`` for each path, merged.
 
-    A file that yields nothing is reported through ``warn`` and the others are still read;
-    ``CaptureError`` is raised when no file yields anything (with one path: that file's error).
+    Every path is checked first (``check_inputs``): a missing file, a directory or a file that is
+    not a capture raises ``CaptureError`` before any file is read. A capture that then yields
+    nothing (damaged past its header, an unsupported link type) is reported through ``warn`` and
+    recorded in the stats' ``warnings``, and the others are still read; ``CaptureError`` is raised
+    when no file yields anything (with one path: that file's error).
     """
     paths = [Path(p) for p in paths]
+    check_inputs(paths)
     logs = []
+    failed: list[str] = []
     for p in paths:
         report = (lambda pos, p=p: progress(p, pos)) if progress else None
         try:
-            logs.append(capture_file(p, dedup_window=dedup_window, warn=warn, progress=report))
+            logs.append(_capture_file(p, dedup_window, warn, report))
         except CaptureError as exc:
             if len(paths) == 1:
                 raise
+            failed.append(str(exc))
             if warn:
                 warn(str(exc))
     if not logs:
         raise CaptureError(f"nothing usable read from any of the {len(paths)} files")
-    return logs[0] if len(logs) == 1 else merge_logs(logs)  # one file's log is already in order
+    log = logs[0] if len(logs) == 1 else merge_logs(logs)  # one file's log is already in order
+    if failed:
+        log = replace(log, stats=merge_stats(log.stats, {"warnings": {m: failed.count(m) for m in sorted(set(failed))}}))
+    return log

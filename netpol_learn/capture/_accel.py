@@ -36,7 +36,8 @@ if os.environ.get(ENV_PURE_PYTHON, "") in ("", "0"):
 # Why walk_pcap stopped (the same codes as _fastscan's).
 WALK_LIMIT = 0  # max_records records walked
 WALK_NEED_DATA = 1  # the next record header or record does not fit in n bytes
-WALK_OVER_SNAPLEN = 2  # the record at the returned position has a captured length over snaplen
+WALK_OVER_SNAPLEN = 2  # the record at the returned position has a captured length over snaplen or
+#                        over its own original length (not a whole record: the caller decides)
 
 # The C decoder's output arrays, in its order: (name, dtype).
 _OUTPUTS = (
@@ -100,25 +101,25 @@ def walk_pcap(buf, pos: int, n: int, big_endian: bool, snaplen: int, max_records
     ``out_sec``, ``out_frac``, ``out_caplen`` (int64, as long). Returns ``(count, pos, reason)``:
     ``pos`` is where the walk stopped and ``reason`` why: ``WALK_LIMIT`` (``max_records``
     walked), ``WALK_NEED_DATA`` (the next header or record does not fit in ``n``) or
-    ``WALK_OVER_SNAPLEN`` (the record at ``pos`` has a captured length over ``snaplen``; it is
-    left to the caller).
+    ``WALK_OVER_SNAPLEN`` (the record at ``pos`` has a captured length over ``snaplen`` or over
+    its original length; it is left to the caller).
     """
     if ENGINE == "c":
         return _fastscan.walk_pcap(buf, pos, n, big_endian, snaplen, max_records, out, out_sec, out_frac, out_caplen)
     return _walk_pcap_python(buf, pos, n, big_endian, snaplen, max_records, out, out_sec, out_frac, out_caplen)
 
 
-_INCL_OF = {False: struct.Struct("<I").unpack_from, True: struct.Struct(">I").unpack_from}
+_LENGTHS_OF = {False: struct.Struct("<II").unpack_from, True: struct.Struct(">II").unpack_from}
 
 
 def _walk_pcap_python(buf, pos: int, n: int, big_endian: bool, snaplen: int, max_records: int, out: np.ndarray,
                       out_sec: np.ndarray | None = None, out_frac: np.ndarray | None = None,
                       out_caplen: np.ndarray | None = None) -> tuple[int, int, int]:
-    """The reference ``walk_pcap``: a plain loop over ``struct.unpack_from``, one unpack and two
+    """The reference ``walk_pcap``: a plain loop over ``struct.unpack_from``, one unpack and three
     comparisons per record (several million records a second); the header fields are then read
     for all records at once with numpy."""
     big_endian = bool(big_endian)
-    incl_of = _INCL_OF[big_endian]
+    lengths_of = _LENGTHS_OF[big_endian]
     offs: list[int] = []
     append = offs.append
     reason = WALK_LIMIT
@@ -126,8 +127,8 @@ def _walk_pcap_python(buf, pos: int, n: int, big_endian: bool, snaplen: int, max
         if pos + 16 > n:
             reason = WALK_NEED_DATA
             break
-        incl = incl_of(buf, pos + 8)[0]
-        if incl > snaplen:
+        incl, orig = lengths_of(buf, pos + 8)
+        if incl > snaplen or incl > orig:
             reason = WALK_OVER_SNAPLEN
             break
         end = pos + 16 + incl

@@ -469,8 +469,8 @@ PyDoc_STRVAR(walk_pcap_doc,
 "into out_offsets (int64, at least max_records items) and, when given, its seconds, fraction of a\n"
 "second and captured length into out_sec, out_frac, out_caplen (int64 arrays of the same size).\n"
 "Stops when count == max_records (WALK_LIMIT), when the next record header or record does not\n"
-"fit in n (WALK_NEED_DATA), or at a record whose captured length is over snaplen\n"
-"(WALK_OVER_SNAPLEN; that record is at the returned pos and was not consumed).");
+"fit in n (WALK_NEED_DATA), or at a record whose captured length is over snaplen or over its\n"
+"original length (WALK_OVER_SNAPLEN; that record is at the returned pos and was not consumed).");
 
 static inline uint32_t rd32_order(const uint8_t *q, int big)
 {
@@ -526,7 +526,7 @@ static PyObject *walk_pcap(PyObject *self, PyObject *args, PyObject *kwargs)
             break;
         }
         uint32_t incl = rd32_order(p + pos + 8, big);
-        if (incl > snaplen) {
+        if (incl > snaplen || incl > rd32_order(p + pos + 12, big)) {
             reason = WALK_OVER_SNAPLEN;
             break;
         }

@@ -7,12 +7,23 @@ rather than with scapy's readers: it is the per-packet hot path, and a plain loo
 object per packet manages a few hundred thousand. For classic pcap that loop is
 ``_accel.walk_pcap``: the C accelerator when it was built (ten times faster again), else the
 Python reference loop; everything around it (damage, resync, snap length) is here.
+
+Damage: a record or block whose length is implausible (pcap: a captured length over 256 KiB or
+over the record's original length, or over the snap length with no record after it; pcapng: a
+total length under the block type's least, not a multiple of 4, or not repeated at the block's
+end) is skipped by looking for the next plausible record or block (``_pcap_resync``,
+``_pcapng_resync``), with one warning naming its byte offset and how many bytes were skipped.
+Only when nothing plausible follows does the reading end there ("cut off" when it is the last
+record, its bytes running past the end of the file). ``check_capture_file`` is the cheap test
+made of every input before any is read: it exists, is a file and starts like a capture.
 """
 
 from __future__ import annotations
 
 import gzip
 import mmap
+import os
+import stat
 import struct
 import zlib
 from collections.abc import Callable, Iterator
@@ -190,6 +201,48 @@ def read_chunks(path: Path, warn: Warn, progress: Callable[[int], None] | None =
         src.close()
 
 
+def check_capture_file(path: Path) -> str | None:
+    """Why ``path`` cannot be a capture file, as one message naming it, or None when it opens
+    and starts like one: the magic number of pcap, pcapng or gzip (and, inside gzip, of pcap
+    or pcapng). Reads at most the first few bytes. A FIFO or device is not read here (what was
+    read would be gone): it is left to the reader."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return f"{path}: no such file"
+    except OSError as exc:
+        return f"{path}: cannot open: {exc.strerror or exc}"
+    if stat.S_ISDIR(st.st_mode):
+        return f"{path}: is a directory, not a capture file"
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        return f"{path}: cannot open: {exc.strerror or exc}"
+    with fh:
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        try:
+            head = fh.read(4)
+        except OSError as exc:
+            return f"{path}: cannot read: {exc.strerror or exc}"
+        if not head:
+            return f"{path}: empty file, not a capture file"
+        inside = ""
+        if head[:2] == GZIP_MAGIC:
+            fh.seek(0)
+            try:
+                with gzip.GzipFile(fileobj=fh, mode="rb") as gz:
+                    head = gz.read(4)
+            except (EOFError, OSError, zlib.error) as exc:
+                return f"{path}: compressed data damaged or cut off before the capture header ({exc})"
+            if not head:
+                return f"{path}: compressed empty file, not a capture file"
+            inside = "gzip-compressed, but "
+        if head in PCAP_MAGIC or head == PCAPNG_SHB:
+            return None
+        return f"{path}: {inside}not a pcap or pcapng file (starts with {head.hex()})"
+
+
 def _padded(buf, off: np.ndarray, caplen: np.ndarray, n: int, header: int):
     """At the end of a mapped file there is nothing to read past the last packet: copy that
     stretch with padding. Elsewhere, the buffer itself is returned."""
@@ -212,12 +265,13 @@ def _pcap_chunks(src: _Source, head: bytes, warn: Warn, progress) -> Iterator[Ch
         raise CaptureError(f"{src.path}: link type {linktype} is not supported (supported: {_supported_names()})")
     if not 0 < snaplen <= MAX_RECORD:
         snaplen = MAX_RECORD
-    incl_of = struct.Struct(endian + "I").unpack_from
     header_of = struct.Struct(endian + "IIII").unpack_from
     big_endian = endian == ">"
+    frac_max = 1_000_000 if frac_ns == 1000 else 1_000_000_000
     warned_snaplen = False
-    # The walker hands back every record over this captured length: the snap length until the
-    # one warning about it, then only what is too long to be a record at all (damage).
+    # The walker hands back every record over this captured length (and every record whose
+    # captured length is over its original length): the snap length until the one warning
+    # about it, then only what is too long to be a record at all (damage).
     walk_limit = snaplen
     last_sec: int | None = None
     for buf, base, n, final in src.windows(24):
@@ -230,44 +284,61 @@ def _pcap_chunks(src: _Source, head: bytes, warn: Warn, progress) -> Iterator[Ch
             full = True
             while left:
                 # Hot loop (C when built): walks records until the chunk is full, the buffered
-                # data runs out, or a record is over walk_limit.
+                # data runs out, or a record is over walk_limit or over its original length.
                 got, pos, reason = _accel.walk_pcap(
                     buf, pos, n, big_endian, walk_limit, left, offs[count:], sec[count:], frac[count:], caplen[count:])
                 count += got
                 left -= got
                 if reason == _accel.WALK_LIMIT:
                     break
-                if reason == _accel.WALK_NEED_DATA:
+                if pos + 16 > n or (reason == _accel.WALK_NEED_DATA and not final):
                     full = False
-                    break
-                # The record at pos has a captured length over walk_limit.
-                left -= 1
-                incl = incl_of(buf, pos + 8)[0]
-                if incl <= MAX_RECORD:
-                    if not warned_snaplen:
-                        warn(f"{src.path}: record at byte {base + pos} has captured length {incl} over the snap length {snaplen}; read anyway")
-                        warned_snaplen = True
-                        walk_limit = MAX_RECORD
-                    end = pos + 16 + incl
-                    if end > n:
+                    break  # more data needed, or (at the end) a record header cut off
+                # The record at pos was not consumed: it is over walk_limit or over its original
+                # length, or (at the end of the file) it runs past the end. Read it anyway, or
+                # find out it is damage.
+                rec_sec, rec_frac, incl, orig = header_of(buf, pos)
+                end = pos + 16 + incl
+                past_end = False
+                if incl > MAX_RECORD:
+                    why = f"captured length {incl}"
+                elif incl > orig:
+                    why = f"captured length {incl} over its original length {orig}"
+                elif end > n:
+                    if not final:
                         full = False
                         break
-                    offs[count] = pos
-                    sec[count], frac[count], caplen[count], _orig = header_of(buf, pos)
-                    count += 1
-                    pos = end
-                    continue
+                    why = f"captured length {incl}, past the end of the file"
+                    past_end = True
+                else:  # over the snap length only: a record when a plausible one follows it
+                    if end + 16 > n and not final:
+                        full = False
+                        break
+                    if end + 16 > n or _pcap_plausible(header_of(buf, end), MAX_RECORD, rec_sec, frac_max):
+                        if not warned_snaplen:
+                            warn(f"{src.path}: record at byte {base + pos} has captured length {incl} over the snap length {snaplen}; read anyway")
+                            warned_snaplen = True
+                            walk_limit = MAX_RECORD
+                        offs[count], sec[count], frac[count], caplen[count] = pos, rec_sec, rec_frac, incl
+                        count += 1
+                        left -= 1
+                        pos = end
+                        continue
+                    why = f"captured length {incl} over the snap length {snaplen}, and no record after it"
+                left -= 1
                 prev = int(sec[count - 1]) if count else last_sec
-                skip_to = _pcap_resync(buf, pos, n, header_of, snaplen, prev, final)
-                if skip_to is None and not final and pos + MAX_RECORD * 4 > n:
+                skip_to, need_data = _pcap_resync(buf, pos, n, big_endian, walk_limit, prev, frac_max, final)
+                if need_data:
                     full = False
                     break  # not enough data buffered to look for the next record
                 if skip_to is None:
-                    warn(f"{src.path}: damaged record at byte {base + pos} (captured length {incl}); stopped there, kept the packets before it")
-                    stopped = True
                     full = False
+                    if past_end:
+                        break  # nothing whole after it: the last record, cut off (warned below)
+                    warn(f"{src.path}: record at byte {base + pos} has an implausible length ({why}); no plausible record after it, stopped there, kept the packets before it")
+                    stopped = True
                     break
-                warn(f"{src.path}: damaged record at byte {base + pos} (captured length {incl}); skipped {skip_to - pos} bytes to the next record")
+                warn(f"{src.path}: record at byte {base + pos} has an implausible length ({why}); skipped {skip_to - pos} bytes to the next plausible record, at byte {base + skip_to}")
                 pos = skip_to
             if count:
                 last_sec = int(sec[count - 1])
@@ -286,30 +357,53 @@ def _pcap_chunks(src: _Source, head: bytes, warn: Warn, progress) -> Iterator[Ch
         src.keep = pos
 
 
-def _pcap_resync(buf: bytes, pos: int, n: int, header_of, snaplen: int, prev_ts: int | None, final: bool) -> int | None:
-    """Find the next plausible record after damage at ``pos``: two headers in a row that make sense.
+#: How far past damage the next record or block is looked for: a damaged stretch longer than this
+#: ends the file's reading.
+RESYNC_BYTES = 4 * MAX_RECORD
+#: Records (pcap) this far apart in time are not neighbours: the header between them is damage.
+MAX_GAP_SECONDS = 86400
 
-    A header is plausible when its lengths fit the snap length and its seconds are within a day of
-    the last good record's.
+
+def _pcap_plausible(header: tuple, limit: int, prev_sec: int | None, frac_max: int) -> bool:
+    """Whether a pcap record header makes sense: a captured length from 1 to ``limit`` and at
+    most its original length, a fraction of a second under one second, and (when known) within
+    a day of the previous record."""
+    sec, frac, incl, orig = header
+    return (0 < incl <= limit and incl <= orig <= 4 * MAX_RECORD and frac < frac_max
+            and (prev_sec is None or abs(sec - prev_sec) <= MAX_GAP_SECONDS))
+
+
+def _pcap_resync(buf, pos: int, n: int, big_endian: bool, limit: int, prev_sec: int | None, frac_max: int,
+                 final: bool) -> tuple[int | None, bool]:
+    """After damage at ``pos``: the first offset within ``RESYNC_BYTES`` after it where a
+    plausible record header is followed by another one (or by the end of the file).
+
+    Returns ``(offset or None, need_data)``: ``need_data`` when the buffer does not yet hold
+    everything the search may look at (never at the end of the file), so that a compressed file
+    (read in windows) gives the same answer as a mapped one. The candidates' headers are checked
+    all at once with numpy: this runs once per damaged stretch, never per packet.
     """
-
-    def plausible(p: int) -> bool:
-        if p + 16 > n:
-            return False
-        sec, usec, incl, orig = header_of(buf, p)
-        if incl > snaplen or orig < incl or orig > MAX_RECORD * 4:
-            return False
-        return prev_ts is None or abs(sec - prev_ts) <= 86400
-
-    def followed(p: int) -> bool:
-        nxt = p + 16 + header_of(buf, p)[2]
-        return nxt == n and final or plausible(nxt)
-
-    # A linear scan, bounded to a few records' worth of bytes: damage is rare and this runs once per damaged stretch.
-    for p in range(pos + 1, min(n, pos + 4 * MAX_RECORD) - 15):
-        if plausible(p) and followed(p):
-            return p
-    return None
+    if not final and n < pos + RESYNC_BYTES + MAX_RECORD + 32:
+        return None, True
+    lo, hi = pos + 1, min(pos + RESYNC_BYTES, n - 16)  # candidate header offsets, hi included
+    if hi < lo:
+        return None, False
+    # Every offset of buf read as a 32-bit integer (stride 1, unaligned reads).
+    u32 = np.ndarray(shape=(n - 3,), dtype=(">u4" if big_endian else "<u4"), buffer=buf, offset=0, strides=(1,))
+    sec, frac = u32[lo : hi + 1].astype(np.int64), u32[lo + 4 : hi + 5]
+    incl, orig = u32[lo + 8 : hi + 9].astype(np.int64), u32[lo + 12 : hi + 13].astype(np.int64)
+    ok = (incl > 0) & (incl <= limit) & (incl <= orig) & (orig <= 4 * MAX_RECORD) & (frac < frac_max)
+    if prev_sec is not None:
+        ok &= np.abs(sec - prev_sec) <= MAX_GAP_SECONDS
+    for i in np.flatnonzero(ok).tolist():
+        p = lo + i
+        nxt = p + 16 + int(incl[i])
+        if nxt == n and final:
+            return p, False
+        if nxt + 16 <= n and _pcap_plausible((int(u32[nxt]), int(u32[nxt + 4]), int(u32[nxt + 8]), int(u32[nxt + 12])),
+                                             limit, int(sec[i]), frac_max):
+            return p, False
+    return None, False
 
 
 def _pcap_chunk(buf, n: int, off: np.ndarray, sec: np.ndarray, frac: np.ndarray, caplen: np.ndarray, frac_ns: int,
@@ -325,7 +419,8 @@ def _pcap_chunk(buf, n: int, off: np.ndarray, sec: np.ndarray, frac: np.ndarray,
 
 
 def _supported_names() -> str:
-    return ", ".join(sorted({f"{n} ({LINKTYPE_NAMES[n]})" for n in (0, 1, 101, 113, 228, 229, 276)}))
+    """Every supported link type, by number: "0 (null/loopback), 1 (Ethernet), 12 (raw IP), ..."."""
+    return ", ".join(f"{n} ({LINKTYPE_NAMES[n]})" for n in sorted(SUPPORTED_LINKTYPES))
 
 
 # --- pcapng --------------------------------------------------------------------------------
@@ -356,25 +451,48 @@ def _pcapng_chunks(src: _Source, warn: Warn, progress) -> Iterator[Chunk]:
                 if len(offs) >= CHUNK_PACKETS:
                     full = True
                     break
-                if buf[pos : pos + 4] == PCAPNG_SHB:
-                    bom = buf[pos + 8 : pos + 12]
-                    if bom == b"\x4d\x3c\x2b\x1a":
-                        endian = "<"
-                    elif bom == b"\x1a\x2b\x3c\x4d":
-                        endian = ">"
+                btype, blen = struct.unpack_from(endian + "II", buf, pos)
+                e = endian
+                why = None
+                past_end = False
+                if btype == SHB_TYPE:  # the same in both byte orders; its own says which
+                    e = _BYTE_ORDER.get(bytes(buf[pos + 8 : pos + 12]))
+                    if e is None:
+                        why = "bad section header"
                     else:
-                        warn(f"{src.path}: damaged section header at byte {base + pos}; stopped there, kept the packets before it")
+                        blen = struct.unpack_from(e + "I", buf, pos + 4)[0]
+                end = pos + blen
+                if why is None:
+                    # Plausible: at least the type's least length, a multiple of 4, the same
+                    # total length at the end of the block as at its start.
+                    if blen < _BLOCK_MIN.get(btype, 12) or blen & 3 or blen > MAX_BLOCK:
+                        why = f"length {blen}"
+                    elif end > n:
+                        if not final:
+                            break  # more data needed
+                        why = f"length {blen}, past the end of the file"
+                        past_end = True
+                    else:
+                        (trailing,) = struct.unpack_from(e + "I", buf, end - 4)
+                        if trailing != blen:
+                            why = f"length {blen}, but {trailing} at its end"
+                if why is not None:
+                    skip_to, need_data = _pcapng_resync(buf, pos, n, endian, final)
+                    if need_data:
+                        break  # not enough data buffered to look for the next block
+                    if why == "bad section header":
+                        what = f"section header at byte {base + pos} has an unknown byte-order magic ({bytes(buf[pos + 8 : pos + 12]).hex()})"
+                    else:
+                        what = f"block at byte {base + pos} has an implausible length ({why})"
+                    if skip_to is None:
+                        if past_end:
+                            break  # nothing whole after it: the last block, cut off (warned below)
+                        warn(f"{src.path}: {what}; no block after it, stopped there, kept the packets before it")
                         stopped = True
                         break
-                    interfaces = []
-                btype, blen = struct.unpack_from(endian + "II", buf, pos)
-                if blen < 12 or blen % 4 or blen > MAX_BLOCK:
-                    warn(f"{src.path}: damaged block at byte {base + pos} (length {blen}); stopped there, kept the packets before it")
-                    stopped = True
-                    break
-                end = pos + blen
-                if end > n:
-                    break
+                    warn(f"{src.path}: {what}; skipped {skip_to - pos} bytes to the next block, at byte {base + skip_to}")
+                    pos = skip_to
+                    continue
                 if btype == 6 or btype == 2:  # enhanced / obsolete packet block
                     if btype == 6:
                         iface, hi, lo, cap, _orig = struct.unpack_from(endian + "IIIII", buf, pos + 8)
@@ -400,6 +518,9 @@ def _pcapng_chunks(src: _Source, warn: Warn, progress) -> Iterator[Chunk]:
                     if iface.linktype not in SUPPORTED_LINKTYPES and iface.linktype not in unsupported_warned:
                         unsupported_warned.add(iface.linktype)
                         warn(f"{src.path}: interface {len(interfaces) - 1} has link type {iface.linktype}, which is not supported; its packets are skipped")
+                elif btype == SHB_TYPE:  # a new section: its byte order, no interfaces yet
+                    endian = e
+                    interfaces = []
                 pos = end
             if offs:
                 yield _pcapng_chunk(buf, n, offs, caps, ticks, ifaces, interfaces)
@@ -415,6 +536,68 @@ def _pcapng_chunks(src: _Source, warn: Warn, progress) -> Iterator[Chunk]:
                 warn(f"{src.path}: last block at byte {base + pos} cut off ({n - pos} bytes of it present); kept the packets before it")
             return
         src.keep = pos
+
+
+SHB_TYPE = 0x0A0D0D0A
+_BYTE_ORDER = {b"\x4d\x3c\x2b\x1a": "<", b"\x1a\x2b\x3c\x4d": ">"}
+#: The block types resynchronisation looks for, with the least total length each can have: section
+#: header, interface description, (obsolete) packet, simple packet, name resolution, interface
+#: statistics, enhanced packet, decryption secrets. Another type is read when it is met in order,
+#: never searched for.
+_BLOCK_MIN = {SHB_TYPE: 28, 1: 20, 2: 32, 3: 16, 4: 16, 5: 24, 6: 32, 0x0A: 20}
+_RESYNC_TYPES = np.array(sorted(t for t in _BLOCK_MIN if t != SHB_TYPE), dtype=np.uint32)
+#: The longest block resynchronisation accepts as the first one after damage.
+RESYNC_MAX_BLOCK = 2 * MAX_RECORD
+
+
+def _pcapng_header_ok(buf, q: int, n: int, endian: str, limit: int) -> tuple[int, str] | None:
+    """(total length, byte order) of a block starting at ``q`` whose type is one resync knows and
+    whose total length is plausible (from the type's least length to ``limit``, a multiple of 4),
+    else None. Reads 12 bytes."""
+    if q + 12 > n:
+        return None
+    btype = struct.unpack_from(endian + "I", buf, q)[0]
+    if btype == SHB_TYPE:
+        endian = _BYTE_ORDER.get(bytes(buf[q + 8 : q + 12]))
+        if endian is None:
+            return None
+    elif btype not in _BLOCK_MIN:
+        return None
+    blen = struct.unpack_from(endian + "I", buf, q + 4)[0]
+    if blen < _BLOCK_MIN[btype] or blen & 3 or blen > limit:
+        return None
+    return blen, endian
+
+
+def _pcapng_resync(buf, pos: int, n: int, endian: str, final: bool) -> tuple[int | None, bool]:
+    """After a damaged block at ``pos``: the first 4-byte aligned offset within ``RESYNC_BYTES``
+    after it where a block of a known type starts whose leading and trailing total lengths agree,
+    and which is followed by the header of another known block (or by the end of the file).
+
+    Returns ``(offset or None, need_data)`` as ``_pcap_resync`` does. The block types and lengths
+    are screened all at once with numpy; the few candidates left are checked one by one.
+    """
+    if not final and n < pos + RESYNC_BYTES + RESYNC_MAX_BLOCK + 12:
+        return None, True
+    last = min(pos + RESYNC_BYTES, n - 12)  # the last candidate offset
+    if last < pos + 4:
+        return None, False
+    words = np.frombuffer(buf, dtype=endian + "u4", count=(last - pos) // 4 + 2, offset=pos)
+    types, lengths = words[1:-1], words[2:]
+    screen = (np.isin(types, _RESYNC_TYPES) & (lengths >= 12) & (lengths & 3 == 0) & (lengths <= RESYNC_MAX_BLOCK)) | (
+        types == SHB_TYPE)
+    for k in (np.flatnonzero(screen) + 1).tolist():
+        q = pos + 4 * k
+        found = _pcapng_header_ok(buf, q, n, endian, RESYNC_MAX_BLOCK)
+        if found is None:
+            continue
+        blen, e = found
+        end = q + blen
+        if end > n or struct.unpack_from(e + "I", buf, end - 4)[0] != blen:
+            continue
+        if (end == n and final) or _pcapng_header_ok(buf, end, n, e, MAX_BLOCK) is not None:
+            return q, False
+    return None, False
 
 
 def _parse_idb(buf: bytes, pos: int, blen: int, endian: str) -> _Interface:
