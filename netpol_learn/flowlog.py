@@ -6,6 +6,7 @@ associative and commutative: counts add, first/last seen take the min/max, sets 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -316,7 +317,10 @@ def read_flow_log(path: str | os.PathLike) -> FlowLog:
                         raise FlowLogError(f"{path}:{lineno}: not a netpol-learn flow log header")
                     if obj.get("version") != VERSION:
                         raise FlowLogError(f"{path}: flow log version {obj.get('version')!r} is not supported (this tool reads {VERSION})")
-                    sources = tuple(sorted(set(sources) | set(obj.get("sources", ()))))
+                    more = obj.get("sources", [])
+                    if not isinstance(more, list) or not all(isinstance(s, str) for s in more):
+                        raise FlowLogError(f"{path}:{lineno}: invalid header: sources: not a list of names")
+                    sources = tuple(sorted(set(sources) | set(more)))
                 elif kind == "flow":
                     flows.append(_flow_from_json(obj))
                 elif kind == "dns":
@@ -339,44 +343,149 @@ def read_flow_log(path: str | os.PathLike) -> FlowLog:
 
 
 def _flow_from_json(o: dict) -> Flow:
-    direction = o["direction"]
+    """A flow line's fields, checked: a ValueError names the field (``src: '999.1.1.1' is not an
+    IP address``); the callers add the file and line."""
+    direction = o.get("direction")
+    if not isinstance(direction, Mapping):
+        raise ValueError("direction: missing" if direction is None else "direction: not a mapping")
     unknown = set(direction) - set(DIRECTION_METHODS)
     if unknown:
         raise ValueError(f"unknown direction method {sorted(unknown)[0]!r}")
+    first_seen, last_seen = _time(o, "first_seen"), _time(o, "last_seen")
+    if last_seen < first_seen:
+        raise ValueError("last_seen: before first_seen")
+    translated = []
+    for i, t in enumerate(_list(o, "translated")):
+        if not isinstance(t, Mapping):
+            raise ValueError(f"translated[{i}]: not a mapping")
+        translated.append(Translation(_address(t, "src", f"translated[{i}]."), _address(t, "dst", f"translated[{i}]."),
+                                      _port(t.get("port"), f"translated[{i}].port")))
     return Flow(
-        src=str(o["src"]),
-        dst=str(o["dst"]),
-        proto=str(o["proto"]),
-        port=None if o["port"] is None else int(o["port"]),
-        packets=int(o["packets"]),
-        bytes=int(o["bytes"]),
-        connections=int(o["connections"]),
-        first_seen=parse_time(o["first_seen"]),
-        last_seen=parse_time(o["last_seen"]),
-        direction=tuple((m, int(direction[m])) for m in DIRECTION_METHODS if m in direction),
-        client_ports=tuple(sorted(int(p) for p in o.get("client_ports", ()))),
-        translated=tuple(
-            sorted(
-                (Translation(str(t["src"]), str(t["dst"]), None if t["port"] is None else int(t["port"])) for t in o.get("translated", ())),
-                key=translation_sort_key,
-            )
-        ),
-        src_pods=tuple(sorted({str(p) for p in o.get("src_pods", ())})),
-        dst_pods=tuple(sorted({str(p) for p in o.get("dst_pods", ())})),
+        src=_address(o, "src"),
+        dst=_address(o, "dst"),
+        proto=_protocol(o.get("proto")),
+        port=_port(o.get("port", _MISSING), "port"),
+        packets=_count(o, "packets"),
+        bytes=_count(o, "bytes"),
+        connections=_count(o, "connections"),
+        first_seen=first_seen,
+        last_seen=last_seen,
+        direction=tuple((m, _count(direction, m, "direction.")) for m in DIRECTION_METHODS if m in direction),
+        client_ports=tuple(sorted(_port(p, f"client_ports[{i}]", nullable=False) for i, p in enumerate(_list(o, "client_ports")))),
+        translated=tuple(sorted(translated, key=translation_sort_key)),
+        src_pods=tuple(sorted(set(_strings(o, "src_pods")))),
+        dst_pods=tuple(sorted(set(_strings(o, "dst_pods")))),
     )
 
 
 def _dns_from_json(o: dict) -> DnsObservation:
+    """A dns line's fields, checked as ``_flow_from_json`` checks a flow's."""
+    first_seen, last_seen = _time(o, "first_seen"), _time(o, "last_seen")
+    if last_seen < first_seen:
+        raise ValueError("last_seen: before first_seen")
+    answers = []
+    for i, a in enumerate(_list(o, "answers")):
+        if not isinstance(a, Mapping):
+            raise ValueError(f"answers[{i}]: not a mapping")
+        at = f"answers[{i}]."
+        answers.append(DnsAnswer(_text(a, "name", at), _text(a, "type", at), _text(a, "data", at), _count(a, "ttl", at)))
     return DnsObservation(
-        client=str(o["client"]),
-        resolver=str(o["resolver"]),
-        qname=str(o["qname"]),
-        qtype=str(o["qtype"]),
-        queries=int(o["queries"]),
-        responses=int(o["responses"]),
-        first_seen=parse_time(o["first_seen"]),
-        last_seen=parse_time(o["last_seen"]),
-        answers=merge_answers(DnsAnswer(str(a["name"]), str(a["type"]), str(a["data"]), int(a["ttl"])) for a in o.get("answers", ())),
-        rcodes=tuple(sorted(str(r) for r in o.get("rcodes", ()))),
-        transports=tuple(sorted(str(t) for t in o.get("transports", ()))),
+        client=_address(o, "client"),
+        resolver=_address(o, "resolver"),
+        qname=_text(o, "qname"),
+        qtype=_text(o, "qtype"),
+        queries=_count(o, "queries"),
+        responses=_count(o, "responses"),
+        first_seen=first_seen,
+        last_seen=last_seen,
+        answers=merge_answers(answers),
+        rcodes=tuple(sorted(_strings(o, "rcodes"))),
+        transports=tuple(sorted(_strings(o, "transports"))),
     )
+
+
+# Checks of the fields of flow and dns lines: each returns the value or raises ValueError("<field>: <what is wrong>").
+
+_MISSING = object()
+_PROTOCOLS = frozenset({"TCP", "UDP", "SCTP", "ICMP", "ICMPv6"})
+
+
+@lru_cache(maxsize=65536)
+def _is_address(text: str) -> bool:
+    # A log names few distinct addresses, each in many flows: each is parsed once.
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _field(o: Mapping, key: str, at: str):
+    v = o.get(key, _MISSING)
+    if v is _MISSING:
+        raise ValueError(f"{at}{key}: missing")
+    return v
+
+
+def _address(o: Mapping, key: str, at: str = "") -> str:
+    v = _field(o, key, at)
+    if type(v) is not str or not _is_address(v):
+        raise ValueError(f"{at}{key}: {v!r} is not an IP address")
+    return v
+
+
+def _protocol(v) -> str:
+    if v is None:
+        raise ValueError("proto: missing")
+    if isinstance(v, str) and (v in _PROTOCOLS or (v[:3] == "IP-" and v[3:].isdigit() and len(v) <= 6 and int(v[3:]) <= 255)):
+        return v
+    raise ValueError(f"proto: {v!r} is not TCP, UDP, SCTP, ICMP, ICMPv6 or IP-<number>")
+
+
+def _port(v, where: str, nullable: bool = True) -> int | None:
+    if v is _MISSING:
+        raise ValueError(f"{where}: missing")
+    if v is None and nullable:
+        return None
+    if type(v) is not int or not 0 <= v <= 65535:  # type(): not a bool
+        raise ValueError(f"{where}: {v!r} is not a port number (0-65535)")
+    return v
+
+
+def _count(o: Mapping, key: str, at: str = "") -> int:
+    v = _field(o, key, at)
+    if type(v) is not int:  # not a bool either
+        raise ValueError(f"{at}{key}: {v!r} is not a whole number")
+    if v < 0:
+        raise ValueError(f"{at}{key}: {v} is negative")
+    return v
+
+
+def _time(o: Mapping, key: str) -> int:
+    v = _field(o, key, "")
+    try:
+        return parse_time(v)
+    except ValueError:
+        raise ValueError(f"{key}: {v!r} is not an RFC 3339 UTC time") from None
+
+
+def _text(o: Mapping, key: str, at: str = "") -> str:
+    v = _field(o, key, at)
+    if not isinstance(v, str):
+        raise ValueError(f"{at}{key}: not a string")
+    return v
+
+
+def _list(o: Mapping, key: str) -> list:
+    v = o.get(key, [])
+    if not isinstance(v, list):
+        raise ValueError(f"{key}: not a list")
+    return v
+
+
+def _strings(o: Mapping, key: str) -> list[str]:
+    v = _list(o, key)
+    for i, s in enumerate(v):
+        if not isinstance(s, str):
+            raise ValueError(f"{key}[{i}]: not a string")
+    return v

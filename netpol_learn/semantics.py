@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from pathlib import Path
 import yaml
 
 from netpol_learn._errors import PolicyError
-from netpol_learn.inventory._model import LabelSelector
+from netpol_learn.inventory._model import LabelSelector, labels_problem
 from netpol_learn.policy import IpBlock, NetworkPolicy, PolicyPeer, PortSpec, Rule
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
@@ -65,6 +66,8 @@ def load_policies(paths: Iterable[str | os.PathLike], notes: list[str] | None = 
             raise PolicyError(f"{f}:{f' line {mark.line + 1}:' if mark else ''} invalid YAML: {getattr(exc, 'problem', None) or exc}") from exc
         index = 0
         for doc in docs:
+            if isinstance(doc, Mapping) and str(doc.get("kind", "")).endswith("List") and not isinstance(doc.get("items", []), list):
+                raise PolicyError(f"{f}: document {index + 1} ({doc['kind']}): items: not a list")
             for obj in _items(doc):
                 index += 1
                 kind = obj.get("kind") if isinstance(obj, Mapping) else None
@@ -74,8 +77,9 @@ def load_policies(paths: Iterable[str | os.PathLike], notes: list[str] | None = 
                 try:
                     policies.append(policy_from_dict(obj))
                 except (ValueError, TypeError, KeyError, AttributeError) as exc:
-                    name = (obj.get("metadata") or {}).get("name", "?") if isinstance(obj, Mapping) else "?"
-                    raise PolicyError(f"{f}: document {index} (NetworkPolicy {name}): {exc}") from exc
+                    meta = obj.get("metadata")
+                    name = meta.get("name") if isinstance(meta, Mapping) else None
+                    raise PolicyError(f"{f}: document {index} (NetworkPolicy {name if isinstance(name, str) and name else '?'}): {exc}") from exc
     if notes is not None:
         notes.extend(f"skipped {n} document(s) of kind {k}" for k, n in sorted(skipped.items()))
     return policies
@@ -99,20 +103,44 @@ def _selector(obj, where: str) -> LabelSelector:
         return LabelSelector()
     if not isinstance(obj, Mapping) or set(obj) - {"matchLabels", "matchExpressions"}:
         raise ValueError(f"{where}: not a label selector")
-    return LabelSelector.from_dict(obj)
+    return LabelSelector.from_dict(obj, where)
+
+
+def _list(value, where: str) -> list:
+    if not isinstance(value, list):
+        raise ValueError(f"{where}: not a list")
+    return value
 
 
 def policy_from_dict(obj: Mapping) -> NetworkPolicy:
-    meta = obj.get("metadata") or {}
+    meta = obj.get("metadata")
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, Mapping):
+        raise ValueError("metadata: not a mapping")
+    for key in ("name", "namespace"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise ValueError(f"metadata.{key}: not a string")
+    if not meta.get("name"):
+        raise ValueError("metadata.name: missing")
+    labels = meta.get("labels")
+    if labels is not None:
+        bad = labels_problem(labels)
+        if bad:
+            raise ValueError(f"metadata.labels{bad[0]}: {bad[1]}")
     spec = obj.get("spec")
-    if not isinstance(spec, Mapping):
+    if spec is None:
         raise ValueError("spec: missing")
+    if not isinstance(spec, Mapping):
+        raise ValueError("spec: not a mapping")
     unknown = set(spec) - _SPEC_KEYS
     if unknown:
         raise ValueError(f"spec: unknown field {sorted(unknown)[0]!r}")
     if "podSelector" not in spec:
         raise ValueError("spec.podSelector: missing (use {} to select every pod)")
     types = spec.get("policyTypes")
+    if types is not None:
+        _list(types, "spec.policyTypes")
     if not types:  # missing or empty: Ingress, and Egress when there are egress rules (API defaulting)
         types = ["Ingress"] + (["Egress"] if spec.get("egress") else [])
     for t in types:
@@ -123,29 +151,31 @@ def policy_from_dict(obj: Mapping) -> NetworkPolicy:
         if spec.get(direction) is None:
             return None
         out = []
-        for i, r in enumerate(spec[direction]):
+        for i, r in enumerate(_list(spec[direction], f"spec.{direction}")):
             where = f"spec.{direction}[{i}]"
-            r = r or {}
+            r = {} if r is None else r
+            if not isinstance(r, Mapping):
+                raise ValueError(f"{where}: not a mapping")
             if set(r) - _RULE_KEYS[direction]:
                 raise ValueError(f"{where}: unknown field {sorted(set(r) - _RULE_KEYS[direction])[0]!r}")
             key = "from" if direction == "ingress" else "to"
             peers = None
             if r.get(key) is not None:
-                peers = tuple(_peer(p, f"{where}.{key}[{j}]") for j, p in enumerate(r[key]))
+                peers = tuple(_peer(p, f"{where}.{key}[{j}]") for j, p in enumerate(_list(r[key], f"{where}.{key}")))
             ports = None
             if r.get("ports") is not None:
-                ports = tuple(_port(p, f"{where}.ports[{j}]") for j, p in enumerate(r["ports"]))
+                ports = tuple(_port(p, f"{where}.ports[{j}]") for j, p in enumerate(_list(r["ports"], f"{where}.ports")))
             out.append(Rule(peers, ports))
         return tuple(out)
 
     return NetworkPolicy(
-        namespace=str(meta.get("namespace") or "default"),
-        name=str(meta.get("name")),
+        namespace=meta.get("namespace") or "default",
+        name=meta["name"],
         pod_selector=_selector(spec.get("podSelector"), "spec.podSelector"),
         policy_types=tuple(types),
         ingress=rules("ingress"),
         egress=rules("egress"),
-        labels=tuple(sorted((meta.get("labels") or {}).items())),
+        labels=tuple(sorted((labels or {}).items())),
     )
 
 
@@ -157,14 +187,37 @@ def _peer(p, where: str) -> PolicyPeer:
     if "ipBlock" in p:
         if len(p) > 1:
             raise ValueError(f"{where}: ipBlock cannot be combined with selectors")
-        block = p["ipBlock"]
-        cidr = str(ipaddress.ip_network(str(block["cidr"]), strict=False))
-        excepts = tuple(str(ipaddress.ip_network(str(e), strict=False)) for e in block.get("except") or ())
-        return PolicyPeer(ip_block=IpBlock(cidr, excepts))
+        return PolicyPeer(ip_block=_ip_block(p["ipBlock"], f"{where}.ipBlock"))
     return PolicyPeer(
         pod_selector=_selector(p["podSelector"], f"{where}.podSelector") if "podSelector" in p else None,
         namespace_selector=_selector(p["namespaceSelector"], f"{where}.namespaceSelector") if "namespaceSelector" in p else None,
     )
+
+
+def _network(text, where: str):
+    try:
+        return ipaddress.ip_network(text if isinstance(text, str) else "-", strict=False)
+    except ValueError:
+        raise ValueError(f"{where}: {text!r} is not a CIDR") from None
+
+
+def _ip_block(block, where: str) -> IpBlock:
+    if not isinstance(block, Mapping):
+        raise ValueError(f"{where}: not a mapping")
+    if block.get("cidr") is None:
+        raise ValueError(f"{where}.cidr: missing")
+    cidr = _network(block["cidr"], f"{where}.cidr")
+    excepts = []
+    for i, text in enumerate(_list(block.get("except") or [], f"{where}.except")):
+        net = _network(text, f"{where}.except[{i}]")
+        # The API server's rule: each except is a strict subset of the cidr.
+        if net.version != cidr.version or not net.subnet_of(cidr) or net == cidr:
+            raise ValueError(f"{where}.except[{i}]: {net} is not inside cidr {cidr}")
+        excepts.append(str(net))
+    return IpBlock(str(cidr), tuple(excepts))
+
+
+_PORT_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")  # IANA_SVC_NAME
 
 
 def _port(p, where: str) -> PortSpec:
@@ -174,12 +227,23 @@ def _port(p, where: str) -> PortSpec:
     if proto not in PROTOCOLS:
         raise ValueError(f"{where}.protocol: {proto!r} is not TCP, UDP or SCTP")
     port = p.get("port")
-    if port is not None and not isinstance(port, (int, str)):
+    if isinstance(port, bool) or (port is not None and not isinstance(port, (int, str))):
         raise ValueError(f"{where}.port: not a number or a name")
+    if isinstance(port, int) and not 1 <= port <= 65535:
+        raise ValueError(f"{where}.port: {port} is not a port number (1-65535)")
+    if isinstance(port, str) and (not _PORT_NAME.match(port) or "--" in port):
+        raise ValueError(f"{where}.port: {port!r} is not a port name (up to 15 of a-z, 0-9 and '-', a letter among them)")
     end = p.get("endPort")
-    if end is not None and (not isinstance(port, int) or int(end) < port):
-        raise ValueError(f"{where}.endPort: needs a numeric port not above it")
-    return PortSpec(proto, port, int(end) if end is not None else None)
+    if end is not None:
+        if not isinstance(end, int) or isinstance(end, bool):
+            raise ValueError(f"{where}.endPort: not a number")
+        if not isinstance(port, int):
+            raise ValueError(f"{where}.endPort: needs a numeric port")
+        if end < port:
+            raise ValueError(f"{where}.endPort: {end} is below port {port}")
+        if end > 65535:
+            raise ValueError(f"{where}.endPort: {end} is not a port number (1-65535)")
+    return PortSpec(proto, port, end)
 
 
 # --- evaluating ----------------------------------------------------------------------------

@@ -214,3 +214,11 @@ def test_a_bad_address_range_is_a_usage_error(no_pod_cidr, tmp_path, command, ba
         assert r.exit_code == 2, r.stderr
         assert r.stderr.count("\n") == 1 and r.stderr.startswith("error:") and option in r.stderr, r.stderr
         assert not (tmp_path / "out").exists()
+
+
+def test_the_library_refuses_a_bad_address_range_too(no_pod_cidr):
+    from netpol_learn._errors import InventoryError
+
+    for kw in ({"pod_cidrs": ["banana"]}, {"service_cidrs": ["10.96.0.0/33"]}):
+        with pytest.raises(InventoryError, match="is not an address range"):
+            load_inventory([no_pod_cidr[0]], **kw)

@@ -350,9 +350,9 @@ def test_non_network_policy_documents_are_skipped_with_a_note(setup, tmp_path):
 BAD_DOCUMENTS = {
     "invalid-policy-type": ({"podSelector": {}, "policyTypes": ["Ingres"]}, "spec.policyTypes: 'Ingres' is neither Ingress nor Egress"),
     "unknown-operator": ({"podSelector": {"matchExpressions": [{"key": "app", "operator": "Inn", "values": ["x"]}]}},
-                         "unknown selector operator 'Inn'"),
+                         "spec.podSelector.matchExpressions[0].operator: unknown selector operator 'Inn' (not In, NotIn, Exists or DoesNotExist)"),
     "unknown-operator-in-peer": ({"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {"matchExpressions": [
-        {"key": "team", "operator": "Equals", "values": ["x"]}]}}]}]}, "unknown selector operator 'Equals'"),
+        {"key": "team", "operator": "Equals", "values": ["x"]}]}}]}]}, "spec.ingress[0].from[0].namespaceSelector.matchExpressions[0].operator: unknown selector operator 'Equals' (not In, NotIn, Exists or DoesNotExist)"),
     "bad-protocol": ({"podSelector": {}, "ingress": [{"ports": [{"protocol": "ICMP", "port": 1}]}]},
                      "spec.ingress[0].ports[0].protocol: 'ICMP' is not TCP, UDP or SCTP"),
 }

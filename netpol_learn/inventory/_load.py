@@ -3,6 +3,10 @@
 Each file is one snapshot of the cluster. A file may hold a ``List``, typed lists (``PodList``),
 several YAML documents or single objects. The same object in several snapshots is one object;
 pods keep the times they held their addresses (see ``Pod.start``/``Pod.end``).
+
+Each object of a kind the tool reads is checked as it enters (``_check``): a field the tool reads
+that is missing or malformed is an ``InventoryError`` naming the file, the object and the field
+(``inv.yaml: Pod shop/api-1: spec.containers[0].ports[0].containerPort: not a number``).
 """
 
 from __future__ import annotations
@@ -13,24 +17,29 @@ import os
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import yaml
 
 from netpol_learn._errors import InventoryError
 from netpol_learn.inventory._model import (
+    OPERATORS,
     ContainerPort,
     EndpointAddress,
     EndpointPort,
     EndpointSlice,
+    InvalidField,
     Inventory,
     Namespace,
     Node,
     Pod,
     Service,
     ServicePort,
+    join_path,
     labels_of,
+    labels_problem,
+    requirement_problem,
 )
 from netpol_learn.inventory._workloads import InvalidSelector, build_workloads
 
@@ -85,21 +94,230 @@ def _documents(path: Path) -> list:
         raise InventoryError(f"{path}:{where}: invalid YAML: {problem}") from exc
 
 
-def _objects(doc, path: Path) -> Iterable[dict]:
+def _objects(doc, path: Path, document: str = "") -> Iterable[dict]:
+    """The objects of one document, each of a kind the tool reads checked (``_check``);
+    ``document`` ("document 2") names the document in a file of several."""
+    at = f"{document}: " if document else ""
     if not isinstance(doc, Mapping):
-        raise InventoryError(f"{path}: not a Kubernetes object or list (a {type(doc).__name__})")
+        raise InventoryError(f"{path}: {at}not a Kubernetes object or list (a {type(doc).__name__})")
     kind = doc.get("kind")
-    if isinstance(doc.get("items"), list) and (kind is None or str(kind).endswith("List")):
-        item_kind = str(kind)[: -len("List")] if kind and kind != "List" else None
-        for item in doc["items"]:
-            if isinstance(item, Mapping):
-                if item_kind and "kind" not in item:
-                    item = {**item, "kind": item_kind}
-                yield item
+    if "items" in doc and (kind is None or (isinstance(kind, str) and kind.endswith("List"))):
+        items = doc["items"]
+        if items is not None and not isinstance(items, list):
+            raise InventoryError(f"{path}: {at}items: not a list")
+        item_kind = kind[: -len("List")] if kind and kind != "List" else None
+        for i, item in enumerate(items or ()):
+            where = f"{document} items[{i}]".lstrip()
+            if not isinstance(item, Mapping):
+                raise InventoryError(f"{path}: {where}: not a Kubernetes object (a {type(item).__name__})")
+            if item_kind and "kind" not in item:
+                item = {**item, "kind": item_kind}
+            _check(item, path, where)
+            yield item
         return
     if not kind or "metadata" not in doc:
-        raise InventoryError(f"{path}: not a Kubernetes object or list (no kind and metadata)")
+        raise InventoryError(f"{path}: {at}not a Kubernetes object or list (no kind and metadata)")
+    _check(doc, path, document)
     yield doc
+
+
+# --- checking -------------------------------------------------------------------------------
+#
+# An object of a kind the tool reads is checked where it enters, against a schema of the fields
+# the tool reads (other fields are not looked at): _pod, _service, ... then trust its shape. A
+# schema is a leaf (a function that says what is wrong with a value: a problem, a (sub-path,
+# problem) pair, or None), a list of one schema (a list of such values) or _Fields (a mapping
+# with these fields). A null field is an absent one, as the API server has it.
+
+
+class _Fields:
+    def __init__(self, fields: Mapping, required: Iterable[str] = (), check: Callable | None = None):
+        self.fields, self.required, self.check = dict(fields), tuple(required), check
+
+
+def _walk(value, schema, where: str) -> None:
+    if isinstance(schema, _Fields):
+        if not isinstance(value, Mapping):
+            raise InvalidField(where, "not a mapping")
+        for key in schema.required:
+            if value.get(key) is None or value.get(key) == "":
+                raise InvalidField(join_path(where, key), "missing")
+        for key, sub in schema.fields.items():
+            if value.get(key) is not None:
+                _walk(value[key], sub, join_path(where, key))
+        bad = schema.check(value) if schema.check else None
+        if bad:
+            raise InvalidField(join_path(where, bad[0]), bad[1])
+    elif isinstance(schema, list):
+        if not isinstance(value, list):
+            raise InvalidField(where, "not a list")
+        for i, item in enumerate(value):
+            _walk(item, schema[0], join_path(where, i))
+    else:
+        bad = schema(value)
+        if isinstance(bad, tuple):
+            raise InvalidField(where + bad[0], bad[1])
+        if bad:
+            raise InvalidField(where, bad)
+
+
+def _string(v) -> str | None:
+    return None if isinstance(v, str) else "not a string"
+
+
+def _scalar(v) -> str | None:  # command lines, uids: used as text
+    return None if isinstance(v, (str, int, float)) else "not a string"
+
+
+def _boolean(v) -> str | None:
+    return None if isinstance(v, bool) else "not true or false"
+
+
+def _port(v) -> str | None:
+    if not isinstance(v, int) or isinstance(v, bool):
+        return "not a number"
+    return None if 1 <= v <= 65535 else f"{v} is not a port number (1-65535)"
+
+
+def _port_or_name(v) -> str | None:
+    return _port(v) if not isinstance(v, str) else None
+
+
+def _protocol(v) -> str | None:
+    return None if v in ("TCP", "UDP", "SCTP") else f"{v!r} is not TCP, UDP or SCTP"
+
+
+def _ip(v) -> str | None:
+    try:
+        ipaddress.ip_address(v if isinstance(v, str) else "-")
+    except ValueError:
+        return f"{v!r} is not an IP address"
+    return None
+
+
+def _cluster_ip(v) -> str | None:
+    return None if v in ("None", "") else _ip(v)
+
+
+def _cidr(v) -> str | None:
+    try:
+        ipaddress.ip_network(v if isinstance(v, str) else "-", strict=False)
+    except ValueError:
+        return f"{v!r} is not a CIDR"
+    return None
+
+
+def _time(v) -> str | None:
+    if isinstance(v, date):  # YAML reads an unquoted timestamp as a datetime
+        return None
+    return None if isinstance(v, str) and parse_time(v) is not None else f"{v!r} is not an RFC 3339 time"
+
+
+def _operator(v) -> str | None:
+    return None if v in OPERATORS else f"{v!r} is not In, NotIn, Exists or DoesNotExist"
+
+
+def _values_for_operator(e: Mapping) -> tuple[str, str] | None:
+    problem = requirement_problem(e["operator"], e.get("values"))
+    return ("values", problem) if problem else None
+
+
+_LABELS = labels_problem
+_SELECTOR = _Fields({
+    "matchLabels": _LABELS,
+    "matchExpressions": [_Fields({"key": _string, "operator": _operator, "values": [_string]},
+                                 required=("key", "operator"), check=_values_for_operator)],
+})
+_TARGET = _Fields({"kind": _string, "name": _string})
+_CONTAINER = _Fields({
+    "name": _string, "command": [_scalar], "args": [_scalar], "restartPolicy": _string,
+    "ports": [_Fields({"containerPort": _port, "name": _string, "protocol": _protocol}, required=("containerPort",))],
+})
+_ENDPOINT_ADDRESS = _Fields({"ip": _ip, "nodeName": _string, "targetRef": _TARGET}, required=("ip",))
+
+
+def _endpoint_slice_fields(address) -> dict:
+    return {
+        "addressType": _string,
+        "ports": [_Fields({"name": _string, "protocol": _protocol, "port": _port})],
+        "endpoints": [_Fields({"addresses": [address], "nodeName": _string, "targetRef": _TARGET})],
+    }
+
+
+_FIELDS: dict[str, dict] = {  # by kind: the fields besides metadata
+    "Namespace": {},
+    "Node": {
+        "spec": _Fields({"podCIDR": _cidr, "podCIDRs": [_cidr]}),
+        "status": _Fields({"addresses": [_Fields({"address": _string, "type": _string}, required=("address",))]}),
+    },
+    "Pod": {
+        "spec": _Fields({"containers": [_CONTAINER], "initContainers": [_CONTAINER], "nodeName": _string, "hostNetwork": _boolean}),
+        "status": _Fields({
+            "phase": _string, "podIP": _ip, "podIPs": [_Fields({"ip": _ip}, required=("ip",))], "startTime": _time,
+            "conditions": [_Fields({"lastTransitionTime": _time})],
+            "containerStatuses": [_Fields({"state": _Fields({"terminated": _Fields({"finishedAt": _time})})})],
+        }),
+    },
+    "Service": {
+        "spec": _Fields({
+            "type": _string, "clusterIP": _cluster_ip, "clusterIPs": [_cluster_ip], "externalIPs": [_ip], "selector": _LABELS,
+            "ports": [_Fields({"name": _string, "protocol": _protocol, "port": _port, "targetPort": _port_or_name, "nodePort": _port},
+                              required=("port",))],
+        }),
+        "status": _Fields({"loadBalancer": _Fields({"ingress": [_Fields({"ip": _ip, "hostname": _string})]})}),
+    },
+    "EndpointSlice": _endpoint_slice_fields(_ip),
+    "Endpoints": {
+        "subsets": [_Fields({
+            "ports": [_Fields({"name": _string, "protocol": _protocol, "port": _port}, required=("port",))],
+            "addresses": [_ENDPOINT_ADDRESS],
+            "notReadyAddresses": [_ENDPOINT_ADDRESS],
+        })],
+    },
+    **{kind: {"spec": _Fields({"selector": _SELECTOR})} for kind in ("ReplicaSet", "Deployment", "StatefulSet", "DaemonSet", "Job")},
+    "CronJob": {},
+}
+_CLUSTER_SCOPED = ("Namespace", "Node")
+
+
+def _metadata(namespaced: bool) -> _Fields:
+    return _Fields({
+        "name": _string, "namespace": _string, "uid": _scalar, "labels": _LABELS,
+        "creationTimestamp": _time, "deletionTimestamp": _time,
+        "ownerReferences": [_Fields({"kind": _string, "name": _string, "controller": _boolean}, required=("kind", "name"))],
+    }, required=("name", "namespace") if namespaced else ("name",))
+
+
+_SCHEMAS = {kind: _Fields({"metadata": _metadata(kind not in _CLUSTER_SCOPED), **fields}, required=("metadata",))
+            for kind, fields in _FIELDS.items()}
+_FQDN_SLICE = _Fields({"metadata": _metadata(True), **_endpoint_slice_fields(_string)}, required=("metadata",))
+
+
+def _check(o: Mapping, path: Path, where: str) -> None:
+    """InventoryError naming the file, the object and the field, for the first field of ``o``
+    that is not what the tool needs; nothing for kinds the tool does not read."""
+    kind = o.get("kind")
+    schema = _SCHEMAS.get(kind) if isinstance(kind, str) else None
+    if schema is None:
+        return
+    if kind == "EndpointSlice" and o.get("addressType") == "FQDN":
+        schema = _FQDN_SLICE
+    try:
+        _walk(o, schema, "")
+    except InvalidField as exc:
+        raise InventoryError(f"{path}: {_describe(o, where)}: {exc}") from exc
+
+
+def _describe(o: Mapping, where: str) -> str:
+    """``Pod shop/api-1``, ``Node node-a``; where its name is unknown, where it is in the file."""
+    kind, meta = o.get("kind"), o.get("metadata")
+    name = meta.get("name") if isinstance(meta, Mapping) else None
+    namespace = meta.get("namespace") if isinstance(meta, Mapping) else None
+    if not isinstance(name, str) or not name:
+        return f"{kind} ({where})" if where else str(kind)
+    if isinstance(namespace, str) and namespace and kind not in _CLUSTER_SCOPED:
+        return f"{kind} {namespace}/{name}"
+    return f"{kind} {name}"
 
 
 class _Snapshot:
@@ -109,13 +327,21 @@ class _Snapshot:
         self.time = annotated if annotated is not None else _latest_time(objects)
 
 
+def _mapping(value) -> Mapping:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value) -> list:
+    return value if isinstance(value, list) else []
+
+
 def _latest_time(objects: list[dict]) -> int:
     latest = 0
-    for o in objects:
-        meta = o.get("metadata") or {}
-        times = [meta.get("creationTimestamp"), meta.get("deletionTimestamp"), (o.get("status") or {}).get("startTime")]
-        times += [m.get("time") for m in meta.get("managedFields") or () if isinstance(m, Mapping)]
-        times += [c.get("lastTransitionTime") for c in (o.get("status") or {}).get("conditions") or () if isinstance(c, Mapping)]
+    for o in objects:  # of every kind, checked or not
+        meta, status = _mapping(o.get("metadata")), _mapping(o.get("status"))
+        times = [meta.get("creationTimestamp"), meta.get("deletionTimestamp"), status.get("startTime")]
+        times += [m.get("time") for m in _list(meta.get("managedFields")) if isinstance(m, Mapping)]
+        times += [c.get("lastTransitionTime") for c in _list(status.get("conditions")) if isinstance(c, Mapping)]
         for t in times:
             ns = parse_time(t)
             if ns and ns > latest:
@@ -130,8 +356,15 @@ def load_inventory(
     service_cidrs: Iterable[str] = (),
     warn: Callable[[str], None] | None = None,
 ) -> Inventory:
-    """Load one or more snapshots. A file that cannot be read is reported through ``warn`` and
-    skipped; ``InventoryError`` is raised when nothing usable was loaded."""
+    """Load one or more snapshots. A file that cannot be read or holds a malformed object is
+    reported through ``warn`` and skipped (when it is the only file, ``InventoryError``);
+    ``InventoryError`` is raised when nothing usable was loaded."""
+    for option, given in (("pod range", pod_cidrs), ("Service range", service_cidrs)):
+        for c in given:
+            try:
+                ipaddress.ip_network(str(c).strip(), strict=False)
+            except ValueError:
+                raise InventoryError(f"{option} {str(c)!r} is not an address range such as 10.244.0.0/16") from None
     snapshots: list[_Snapshot] = []
     notes: list[str] = []
     paths = [Path(p) for p in paths]
@@ -139,10 +372,12 @@ def load_inventory(
     for path in paths:
         try:
             objects, annotated = [], None
-            for doc in _documents(path):
+            docs = _documents(path)
+            for n, doc in enumerate(docs, 1):
                 if isinstance(doc, Mapping) and doc.get("kind") == "List":
-                    annotated = parse_time(((doc.get("metadata") or {}).get("annotations") or {}).get(SNAPSHOT_ANNOTATION)) or annotated
-                objects.extend(_objects(doc, path))
+                    annotations = _mapping(_mapping(doc.get("metadata")).get("annotations"))
+                    annotated = parse_time(annotations.get(SNAPSHOT_ANNOTATION)) or annotated
+                objects.extend(_objects(doc, path, f"document {n}" if len(docs) > 1 else ""))
             snapshots.append(_Snapshot(path, objects, annotated))
         except InventoryError as exc:
             if len(paths) == 1:
@@ -254,9 +489,7 @@ def _networks(cidrs: list[str], notes: list[str]) -> tuple[str, ...]:
 
 
 def _pod(o: dict) -> Pod | None:
-    meta, spec, status = o.get("metadata") or {}, o.get("spec") or {}, o.get("status") or {}
-    if not meta.get("name"):
-        return None
+    meta, spec, status = o["metadata"], o.get("spec") or {}, o.get("status") or {}
     ips = tuple(str(p["ip"]) for p in status.get("podIPs") or () if isinstance(p, Mapping) and p.get("ip"))
     if not ips and status.get("podIP"):
         ips = (str(status["podIP"]),)
@@ -280,7 +513,7 @@ def _pod(o: dict) -> Pod | None:
         ends = [e for e in ends if e] or [parse_time(c.get("lastTransitionTime")) for c in status.get("conditions") or () if parse_time(c.get("lastTransitionTime"))]
         deleted = max(ends) if ends else None
     return Pod(
-        namespace=str(meta.get("namespace") or "default"),
+        namespace=meta["namespace"],
         name=str(meta["name"]),
         uid=str(meta.get("uid") or ""),
         labels=labels_of(meta.get("labels")),
@@ -304,7 +537,7 @@ def _service(o: dict) -> Service | None:
             name=p.get("name"),
             port=int(p["port"]),
             protocol=str(p.get("protocol") or "TCP"),
-            target_port=_int_or_name(p.get("targetPort", p["port"])),
+            target_port=_int_or_name(p["port"] if p.get("targetPort") is None else p["targetPort"]),
             node_port=p.get("nodePort"),
         )
         for p in spec.get("ports") or ()
@@ -312,7 +545,7 @@ def _service(o: dict) -> Service | None:
     )
     selector = spec.get("selector")
     return Service(
-        namespace=str(meta.get("namespace") or "default"),
+        namespace=meta["namespace"],
         name=str(meta.get("name")),
         type=str(spec.get("type") or "ClusterIP"),
         cluster_ips=tuple(ips),
@@ -342,7 +575,7 @@ def _endpoint_slice(o: dict) -> EndpointSlice | None:
         for a in e.get("addresses") or ():
             endpoints.append(EndpointAddress(str(a), pod, e.get("nodeName")))
     return EndpointSlice(
-        namespace=str(meta.get("namespace") or "default"),
+        namespace=meta["namespace"],
         name=str(meta.get("name")),
         service=(meta.get("labels") or {}).get("kubernetes.io/service-name"),
         ports=ports,
@@ -359,7 +592,7 @@ def _endpoints_as_slices(o: dict) -> list[EndpointSlice]:
         for a in [*(subset.get("addresses") or ()), *(subset.get("notReadyAddresses") or ())]:
             ref = a.get("targetRef") or {}
             endpoints.append(EndpointAddress(str(a.get("ip")), ref.get("name") if ref.get("kind") == "Pod" else None, a.get("nodeName")))
-        out.append(EndpointSlice(str(meta.get("namespace") or "default"), f"{meta.get('name')}-endpoints-{i}", meta.get("name"), ports, tuple(endpoints)))
+        out.append(EndpointSlice(meta["namespace"], f"{meta.get('name')}-endpoints-{i}", meta.get("name"), ports, tuple(endpoints)))
     return out
 
 

@@ -28,6 +28,49 @@ def labels_of(mapping: Mapping | None) -> Labels:
     return tuple(sorted((str(k), str(v)) for k, v in (mapping or {}).items()))
 
 
+class InvalidField(ValueError):
+    """A field of an input object that is missing or not what it must be: ``where`` is its path
+    (``spec.selector.matchExpressions[0].values``), ``problem`` what is wrong with it."""
+
+    def __init__(self, where: str, problem: str):
+        super().__init__(f"{where}: {problem}" if where else problem)
+        self.where = where
+        self.problem = problem
+
+
+def join_path(where: str, key: str | int) -> str:
+    """``where`` + ``.key``, or ``where[key]`` for a list index."""
+    if isinstance(key, int):
+        return f"{where}[{key}]"
+    return f"{where}.{key}" if where else key
+
+
+def labels_problem(value) -> tuple[str, str] | None:
+    """What is wrong with a labels mapping, as (the path below it: "", ".app" or "['app.kubernetes.io/name']",
+    problem), or None. Keys and values must be strings, as the API has them: a number would
+    silently never match."""
+    if not isinstance(value, Mapping):
+        return "", "not a mapping"
+    for k, v in value.items():
+        if not isinstance(k, str):
+            return f"[{k!r}]", "key is not a string"
+        if not isinstance(v, str):
+            return f"[{k!r}]" if not k.isidentifier() else f".{k}", "not a string" if v is not None else "missing"
+    return None
+
+
+OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+
+
+def requirement_problem(operator: str, values) -> str | None:
+    """What the API server says of a matchExpressions entry's values for its operator, or None."""
+    if operator in ("In", "NotIn") and not values:
+        return f"{operator} needs at least one value"
+    if operator in ("Exists", "DoesNotExist") and values:
+        return f"{operator} takes no values"
+    return None
+
+
 @dataclass(frozen=True, order=True)
 class Requirement:
     """One matchExpressions entry."""
@@ -83,15 +126,40 @@ class LabelSelector:
         return out
 
     @classmethod
-    def from_dict(cls, obj: Mapping | None) -> LabelSelector:
-        obj = obj or {}
+    def from_dict(cls, obj: Mapping | None, where: str = "") -> LabelSelector:
+        """The selector of a ``matchLabels``/``matchExpressions`` mapping, checked as the API server
+        checks it; ``where`` (its path, such as ``spec.podSelector``) starts the errors' paths."""
+        if obj is None:
+            return cls()
+        if not isinstance(obj, Mapping):
+            raise InvalidField(where, "not a mapping")
+        match_labels = obj.get("matchLabels")
+        if match_labels is not None:
+            bad = labels_problem(match_labels)
+            if bad:
+                raise InvalidField(join_path(where, "matchLabels") + bad[0], bad[1])
+        expressions = obj.get("matchExpressions")
+        if expressions is not None and not isinstance(expressions, list):
+            raise InvalidField(join_path(where, "matchExpressions"), "not a list")
         exprs = []
-        for e in obj.get("matchExpressions") or ():
-            op = str(e.get("operator"))
-            if op not in ("In", "NotIn", "Exists", "DoesNotExist"):
-                raise ValueError(f"unknown selector operator {op!r}")
-            exprs.append(Requirement(str(e["key"]), op, tuple(sorted(str(v) for v in e.get("values") or ()))))
-        return cls(labels_of(obj.get("matchLabels")), tuple(sorted(exprs)))
+        for i, e in enumerate(expressions or ()):
+            at = join_path(join_path(where, "matchExpressions"), i)
+            if not isinstance(e, Mapping):
+                raise InvalidField(at, "not a mapping")
+            op, key, values = e.get("operator"), e.get("key"), e.get("values")
+            if op is None:
+                raise InvalidField(f"{at}.operator", "missing")
+            if op not in OPERATORS:
+                raise InvalidField(f"{at}.operator", f"unknown selector operator {str(op)!r} (not In, NotIn, Exists or DoesNotExist)")
+            if not key or not isinstance(key, str):
+                raise InvalidField(f"{at}.key", "not a string" if key else "missing")
+            if values is not None and (not isinstance(values, list) or not all(isinstance(v, str) for v in values)):
+                raise InvalidField(f"{at}.values", "not a list of strings")
+            problem = requirement_problem(op, values)
+            if problem:
+                raise InvalidField(f"{at}.values", problem)
+            exprs.append(Requirement(key, op, tuple(sorted(values or ()))))
+        return cls(labels_of(match_labels), tuple(sorted(exprs)))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,146 @@
+"""A flow-log line whose fields are not what they must be is one error with the file, the line
+number and the field (``flows.jsonl:3: invalid flow: src: '999.1.1.1' is not an IP address``): a
+table of mutations of one line of a real log (the guestbook capture), read by the library
+(``FlowLogError``) and by ``netpol-learn merge`` (exit code 2, one line, no traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from netpol_learn._errors import FlowLogError
+from netpol_learn.flowlog import read_flow_log
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def lines(tmp_path_factory) -> list[dict]:
+    out = tmp_path_factory.mktemp("flows") / "flows.jsonl"
+    subprocess.run([sys.executable, "-m", "netpol_learn", "capture", str(ROOT / "captures" / "guestbook" / "capture.pcap"),
+                    "-o", str(out)], check=True, capture_output=True)
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def setitem(target, key, value):
+    target[key] = value
+
+
+def first_answer(o):
+    return next(a for a in o["answers"])
+
+
+# id: (kind of the line changed, mutation, what the error says after "<file>:<line>: invalid <kind>: ")
+MUTATIONS = {
+    "src-not-an-address": ("flow", lambda o: setitem(o, "src", "999.1.1.1"), "src: '999.1.1.1' is not an IP address"),
+    "dst-a-number": ("flow", lambda o: setitem(o, "dst", 167772161), "dst: 167772161 is not an IP address"),
+    "src-missing": ("flow", lambda o: o.pop("src"), "src: missing"),
+    "port-a-name": ("flow", lambda o: setitem(o, "port", "http"), "port: 'http' is not a port number (0-65535)"),
+    "port-a-numeric-string": ("flow", lambda o: setitem(o, "port", "5432"), "port: '5432' is not a port number (0-65535)"),
+    "port-above-65535": ("flow", lambda o: setitem(o, "port", 70000), "port: 70000 is not a port number (0-65535)"),
+    "port-negative": ("flow", lambda o: setitem(o, "port", -1), "port: -1 is not a port number (0-65535)"),
+    "port-boolean": ("flow", lambda o: setitem(o, "port", True), "port: True is not a port number (0-65535)"),
+    "port-missing": ("flow", lambda o: o.pop("port"), "port: missing"),
+    "proto-unknown": ("flow", lambda o: setitem(o, "proto", "HTTP"), "proto: 'HTTP' is not TCP, UDP, SCTP, ICMP, ICMPv6 or IP-<number>"),
+    "proto-ip-300": ("flow", lambda o: setitem(o, "proto", "IP-300"), "proto: 'IP-300' is not TCP, UDP, SCTP, ICMP, ICMPv6 or IP-<number>"),
+    "proto-lower-case": ("flow", lambda o: setitem(o, "proto", "tcp"), "proto: 'tcp' is not TCP, UDP, SCTP, ICMP, ICMPv6 or IP-<number>"),
+    "packets-negative": ("flow", lambda o: setitem(o, "packets", -1), "packets: -1 is negative"),
+    "bytes-a-string": ("flow", lambda o: setitem(o, "bytes", "100"), "bytes: '100' is not a whole number"),
+    "connections-fractional": ("flow", lambda o: setitem(o, "connections", 1.5), "connections: 1.5 is not a whole number"),
+    "first-seen-a-number": ("flow", lambda o: setitem(o, "first_seen", 1763707429), "first_seen: 1763707429 is not an RFC 3339 UTC time"),
+    "last-seen-not-a-time": ("flow", lambda o: setitem(o, "last_seen", "yesterday"), "last_seen: 'yesterday' is not an RFC 3339 UTC time"),
+    "last-seen-before-first": ("flow", lambda o: setitem(o, "last_seen", "2000-01-01T00:00:00.000000Z"), "last_seen: before first_seen"),
+    "direction-negative": ("flow", lambda o: setitem(o, "direction", {"syn": -5}), "direction.syn: -5 is negative"),
+    "direction-a-string": ("flow", lambda o: setitem(o, "direction", "syn"), "direction: not a mapping"),
+    "client-port-above-65535": ("flow", lambda o: setitem(o, "client_ports", [70000]), "client_ports[0]: 70000 is not a port number (0-65535)"),
+    "client-ports-a-string": ("flow", lambda o: setitem(o, "client_ports", "40000"), "client_ports: not a list"),
+    "translated-not-an-address": ("flow", lambda o: setitem(o, "translated", [{"src": "10.244.0.4", "dst": "db", "port": 5432}]),
+                                  "translated[0].dst: 'db' is not an IP address"),
+    "translated-port-a-string": ("flow", lambda o: setitem(o, "translated", [{"src": "10.244.0.4", "dst": "10.244.0.3", "port": "5432"}]),
+                                 "translated[0].port: '5432' is not a port number (0-65535)"),
+    "translated-a-string": ("flow", lambda o: setitem(o, "translated", "10.244.0.3"), "translated: not a list"),
+    "src-pods-a-string": ("flow", lambda o: setitem(o, "src_pods", "guestbook/api"), "src_pods: not a list"),
+    "dns-client-not-an-address": ("dns", lambda o: setitem(o, "client", "10.244.0"), "client: '10.244.0' is not an IP address"),
+    "dns-resolver-missing": ("dns", lambda o: o.pop("resolver"), "resolver: missing"),
+    "dns-queries-negative": ("dns", lambda o: setitem(o, "queries", -2), "queries: -2 is negative"),
+    "dns-responses-a-string": ("dns", lambda o: setitem(o, "responses", "1"), "responses: '1' is not a whole number"),
+    "dns-ttl-a-string": ("dns", lambda o: setitem(first_answer(o), "ttl", "30"), "answers[0].ttl: '30' is not a whole number"),
+    "dns-answers-a-string": ("dns", lambda o: setitem(o, "answers", "10.96.0.1"), "answers: not a list"),
+    "dns-qname-a-number": ("dns", lambda o: setitem(o, "qname", 5), "qname: not a string"),
+    "dns-rcode-a-number": ("dns", lambda o: setitem(o, "rcodes", [0]), "rcodes[0]: not a string"),
+    "dns-first-seen-not-a-time": ("dns", lambda o: setitem(o, "first_seen", "2026-11-21 06:43:49"),
+                                  "first_seen: '2026-11-21 06:43:49' is not an RFC 3339 UTC time"),
+    "header-sources-a-string": ("header", lambda o: setitem(o, "sources", "capture.pcap"), "sources: not a list of names"),
+}
+
+
+def write(tmp_path: Path, lines: list[dict], case: str) -> tuple[Path, int]:
+    """The log with the case's line changed, and that line's number (1-based)."""
+    kind, mutate, _ = MUTATIONS[case]
+    # The second flow line (line 3), the first dns line with answers, the header.
+    candidates = [i for i, o in enumerate(lines) if o["kind"] == kind and (kind != "dns" or o["answers"])]
+    i = candidates[1] if kind == "flow" else candidates[0]
+    changed = [dict(o) for o in lines]
+    changed[i] = json.loads(json.dumps(lines[i]))
+    mutate(changed[i])
+    path = tmp_path / "flows.jsonl"
+    path.write_text("".join(json.dumps(o, sort_keys=True) + "\n" for o in changed), encoding="utf-8")
+    return path, i + 1
+
+
+def expected(path: Path, lineno: int, case: str) -> str:
+    kind, _, message = MUTATIONS[case]
+    return f"{path}:{lineno}: invalid {kind}: {message}"
+
+
+def test_the_flow_line_changed_is_line_3(tmp_path, lines):
+    assert write(tmp_path, lines, "src-missing")[1] == 3
+
+
+def test_the_log_unchanged_reads(tmp_path, lines):
+    path = tmp_path / "flows.jsonl"
+    path.write_text("".join(json.dumps(o) + "\n" for o in lines), encoding="utf-8")
+    log = read_flow_log(path)
+    assert len(log.flows) == sum(1 for o in lines if o["kind"] == "flow") and log.dns
+
+
+@pytest.mark.parametrize("case", list(MUTATIONS))
+def test_a_bad_field_is_a_flow_log_error_with_file_line_and_field(tmp_path, lines, case):
+    path, lineno = write(tmp_path, lines, case)
+    with pytest.raises(FlowLogError) as info:
+        read_flow_log(path)
+    assert str(info.value) == expected(path, lineno, case)
+
+
+@pytest.mark.parametrize("case", list(MUTATIONS))
+def test_a_bad_field_is_exit_2_and_one_line(tmp_path, lines, case):
+    path, lineno = write(tmp_path, lines, case)
+    out = tmp_path / "merged.jsonl"
+    r = subprocess.run([sys.executable, "-m", "netpol_learn", "merge", str(path), "-o", str(out)], capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    assert r.stderr.splitlines() == [f"error: {expected(path, lineno, case)}"]
+    assert not out.exists()
+
+
+OTHER_VALID_FLOWS = [
+    {"src": "fd00:10:244::5", "dst": "2001:db8::1", "proto": "TCP", "port": 443},
+    {"src": "10.244.0.5", "dst": "10.244.0.6", "proto": "ICMP", "port": None},
+    {"src": "10.244.0.5", "dst": "10.244.0.6", "proto": "ICMPv6", "port": None},
+    {"src": "10.244.0.5", "dst": "172.18.0.3", "proto": "IP-47", "port": None},
+    {"src": "10.244.0.5", "dst": "10.244.0.6", "proto": "UDP", "port": 0},
+]
+
+
+@pytest.mark.parametrize("fields", OTHER_VALID_FLOWS, ids=[f["proto"] + "-" + str(f["port"]) for f in OTHER_VALID_FLOWS])
+def test_other_protocols_and_ipv6_still_read(tmp_path, lines, fields):
+    flow = {**next(o for o in lines if o["kind"] == "flow"), **fields, "translated": [], "client_ports": [40000, 0]}
+    path = tmp_path / "flows.jsonl"
+    path.write_text("".join(json.dumps(o) + "\n" for o in (lines[0], flow, lines[-1])), encoding="utf-8")
+    (got,) = read_flow_log(path).flows
+    assert (got.src, got.dst, got.proto, got.port, got.client_ports) == (fields["src"], fields["dst"], fields["proto"], fields["port"], (0, 40000))
