@@ -342,6 +342,21 @@ def read_flow_log(path: str | os.PathLike) -> FlowLog:
     return merge_logs([FlowLog(tuple(flows), tuple(dns), stats, sources)])
 
 
+def _window(o: Mapping) -> tuple[int, int]:
+    first_seen, last_seen = _time(o, "first_seen"), _time(o, "last_seen")
+    if last_seen < first_seen:
+        raise ValueError("last_seen: before first_seen")
+    return first_seen, last_seen
+
+
+def _mappings(o: Mapping, key: str):
+    """(index, item) of the list ``o[key]``, each item checked to be a mapping."""
+    for i, item in enumerate(_list(o, key)):
+        if not isinstance(item, Mapping):
+            raise ValueError(f"{key}[{i}]: not a mapping")
+        yield i, item
+
+
 def _flow_from_json(o: dict) -> Flow:
     """A flow line's fields, checked: a ValueError names the field (``src: '999.1.1.1' is not an
     IP address``); the callers add the file and line."""
@@ -351,13 +366,9 @@ def _flow_from_json(o: dict) -> Flow:
     unknown = set(direction) - set(DIRECTION_METHODS)
     if unknown:
         raise ValueError(f"unknown direction method {sorted(unknown)[0]!r}")
-    first_seen, last_seen = _time(o, "first_seen"), _time(o, "last_seen")
-    if last_seen < first_seen:
-        raise ValueError("last_seen: before first_seen")
+    first_seen, last_seen = _window(o)
     translated = []
-    for i, t in enumerate(_list(o, "translated")):
-        if not isinstance(t, Mapping):
-            raise ValueError(f"translated[{i}]: not a mapping")
+    for i, t in _mappings(o, "translated"):
         translated.append(Translation(_address(t, "src", f"translated[{i}]."), _address(t, "dst", f"translated[{i}]."),
                                       _port(t.get("port"), f"translated[{i}].port")))
     return Flow(
@@ -380,13 +391,9 @@ def _flow_from_json(o: dict) -> Flow:
 
 def _dns_from_json(o: dict) -> DnsObservation:
     """A dns line's fields, checked as ``_flow_from_json`` checks a flow's."""
-    first_seen, last_seen = _time(o, "first_seen"), _time(o, "last_seen")
-    if last_seen < first_seen:
-        raise ValueError("last_seen: before first_seen")
+    first_seen, last_seen = _window(o)
     answers = []
-    for i, a in enumerate(_list(o, "answers")):
-        if not isinstance(a, Mapping):
-            raise ValueError(f"answers[{i}]: not a mapping")
+    for i, a in _mappings(o, "answers"):
         at = f"answers[{i}]."
         answers.append(DnsAnswer(_text(a, "name", at), _text(a, "type", at), _text(a, "data", at), _count(a, "ttl", at)))
     return DnsObservation(
