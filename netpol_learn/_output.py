@@ -129,9 +129,7 @@ def _write_in_place(path: Path, data: bytes) -> None:
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {_reason(exc)}") from exc
     try:
-        view = memoryview(data)
-        while view:  # a pipe may take less than all at once
-            view = view[os.write(fd, view):]
+        _write_all(fd, data)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {_reason(exc)}") from exc
     finally:
@@ -159,9 +157,7 @@ def _stage(target: Path, data: bytes) -> str:
             os.fchmod(fd, stat.S_IMODE(old.st_mode))
             if os.geteuid() == 0 and (old.st_uid, old.st_gid) != (0, 0):
                 os.fchown(fd, old.st_uid, old.st_gid)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        _write_all(fd, data)
         os.fsync(fd)
     except BaseException as exc:
         os.close(fd)
@@ -171,6 +167,12 @@ def _stage(target: Path, data: bytes) -> str:
         raise
     os.close(fd)
     return tmp
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:  # a pipe (or a full disk's last block) may take less than all at once
+        view = view[os.write(fd, view):]
 
 
 def _unlink_quietly(path: str | os.PathLike) -> None:

@@ -18,6 +18,7 @@ import click
 from netpol_learn._errors import NetpolLearnError, SniffError
 from netpol_learn.capture import DEFAULT_DEDUP_WINDOW, capture_files
 from netpol_learn._output import write_text
+from netpol_learn._text import counted
 from netpol_learn.flowlog import FlowLog, merge_logs, read_flow_log, write_flow_log
 from netpol_learn.manifests import DEFAULT_IMAGE, DEFAULT_NAMESPACE, SNIFFER_SELECTOR
 
@@ -111,12 +112,12 @@ class _Cidr(click.ParamType):
     name = "CIDR"
 
     def convert(self, value, param, ctx):
-        import ipaddress
+        from netpol_learn.inventory import parse_cidr
 
         try:
-            return str(ipaddress.ip_network(str(value).strip(), strict=False))
-        except ValueError:
-            self.fail(f"{value!r} is not an address range such as 10.244.0.0/16", param, ctx)
+            return parse_cidr(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 def _address_options(f):
@@ -129,10 +130,6 @@ def _load_inventory(inventories, pod_cidr=(), service_cidr=()):
     from netpol_learn.inventory import load_inventory
 
     return load_inventory(inventories, pod_cidrs=pod_cidr, service_cidrs=service_cidr, warn=_warn)
-
-
-def _plural(n: int, noun: str, plural: str | None = None) -> str:
-    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def _summary(log: FlowLog, out: str) -> str:
@@ -269,7 +266,7 @@ def resolve(flow_logs, inventories, pod_cidr, service_cidr, fmt: str, output: st
         text = report_text(res)
     write_text(output, text)
     if output != "-":
-        click.echo(f"{_plural(len(log.flows), 'flow')} -> {_plural(len(res.connections), 'connection')} -> {output}", err=True)
+        click.echo(f"{counted(len(log.flows), 'flow')} -> {counted(len(res.connections), 'connection')} -> {output}", err=True)
 
 
 def _generate_options(f):
@@ -326,11 +323,11 @@ def _write_policies(log: FlowLog, kw: dict) -> None:
     policies = generated.policies
     workload_policies = len(policies.workload_policies)
     namespaces = len({p.namespace for p in policies.policies})
-    parts = [f"{_plural(len(log.flows), 'flow')} -> {_plural(workload_policies, 'workload policy', 'workload policies')} in {_plural(namespaces, 'namespace')} -> {out}"]
+    parts = [f"{counted(len(log.flows), 'flow')} -> {counted(workload_policies, 'workload policy', 'workload policies')} in {counted(namespaces, 'namespace')} -> {out}"]
     if policies.skipped:
         parts.append(f"{len(policies.skipped)} left out (see REPORT.md)")
     if stale:
-        parts.append(f"removed {_plural(len(stale), 'file')} of an earlier run")
+        parts.append(f"removed {counted(len(stale), 'file')} of an earlier run")
     click.echo("; ".join(parts), err=True)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from netpol_learn._text import counted
 from netpol_learn.flowlog import FlowLog
 from netpol_learn.inventory._model import Inventory
 from netpol_learn.render import MARKER, render_files
@@ -39,15 +40,11 @@ def generate(log: FlowLog, inventory: Inventory, options: GenerateOptions = Gene
     return Generated(files, policies, resolution)
 
 
-def _count(n: int, noun: str, plural: str | None = None) -> str:
-    return f"{n} {noun if n == 1 else plural or noun + 's'}"
-
-
 def _report(log: FlowLog, resolution: Resolution, policies: PolicySet, options: GenerateOptions) -> str:
     workload_policies = policies.workload_policies
     if options.default_deny == "ingress":
         dns = "not needed (egress stays open)"
-    elif options.dns == "namespace" and options.default_deny in ("both", "egress"):
+    elif options.namespace_dns:
         dns = "an allow-dns policy per namespace"
     elif options.default_deny == "none":
         dns = "in the policy of each workload whose egress it isolates"
@@ -56,8 +53,8 @@ def _report(log: FlowLog, resolution: Resolution, policies: PolicySet, options: 
     lines = [
         f"{MARKER}: what the policies in this directory are made of.",
         "",
-        f"- {_count(len(log.flows), 'observed flow')} from {', '.join(log.sources) or 'the flow logs'}",
-        f"- {_count(len(workload_policies), 'workload policy', 'workload policies')} in {_count(len({p.namespace for p in policies.policies}), 'namespace')}"
+        f"- {counted(len(log.flows), 'observed flow')} from {', '.join(log.sources) or 'the flow logs'}",
+        f"- {counted(len(workload_policies), 'workload policy', 'workload policies')} in {counted(len({p.namespace for p in policies.policies}), 'namespace')}"
         + (f"; namespaces left alone: {', '.join(options.exclude_namespaces)}" if options.exclude_namespaces else ""),
         f"- default deny: {options.default_deny}; DNS: {dns}",
         "",

@@ -428,10 +428,7 @@ class SegmentWriter:
         if self.path is None:
             self.fd = sys.stdout.fileno()
             return
-        try:
-            self.fd = self._open(info, cancelled)
-        except OSError as exc:
-            raise SniffError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        self.fd = self._open(info, cancelled)
         try:
             st = os.fstat(self.fd)
             self.regular = stat.S_ISREG(st.st_mode)

@@ -53,10 +53,23 @@ class GenerateOptions:
         """The directions in which generated policies may isolate pods."""
         return ISOLATES[self.default_deny]
 
+    @property
+    def egress_denied(self) -> bool:
+        """Whether default-deny isolates the egress of every pod of a namespace."""
+        return "Egress" in DENIES[self.default_deny]
 
+    @property
+    def namespace_dns(self) -> bool:
+        """Whether DNS is one allow-dns policy per namespace. It selects every pod and so isolates
+        every pod's egress: only where default-deny does so anyway."""
+        return self.dns == "namespace" and self.egress_denied
+
+
+#: --default-deny -> the policy types of each namespace's default-deny policy.
+DENIES = {"both": ("Ingress", "Egress"), "ingress": ("Ingress",), "egress": ("Egress",), "none": ()}
 #: --default-deny -> the policy types any generated policy may have. With ``none`` only the
 #: workloads that get a policy of their own are isolated, in the directions they were seen in.
-ISOLATES = {"both": ("Ingress", "Egress"), "ingress": ("Ingress",), "egress": ("Egress",), "none": ("Ingress", "Egress")}
+ISOLATES = {mode: types or ("Ingress", "Egress") for mode, types in DENIES.items()}
 NAMESPACE_POLICIES = ("default-deny", "allow-dns")  # the names of the policies that select a whole namespace
 _NAME_PREFIX = re.compile(r"[a-z0-9][-a-z0-9.]*")
 _DNS1123 = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
@@ -178,17 +191,16 @@ def synthesize(resolution: Resolution, options: GenerateOptions = GenerateOption
 
     hints: list[str] = []
     policies: list[NetworkPolicy] = []
-    # A namespace-wide allow-dns policy isolates the egress of every pod it selects: only when
-    # default-deny isolates all egress anyway. Otherwise DNS goes into each workload's own policy,
-    # and only where that policy isolates egress (a pod whose egress is open needs no DNS rule).
-    namespace_dns = options.dns == "namespace" and options.default_deny in ("both", "egress")
+    # Without a namespace-wide allow-dns (options.namespace_dns), DNS goes into each workload's
+    # own policy, and only where that policy isolates egress (open egress needs no DNS rule).
+    namespace_dns = options.namespace_dns
     names = _policy_names([t.workload for t in traffic.values()], options.name_prefix)
     for key in sorted(traffic):
         t = traffic[key]
         w = t.workload
         ingress_rules = _rules(t.ingress, options, cluster_ranges, w, hints, ingress=True)
         egress_rules = _rules(t.egress, options, cluster_ranges, w, hints, ingress=False)
-        if t.dns and (options.dns == "per-workload" or not namespace_dns) and (egress_rules or options.default_deny in ("both", "egress")):
+        if t.dns and not namespace_dns and (egress_rules or options.egress_denied):
             egress_rules = (_dns_rule(dns_peers[w.namespace], dns_ports[w.namespace]), *egress_rules)
         types = tuple(x for x, rules in (("Ingress", ingress_rules), ("Egress", egress_rules)) if rules)
         if not types:
@@ -227,8 +239,8 @@ def synthesize(resolution: Resolution, options: GenerateOptions = GenerateOption
                     comment="Every pod of the namespace may ask the cluster DNS: some of them resolved names (UDP, and TCP for large answers).",
                 )
             )
-    if options.default_deny != "none":
-        types = {"both": ("Ingress", "Egress"), "ingress": ("Ingress",), "egress": ("Egress",)}[options.default_deny]
+    types = DENIES[options.default_deny]
+    if types:
         for ns in sorted(namespaces):
             policies.append(
                 NetworkPolicy(

@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from netpol_learn._text import counted
 from netpol_learn.flowlog import FlowLog
 from netpol_learn.inventory._model import Inventory, Pod
 from netpol_learn.policy import NetworkPolicy
@@ -119,17 +120,13 @@ def verify_text(r: VerifyResult) -> str:
         lines = [{0: "No observed connection could be evaluated.", 1: "The one observed connection is allowed.",
                   2: "Both observed connections are allowed."}.get(r.allowed, f"All {r.allowed} observed connections are allowed.")]
     else:
-        lines = [f"{_count(len(r.denied), 'observed connection')} would be denied ({r.allowed} allowed):"]
+        lines = [f"{counted(len(r.denied), 'observed connection')} would be denied ({r.allowed} allowed):"]
         for d in r.denied:
-            lines.append(f"  {d.client} -> {d.server} {d.protocol}/{d.port}: {_count(d.flows, 'flow')}, {_count(d.packets, 'packet')}; denied by {d.direction}: {d.why}")
+            lines.append(f"  {d.client} -> {d.server} {d.protocol}/{d.port}: {counted(d.flows, 'flow')}, {counted(d.packets, 'packet')}; denied by {d.direction}: {d.why}")
     if r.not_evaluated:
         lines.append(f"Not evaluated ({len(r.not_evaluated)}):")
         lines += [f"  {s}" for s in r.not_evaluated]
     return "\n".join(lines) + "\n"
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def verify_json(r: VerifyResult) -> dict:

@@ -19,6 +19,7 @@ merges like every other counter.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -84,9 +85,7 @@ def _capture_file(path: Path, dedup_window: float, warn, progress) -> FlowLog:
 def _with_warnings(stats, messages: list[str]) -> dict:
     """``stats`` with ``messages`` added to its ``warnings`` counter ({message: count})."""
     kept = messages[:MAX_RECORDED_WARNINGS]
-    counts: dict[str, int] = {}
-    for m in kept:
-        counts[m] = counts.get(m, 0) + 1
+    counts = dict(Counter(kept))
     if len(messages) > len(kept):
         # The file is named by the first warning's prefix (every message starts with the path).
         where = messages[0].split(": ", 1)[0]
@@ -127,5 +126,5 @@ def capture_files(
         raise CaptureError(f"nothing usable read from any of the {len(paths)} files")
     log = logs[0] if len(logs) == 1 else merge_logs(logs)  # one file's log is already in order
     if failed:
-        log = replace(log, stats=merge_stats(log.stats, {"warnings": {m: failed.count(m) for m in sorted(set(failed))}}))
+        log = replace(log, stats=merge_stats(log.stats, {"warnings": dict(Counter(failed))}))
     return log

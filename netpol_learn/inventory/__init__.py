@@ -20,6 +20,7 @@ from netpol_learn.inventory._model import (
     Service,
     ServicePort,
     Workload,
+    parse_cidr,
 )
 
 __all__ = sorted([
@@ -36,5 +37,6 @@ __all__ = sorted([
     "Workload",
     "fetch_inventory",
     "load_inventory",
+    "parse_cidr",
     "write_inventory",
 ])

@@ -40,6 +40,7 @@ from netpol_learn.inventory._model import (
     labels_of,
     labels_problem,
     requirement_problem,
+    parse_cidr,
 )
 from netpol_learn.inventory._workloads import InvalidSelector, build_workloads
 
@@ -362,9 +363,9 @@ def load_inventory(
     for option, given in (("pod range", pod_cidrs), ("Service range", service_cidrs)):
         for c in given:
             try:
-                ipaddress.ip_network(str(c).strip(), strict=False)
-            except ValueError:
-                raise InventoryError(f"{option} {str(c)!r} is not an address range such as 10.244.0.0/16") from None
+                parse_cidr(c)
+            except ValueError as exc:
+                raise InventoryError(f"{option} {exc}") from None
     snapshots: list[_Snapshot] = []
     notes: list[str] = []
     paths = [Path(p) for p in paths]

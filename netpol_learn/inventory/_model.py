@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -292,3 +294,12 @@ class Inventory:
     snapshots: tuple[int, ...] = ()  # snapshot times, ns
     notes: tuple[str, ...] = field(default=())  # what loading skipped or had to infer
     workload_of: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (ns, pod) -> workload ref
+
+
+def parse_cidr(value) -> str:
+    """An address range as its network (``10.244.0.0/16``; a bare address is its /32 or /128);
+    ValueError when ``value`` is not one."""
+    try:
+        return str(ipaddress.ip_network(str(value).strip(), strict=False))
+    except ValueError:
+        raise ValueError(f"{str(value)!r} is not an address range such as 10.244.0.0/16") from None
