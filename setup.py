@@ -1,6 +1,6 @@
 """Build hook for the optional C accelerator; all other metadata is in pyproject.toml.
 
-``netpol_learn.capture._fastscan`` (netpol_learn/capture/_fastscan.c) is the capture stage's
+``netpol_learn._capture._fastscan`` (netpol_learn/_capture/_fastscan.c) is the capture stage's
 per-packet hot path in C: the pcap record walk and the header decoder. It is optional: without a
 C compiler the build prints a warning, the package installs without it, and the Python/numpy code
 (the reference implementation it must match) is used instead.
@@ -42,8 +42,8 @@ class BuildExt(build_ext):
 setup(
     ext_modules=[
         Extension(
-            "netpol_learn.capture._fastscan",
-            sources=["netpol_learn/capture/_fastscan.c"],
+            "netpol_learn._capture._fastscan",
+            sources=["netpol_learn/_capture/_fastscan.c"],
             optional=True,
         )
     ],

@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import bench_resolve  # noqa: E402
 
-from netpol_learn.generate import generate  # noqa: E402
-from netpol_learn.inventory import load_inventory  # noqa: E402
-from netpol_learn.policy import PortSpec, Rule  # noqa: E402
-from netpol_learn.verify import diff, verify  # noqa: E402
+from netpol_learn._generate import generate  # noqa: E402
+from netpol_learn._inventory import load_inventory  # noqa: E402
+from netpol_learn._policy import PortSpec, Rule  # noqa: E402
+from netpol_learn._verify import diff, verify  # noqa: E402
 
 
 def main() -> None:

@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from netpol_learn.flowlog import Flow, FlowLog  # noqa: E402
-from netpol_learn.inventory import load_inventory  # noqa: E402
-from netpol_learn.resolve import resolve  # noqa: E402
+from netpol_learn._flowlog import Flow, FlowLog  # noqa: E402
+from netpol_learn._inventory import load_inventory  # noqa: E402
+from netpol_learn._resolve import resolve  # noqa: E402
 
 T0 = 1_750_000_000 * 1_000_000_000
 

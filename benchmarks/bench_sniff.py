@@ -91,7 +91,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def one_rate(ns: str, rate: float, seconds: float, workdir: Path) -> dict:
-    from netpol_learn.flowlog import read_flow_log
+    from netpol_learn._flowlog import read_flow_log
 
     out = workdir / f"flows-{int(rate)}.jsonl"
     out.unlink(missing_ok=True)

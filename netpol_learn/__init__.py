@@ -1,11 +1,11 @@
 """netpol-learn: learn Kubernetes NetworkPolicies from observed traffic.
 
-The public API; the CLI (``netpol_learn.cli``) is a thin layer over it.
+The public API; the CLI (``netpol_learn._cli``) is a thin layer over it.
 """
 
 from netpol_learn._errors import CaptureError, FlowLogError, NetpolLearnError
-from netpol_learn.capture import capture_file, capture_files
-from netpol_learn.flowlog import (
+from netpol_learn._capture import capture_file, capture_files
+from netpol_learn._flowlog import (
     DnsAnswer,
     DnsObservation,
     Flow,

@@ -1,3 +1,3 @@
-from netpol_learn.cli import main
+from netpol_learn._cli import main
 
 main(prog_name="netpol-learn")

@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from netpol_learn.capture import _accel
+from netpol_learn._capture import _accel
 
 CAPTURE_ENGINES = ["c", "python"] if _accel.ENGINE == "c" else ["python"]
 

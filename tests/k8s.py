@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from netpol_learn.flowlog import DnsAnswer, DnsObservation, Flow, FlowLog, Translation
+from netpol_learn._flowlog import DnsAnswer, DnsObservation, Flow, FlowLog, Translation
 
 BASE = datetime(2025, 6, 1, 10, 0, 0, tzinfo=timezone.utc)
 SNAPSHOT_ANNOTATION = "netpol-learn.io/snapshot-time"  # what `netpol-learn inventory` writes

@@ -26,11 +26,11 @@ from click.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pcapgen as g  # noqa: E402
 
-from netpol_learn import capture as capture_pkg  # noqa: E402
+from netpol_learn import _capture as capture_pkg  # noqa: E402
 from netpol_learn._errors import CaptureError  # noqa: E402
-from netpol_learn.capture import _accel, _files, capture_file, capture_files  # noqa: E402
-from netpol_learn.cli import main  # noqa: E402
-from netpol_learn.flowlog import merge_logs, read_flow_log, write_flow_log  # noqa: E402
+from netpol_learn._capture import _accel, _files, capture_file, capture_files  # noqa: E402
+from netpol_learn._cli import main  # noqa: E402
+from netpol_learn._flowlog import merge_logs, read_flow_log, write_flow_log  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("capture_engine")
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pcapgen as g  # noqa: E402
 from pcapgen import T0  # noqa: E402
 
-from netpol_learn.cli import main  # noqa: E402
+from netpol_learn._cli import main  # noqa: E402
 
 # Every test runs with the C accelerator and with the reference code (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("capture_engine")

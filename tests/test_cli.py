@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from netpol_learn.cli import main
+from netpol_learn._cli import main
 from terminal import run_on_terminal
 
 REAL = Path(__file__).parent.parent / "captures" / "real"

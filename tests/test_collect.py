@@ -26,10 +26,10 @@ import yaml
 from click.testing import CliRunner
 
 from fake_api import LocalApiServer, no_ambient_cluster, status  # noqa: F401  (an autouse fixture)
-from netpol_learn import cli
+from netpol_learn import _cli as cli
 from netpol_learn._errors import CollectError
-from netpol_learn.collect import SegmentReader, collect, parse_duration
-from netpol_learn.flowlog import DnsAnswer, DnsObservation, Flow, FlowLog, dumps_lines, merge_logs, read_flow_log
+from netpol_learn._collect import SegmentReader, collect, parse_duration
+from netpol_learn._flowlog import DnsAnswer, DnsObservation, Flow, FlowLog, dumps_lines, merge_logs, read_flow_log
 
 NS = "netpol-learn"
 SELECTOR = "app.kubernetes.io/name=netpol-learn-sniffer"

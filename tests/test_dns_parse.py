@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.layers.dns import DNS, DNSQR, DNSRR
 
-from netpol_learn.capture import _dns
+from netpol_learn._capture import _dns
 
 label = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=20)
 name = st.lists(label, min_size=1, max_size=4).map(".".join)

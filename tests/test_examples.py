@@ -17,7 +17,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from netpol_learn.cli import main
+from netpol_learn._cli import main
 from policy_judge import judge, validate_documents
 
 CAPTURES = Path(__file__).parent.parent / "captures"

@@ -33,10 +33,10 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pcapgen as g  # noqa: E402
 
-from netpol_learn.capture import _accel, _decode, _files  # noqa: E402
-from netpol_learn.capture._files import PAD  # noqa: E402
+from netpol_learn._capture import _accel, _decode, _files  # noqa: E402
+from netpol_learn._capture._files import PAD  # noqa: E402
 
-fastscan = pytest.importorskip("netpol_learn.capture._fastscan", reason="the C accelerator (_fastscan) was not built")
+fastscan = pytest.importorskip("netpol_learn._capture._fastscan", reason="the C accelerator (_fastscan) was not built")
 
 REAL = Path(__file__).parent.parent / "captures" / "real"
 REAL_CAPTURES = sorted(p for p in REAL.iterdir() if p.suffix in (".pcap", ".pcapng"))
@@ -572,7 +572,7 @@ def test_reader_same_under_both_engines(tmp_path, monkeypatch, chunk_packets, co
 
 
 def test_engine_chosen_by_the_environment():
-    code = "from netpol_learn.capture import _accel; print(_accel.ENGINE)"
+    code = "from netpol_learn._capture import _accel; print(_accel.ENGINE)"
     env = {k: v for k, v in os.environ.items() if k != _accel.ENV_PURE_PYTHON}
     assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip() == "c"
     for value, engine in (("1", "python"), ("0", "c")):

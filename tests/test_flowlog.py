@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import netpol_learn
-from netpol_learn.flowlog import (
+from netpol_learn._flowlog import (
     DIRECTION_METHODS,
     DnsAnswer,
     DnsObservation,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from netpol_learn._errors import FlowLogError
-from netpol_learn.flowlog import read_flow_log
+from netpol_learn._flowlog import read_flow_log
 
 ROOT = Path(__file__).resolve().parent.parent
 

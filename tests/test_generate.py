@@ -10,11 +10,11 @@ import yaml
 from click.testing import CliRunner
 
 import k8s
-from netpol_learn.cli import main
-from netpol_learn.generate import generate
-from netpol_learn.inventory import load_inventory
-from netpol_learn.render import MARKER, write_directory
-from netpol_learn.synthesize import GenerateOptions
+from netpol_learn._cli import main
+from netpol_learn._generate import generate
+from netpol_learn._inventory import load_inventory
+from netpol_learn._render import MARKER, write_directory
+from netpol_learn._synthesize import GenerateOptions
 
 
 def shop(tmp_path: Path):
@@ -79,7 +79,7 @@ def test_output_directory_is_ours_alone_unless_forced(tmp_path):
 
 def test_cli_generate_and_a_template_override(tmp_path):
     log, inv = shop(tmp_path)
-    from netpol_learn.flowlog import write_flow_log
+    from netpol_learn._flowlog import write_flow_log
 
     flows = tmp_path / "flows.jsonl"
     write_flow_log(log, flows)

@@ -30,7 +30,7 @@ import k8s  # noqa: E402
 from k8s import ns  # noqa: E402
 
 from netpol_learn._errors import InventoryError, NetpolLearnError  # noqa: E402
-from netpol_learn.inventory import PER_REPLICA_LABELS, LabelSelector, Requirement, load_inventory  # noqa: E402
+from netpol_learn._inventory import PER_REPLICA_LABELS, LabelSelector, Requirement, load_inventory  # noqa: E402
 
 KIND_INVENTORY = Path(__file__).resolve().parent.parent / "captures" / "kind" / "inventory.yaml"
 

@@ -33,9 +33,9 @@ from kubernetes.config import incluster_config
 
 from terminal import run_on_terminal
 from fake_api import LocalApiServer, no_ambient_cluster, status  # noqa: F401  (an autouse fixture)
-from netpol_learn import cli
+from netpol_learn import _cli as cli
 from netpol_learn._errors import InventoryError
-from netpol_learn.inventory import fetch_inventory, write_inventory
+from netpol_learn._inventory import fetch_inventory, write_inventory
 
 FIXED_TIME = datetime(2026, 2, 10, 11, 30, 0, 123456, tzinfo=timezone.utc)
 

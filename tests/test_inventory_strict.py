@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from netpol_learn._errors import InventoryError
-from netpol_learn.inventory import load_inventory
+from netpol_learn._inventory import load_inventory
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "captures" / "guestbook" / "inventory.yaml"

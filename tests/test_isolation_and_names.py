@@ -19,10 +19,10 @@ import yaml
 from click.testing import CliRunner
 
 import k8s
-from netpol_learn.cli import main
-from netpol_learn.flowlog import write_flow_log
-from netpol_learn.inventory import load_inventory
-from netpol_learn.synthesize import GenerateOptions
+from netpol_learn._cli import main
+from netpol_learn._flowlog import write_flow_log
+from netpol_learn._inventory import load_inventory
+from netpol_learn._synthesize import GenerateOptions
 from policy_judge import Connection, judge, validate_documents
 from test_synthesize import (API, DB0, DD, GITHUB, POD_RANGE, SERVICE_RANGE, SVC_DNS, UI, WORKER, X_DB, X_WEB, _deploy,
                              cluster_items, run)

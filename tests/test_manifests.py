@@ -18,9 +18,9 @@ from click.testing import CliRunner
 from policy_judge import validate_documents
 
 from netpol_learn import __version__
-from netpol_learn.cli import main
-from netpol_learn.manifests import DEFAULT_IMAGE, SNIFFER_SELECTOR, render_manifests
-from netpol_learn.render import MARKER, TEMPLATES
+from netpol_learn._cli import main
+from netpol_learn._manifests import DEFAULT_IMAGE, SNIFFER_SELECTOR, render_manifests
+from netpol_learn._render import MARKER, TEMPLATES
 
 KINDS = ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "DaemonSet"]
 READ = ("get", "list", "watch")

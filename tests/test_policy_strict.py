@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from netpol_learn._errors import PolicyError
-from netpol_learn.semantics import load_policies
+from netpol_learn._semantics import load_policies
 
 ROOT = Path(__file__).resolve().parent.parent
 GUESTBOOK = ROOT / "captures" / "guestbook"

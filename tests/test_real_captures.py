@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from netpol_learn.cli import main
+from netpol_learn._cli import main
 
 # Every test runs with the C accelerator and with the reference code (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("capture_engine")

@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import k8s  # noqa: E402
 from k8s import flow  # noqa: E402
 
-from netpol_learn.capture import capture_file  # noqa: E402
-from netpol_learn.inventory import load_inventory  # noqa: E402
-from netpol_learn.resolve import PEER_KINDS, resolve  # noqa: E402
+from netpol_learn._capture import capture_file  # noqa: E402
+from netpol_learn._inventory import load_inventory  # noqa: E402
+from netpol_learn._resolve import PEER_KINDS, resolve  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -474,8 +474,8 @@ def test_kind_capture_with_its_inventory():
 
 def test_bridge_gateway_is_the_node_and_its_probes_need_no_rule(tmp_path):
     """Bridge CNIs: the node reaches its own pods from the first address of its pod range."""
-    from netpol_learn.inventory import load_inventory
-    from netpol_learn.resolve import NODE, resolve
+    from netpol_learn._inventory import load_inventory
+    from netpol_learn._resolve import NODE, resolve
 
     items = [k8s.namespace("shop"), k8s.node("node-a", "172.18.0.2", "10.244.0.0/24"),
              k8s.pod("web-1", "shop", "10.244.0.20", labels={"app": "web"}, node="node-a")]

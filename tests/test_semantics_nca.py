@@ -76,7 +76,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import k8s  # noqa: E402
 from policy_judge import judge  # noqa: E402
 
-from netpol_learn.semantics import Endpoint, PolicyEngine, load_policies  # noqa: E402
+from netpol_learn._semantics import Endpoint, PolicyEngine, load_policies  # noqa: E402
 
 NAMESPACES = ("ns-a", "ns-b", "ns-c")
 NS_LABELS = {"env": ("prod", "dev"), "team": ("red", "blue")}

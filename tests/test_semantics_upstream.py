@@ -20,7 +20,7 @@ Like upstream (``ignoreLoopback``), a pod's connection to itself is left out of 
 (CNIs differ on it); `test_loopback_is_judged_like_any_pair` pins what our engine does.
 
 Where the Kubernetes documentation leaves a point to the implementation, the tables state our
-documented choice (netpol_learn/semantics.py): an ``ipBlock`` never matches a pod, even one whose
+documented choice (netpol_learn/_semantics.py): an ``ipBlock`` never matches a pod, even one whose
 IP it covers. The three upstream ipBlock cases build their CIDRs from pod IPs and expect a CNI that
 matches them; those tables here carry our choice, and the cells where upstream expects otherwise
 are listed in the test (`UPSTREAM_EXPECTS_IPBLOCK_TO_MATCH_PODS`). ipBlock semantics proper
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import pytest
 import yaml
 
-from netpol_learn.semantics import Endpoint, PolicyEngine, policy_from_dict
+from netpol_learn._semantics import Endpoint, PolicyEngine, policy_from_dict
 
 NAMESPACES = ("x", "y", "z")
 POD_NAMES = ("a", "b", "c")

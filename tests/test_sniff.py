@@ -44,13 +44,13 @@ import testbed  # noqa: E402
 from policy_judge import judge  # noqa: E402
 from testbed import Call, Port, Serve, ServicePort, TestBed  # noqa: E402
 
-from netpol_learn import sniff  # noqa: E402
+from netpol_learn import _sniff as sniff  # noqa: E402
 from netpol_learn._errors import SniffError  # noqa: E402
-from netpol_learn.capture._decode import decode  # noqa: E402
-from netpol_learn.capture._files import PAD  # noqa: E402
-from netpol_learn.cli import main  # noqa: E402
-from netpol_learn.flowlog import Flow, FlowLog, dumps_lines, merge_logs, read_flow_log  # noqa: E402
-from netpol_learn.podwatch import PodWatcher  # noqa: E402
+from netpol_learn._capture._decode import decode  # noqa: E402
+from netpol_learn._capture._files import PAD  # noqa: E402
+from netpol_learn._cli import main  # noqa: E402
+from netpol_learn._flowlog import Flow, FlowLog, dumps_lines, merge_logs, read_flow_log  # noqa: E402
+from netpol_learn._podwatch import PodWatcher  # noqa: E402
 
 NO_BED = testbed.can_run()
 needs_bed = pytest.mark.skipif(NO_BED is not None, reason=f"test bed unavailable: {NO_BED}")
@@ -242,7 +242,7 @@ def test_batches_hold_back_the_last_moments_and_hand_packets_over_in_time_order(
 def test_a_segment_names_the_pods_of_its_flows_when_the_api_is_watched():
     from scapy.layers.inet import IP, TCP
 
-    from netpol_learn.capture._aggregate import Aggregator
+    from netpol_learn._capture._aggregate import Aggregator
 
     t = 1_700_000_000_000_000_000
     watcher = PodWatcher("http://127.0.0.1:1", warn=pytest.fail, clock=lambda: t - 10**9)

@@ -19,11 +19,11 @@ import yaml
 from click.testing import CliRunner
 
 import k8s
-from netpol_learn.cli import main
-from netpol_learn.flowlog import write_flow_log
-from netpol_learn.generate import generate
-from netpol_learn.inventory import load_inventory
-from netpol_learn.synthesize import GenerateOptions, synthesize
+from netpol_learn._cli import main
+from netpol_learn._flowlog import write_flow_log
+from netpol_learn._generate import generate
+from netpol_learn._inventory import load_inventory
+from netpol_learn._synthesize import GenerateOptions, synthesize
 
 ROOT = Path(__file__).parent.parent
 REAL = ROOT / "captures" / "real"

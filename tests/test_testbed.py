@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import testbed  # noqa: E402
 from testbed import Call, Port, Serve, ServicePort, TestBed  # noqa: E402
 
-from netpol_learn.inventory import load_inventory  # noqa: E402
+from netpol_learn._inventory import load_inventory  # noqa: E402
 
 pytestmark = pytest.mark.skipif(testbed.can_run() is not None, reason=f"test bed unavailable: {testbed.can_run()}")
 

@@ -25,9 +25,9 @@ import yaml
 from click.testing import CliRunner
 
 import k8s
-from netpol_learn.cli import main
-from netpol_learn.flowlog import write_flow_log
-from netpol_learn.semantics import load_policies
+from netpol_learn._cli import main
+from netpol_learn._flowlog import write_flow_log
+from netpol_learn._semantics import load_policies
 
 API, DB, UI = "shop/Deployment/api", "shop/StatefulSet/db", "web/Deployment/ui"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from netpol_learn.cli import main
+from netpol_learn._cli import main
 from test_verify_diff import API, DB, DB_INGRESS, drop_api_external_egress, edit, named, run, setup, write_policy  # noqa: F401 (setup: a fixture)
 
 ROOT = Path(__file__).parent.parent
@@ -20,8 +20,8 @@ GUESTBOOK = ROOT / "captures" / "guestbook"
 def test_the_progress_bar_counts_a_path_given_twice_twice_and_never_goes_back(monkeypatch):
     import rich.progress
 
-    from netpol_learn import cli
-    from netpol_learn.capture import capture_files
+    from netpol_learn import _cli as cli
+    from netpol_learn._capture import capture_files
 
     shown: list[tuple[float, float]] = []
     real_update = rich.progress.Progress.update
@@ -58,10 +58,10 @@ def test_counts_and_plurals(tmp_path):
 
 
 def test_one_workload_policy_is_singular(tmp_path):
-    from netpol_learn.verify import VerifyResult, verify_text
+    from netpol_learn._verify import VerifyResult, verify_text
 
     import k8s
-    from netpol_learn.flowlog import write_flow_log
+    from netpol_learn._flowlog import write_flow_log
 
     items = [k8s.namespace("shop"), k8s.node("node-a", "172.18.0.2", "10.244.0.0/24"),
              k8s.pod("a", "shop", "10.244.0.10", labels={"app": "a"}), k8s.pod("b", "shop", "10.244.0.20", labels={"app": "b"}, ports=[("http", 8080, "TCP")])]

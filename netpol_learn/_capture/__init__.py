@@ -25,10 +25,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from netpol_learn._errors import CaptureError
-from netpol_learn.capture._aggregate import Aggregator
-from netpol_learn.capture._accel import decode
-from netpol_learn.capture._files import check_capture_file, read_chunks
-from netpol_learn.flowlog import FlowLog, merge_logs, merge_stats
+from netpol_learn._capture._aggregate import Aggregator
+from netpol_learn._capture._accel import decode
+from netpol_learn._capture._files import check_capture_file, read_chunks
+from netpol_learn._flowlog import FlowLog, merge_logs, merge_stats
 
 DEFAULT_DEDUP_WINDOW = 0.1  # seconds
 #: Warnings kept in one file's stats; more are counted in one closing entry (all are reported).

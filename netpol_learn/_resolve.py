@@ -20,8 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from netpol_learn.flowlog import Flow, FlowLog
-from netpol_learn.inventory._model import Inventory, Pod, Service, Workload
+from netpol_learn._flowlog import Flow, FlowLog
+from netpol_learn._inventory._model import Inventory, Pod, Service, Workload
 
 POD, NODE, SERVICE_ENDPOINT, NODE_LOCAL_DNS, EXTERNAL, UNRESOLVED = (
     "pod", "node", "service-endpoint", "node-local-dns", "external", "unresolved",
@@ -295,7 +295,7 @@ def _canon(address: str) -> str:
 
 
 def _span(pod: Pod) -> str:
-    from netpol_learn.flowlog import format_time
+    from netpol_learn._flowlog import format_time
 
     start = format_time(pod.start) if pod.start else "?"
     end = format_time(pod.end) if pod.end else "now"
@@ -378,7 +378,7 @@ def peer_to_json(p: Peer) -> dict:
 
 
 def resolution_to_json(res: Resolution) -> dict:
-    from netpol_learn.flowlog import format_time
+    from netpol_learn._flowlog import format_time
 
     r = res.report
     return {

@@ -65,16 +65,16 @@ import numpy as np
 
 from netpol_learn._errors import OutputError, SniffError
 from netpol_learn._output import open_append
-from netpol_learn.capture import DEFAULT_DEDUP_WINDOW
-from netpol_learn.capture import _decode as d
-from netpol_learn.capture._aggregate import Aggregator
-from netpol_learn.capture._files import PAD
-from netpol_learn.flowlog import FORMAT, FlowLog, dumps_lines
+from netpol_learn._capture import DEFAULT_DEDUP_WINDOW
+from netpol_learn._capture import _decode as d
+from netpol_learn._capture._aggregate import Aggregator
+from netpol_learn._capture._files import PAD
+from netpol_learn._flowlog import FORMAT, FlowLog, dumps_lines
 
 try:  # the C accelerator's dispatcher, when the capture stage has it
-    from netpol_learn.capture._accel import decode
+    from netpol_learn._capture._accel import decode
 except ImportError:  # pragma: no cover
-    from netpol_learn.capture._decode import decode
+    from netpol_learn._capture._decode import decode
 
 __all__ = ["DEFAULT_INTERFACES", "FILTER", "Sniffer", "SegmentWriter", "compile_program", "discover"]
 

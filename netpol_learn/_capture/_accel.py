@@ -22,14 +22,14 @@ from itertools import repeat
 
 import numpy as np
 
-from netpol_learn.capture import _decode
+from netpol_learn._capture import _decode
 
 ENV_PURE_PYTHON = "NETPOL_LEARN_PURE_PYTHON"
 
 _fastscan = None
 if os.environ.get(ENV_PURE_PYTHON, "") in ("", "0"):
     try:
-        from netpol_learn.capture import _fastscan  # type: ignore[attr-defined,no-redef]
+        from netpol_learn._capture import _fastscan  # type: ignore[attr-defined,no-redef]
     except ImportError:  # not built (no compiler at install time): the reference code is used
         _fastscan = None
 

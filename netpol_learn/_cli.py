@@ -16,11 +16,11 @@ from pathlib import Path
 import click
 
 from netpol_learn._errors import NetpolLearnError, SniffError
-from netpol_learn.capture import DEFAULT_DEDUP_WINDOW, capture_files
+from netpol_learn._capture import DEFAULT_DEDUP_WINDOW, capture_files
 from netpol_learn._output import write_text
 from netpol_learn._text import counted
-from netpol_learn.flowlog import FlowLog, merge_logs, read_flow_log, write_flow_log
-from netpol_learn.manifests import DEFAULT_IMAGE, DEFAULT_NAMESPACE, SNIFFER_SELECTOR
+from netpol_learn._flowlog import FlowLog, merge_logs, read_flow_log, write_flow_log
+from netpol_learn._manifests import DEFAULT_IMAGE, DEFAULT_NAMESPACE, SNIFFER_SELECTOR
 
 
 class _Group(click.Group):
@@ -112,7 +112,7 @@ class _Cidr(click.ParamType):
     name = "CIDR"
 
     def convert(self, value, param, ctx):
-        from netpol_learn.inventory import parse_cidr
+        from netpol_learn._inventory import parse_cidr
 
         try:
             return parse_cidr(value)
@@ -127,7 +127,7 @@ def _address_options(f):
 
 
 def _load_inventory(inventories, pod_cidr=(), service_cidr=()):
-    from netpol_learn.inventory import load_inventory
+    from netpol_learn._inventory import load_inventory
 
     return load_inventory(inventories, pod_cidrs=pod_cidr, service_cidrs=service_cidr, warn=_warn)
 
@@ -223,7 +223,7 @@ def inventory(kubeconfig: Path | None, context: str | None, page_size: int, outp
       netpol-learn inventory -o inventory.yaml
       netpol-learn inventory --kubeconfig ~/.kube/prod --context admin@prod -o prod.yaml
     """
-    from netpol_learn.inventory import fetch_inventory, write_inventory
+    from netpol_learn._inventory import fetch_inventory, write_inventory
 
     started = _now()  # pods listed held their addresses at least until then
     with _listing_progress() as report:
@@ -252,8 +252,8 @@ def resolve(flow_logs, inventories, pod_cidr, service_cidr, fmt: str, output: st
       netpol-learn resolve --flows flows.jsonl --inventory inventory.yaml
       netpol-learn resolve --flows a.jsonl --flows b.jsonl --inventory snap.yaml --format json -o resolved.json
     """
-    from netpol_learn.resolve import resolution_to_json, report_text
-    from netpol_learn.resolve import resolve as resolve_flows
+    from netpol_learn._resolve import resolution_to_json, report_text
+    from netpol_learn._resolve import resolve as resolve_flows
 
     log = merge_logs(read_flow_log(p) for p in flow_logs)
     inv = _load_inventory(inventories, pod_cidr, service_cidr)
@@ -293,7 +293,7 @@ def _generate_options(f):
 
 
 def _generate_options_of(kw: dict):
-    from netpol_learn.synthesize import GenerateOptions
+    from netpol_learn._synthesize import GenerateOptions
 
     return GenerateOptions(
         default_deny=kw["default_deny"],
@@ -309,8 +309,8 @@ def _generate_options_of(kw: dict):
 
 
 def _write_policies(log: FlowLog, kw: dict) -> None:
-    from netpol_learn.generate import generate
-    from netpol_learn.render import write_directory
+    from netpol_learn._generate import generate
+    from netpol_learn._render import write_directory
 
     try:
         options = _generate_options_of(kw)
@@ -397,7 +397,7 @@ def sniff(interfaces, interval: float, max_connections: int, output: str, node: 
     import os
     import socket
 
-    from netpol_learn.sniff import Options, Sniffer, run_until_signalled
+    from netpol_learn._sniff import Options, Sniffer, run_until_signalled
 
     def info(message: str) -> None:
         click.echo(f"sniff: {message}", err=True)
@@ -409,7 +409,7 @@ def sniff(interfaces, interval: float, max_connections: int, output: str, node: 
     )
     pods = None
     if watch_pods is not False:
-        from netpol_learn.podwatch import PodWatcher
+        from netpol_learn._podwatch import PodWatcher
 
         pods = PodWatcher.in_cluster(warn=_warn, info=info)
         if pods is None and watch_pods:
@@ -451,9 +451,9 @@ def verify(policy_paths, inventories, flow_logs, pod_cidr, service_cidr, fmt: st
     Example:
       netpol-learn verify --policies policies/ --inventory inventory.yaml --flows flows.jsonl
     """
-    from netpol_learn.semantics import load_policies
-    from netpol_learn.verify import verify as verify_flows
-    from netpol_learn.verify import verify_json, verify_text
+    from netpol_learn._semantics import load_policies
+    from netpol_learn._verify import verify as verify_flows
+    from netpol_learn._verify import verify_json, verify_text
 
     notes: list[str] = []
     policies = load_policies(policy_paths, notes)
@@ -490,9 +490,9 @@ def diff(base: Path, new: Path, inventories, flow_logs, pod_cidr, service_cidr, 
     Example:
       netpol-learn diff policies/ new-policies/ --inventory inventory.yaml --format markdown >> "$GITHUB_STEP_SUMMARY"
     """
-    from netpol_learn.semantics import load_policies
-    from netpol_learn.verify import diff as diff_policies
-    from netpol_learn.verify import diff_json, diff_text
+    from netpol_learn._semantics import load_policies
+    from netpol_learn._verify import diff as diff_policies
+    from netpol_learn._verify import diff_json, diff_text
 
     inv = _load_inventory(inventories, pod_cidr, service_cidr)
     log = merge_logs(read_flow_log(p) for p in flow_logs) if flow_logs else None
@@ -528,7 +528,7 @@ def manifests(namespace: str, image: str, template_dir: Path | None, output: str
       docker build -t registry.example/netpol-learn:0.1.0 . && docker push registry.example/netpol-learn:0.1.0
       netpol-learn manifests --image registry.example/netpol-learn:0.1.0 | kubectl apply -f -
     """
-    from netpol_learn.manifests import document_kinds, render_manifests
+    from netpol_learn._manifests import document_kinds, render_manifests
 
     text = render_manifests(namespace, image, template_dir)
     write_text(output, text)
@@ -542,7 +542,7 @@ class _Duration(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, int):
             return value
-        from netpol_learn.collect import parse_duration
+        from netpol_learn._collect import parse_duration
 
         try:
             return parse_duration(value)
@@ -570,7 +570,7 @@ def collect(namespace: str, selector: str, kubeconfig: Path | None, context: str
       netpol-learn collect -o flows.jsonl
       netpol-learn collect --context admin@prod --since 1h -o last-hour.jsonl
     """
-    from netpol_learn.collect import collect as collect_logs
+    from netpol_learn._collect import collect as collect_logs
 
     got = collect_logs(namespace, selector, kubeconfig, context, since_seconds, warn=_warn)
     write_flow_log(got.log, output)

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from urllib.parse import urlencode, urlsplit
 
-from netpol_learn.flowlog import Flow
+from netpol_learn._flowlog import Flow
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 #: The watch sees a pod's address a little after the pod can use it: a flow this many

@@ -16,11 +16,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from netpol_learn._text import counted
-from netpol_learn.flowlog import FlowLog
-from netpol_learn.inventory._model import Inventory, Pod
-from netpol_learn.policy import NetworkPolicy
-from netpol_learn.resolve import EXTERNAL, NODE, NODE_LOCAL_DNS, POD, SERVICE_ENDPOINT, Peer, resolve
-from netpol_learn.semantics import Endpoint, PolicyEngine
+from netpol_learn._flowlog import FlowLog
+from netpol_learn._inventory._model import Inventory, Pod
+from netpol_learn._policy import NetworkPolicy
+from netpol_learn._resolve import EXTERNAL, NODE, NODE_LOCAL_DNS, POD, SERVICE_ENDPOINT, Peer, resolve
+from netpol_learn._semantics import Endpoint, PolicyEngine
 
 EXPRESSIBLE = ("TCP", "UDP", "SCTP")
 

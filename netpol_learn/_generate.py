@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from netpol_learn._text import counted
-from netpol_learn.flowlog import FlowLog
-from netpol_learn.inventory._model import Inventory
-from netpol_learn.render import MARKER, render_files
-from netpol_learn.resolve import Resolution, report_text, resolve
-from netpol_learn.synthesize import GenerateOptions, PolicySet, synthesize
+from netpol_learn._flowlog import FlowLog
+from netpol_learn._inventory._model import Inventory
+from netpol_learn._render import MARKER, render_files
+from netpol_learn._resolve import Resolution, report_text, resolve
+from netpol_learn._synthesize import GenerateOptions, PolicySet, synthesize
 
 
 @dataclass(frozen=True)

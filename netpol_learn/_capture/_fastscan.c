@@ -1,8 +1,8 @@
 /*
  * _fastscan: the capture stage's per-packet hot path in C.
  *
- * Why this exists: walking pcap record headers (netpol_learn/capture/_files.py) and decoding the
- * headers of every packet (netpol_learn/capture/_decode.py) are the two loops that run once per
+ * Why this exists: walking pcap record headers (netpol_learn/_capture/_files.py) and decoding the
+ * headers of every packet (netpol_learn/_capture/_decode.py) are the two loops that run once per
  * packet. In Python/numpy they cost about 0.3 s each per million packets, a third of what
  * `netpol-learn capture` may spend in all to read a million packets a second in one process; here
  * they cost a few hundredths of a second together.
@@ -748,7 +748,7 @@ static PyModuleDef_Slot slots[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "netpol_learn.capture._fastscan",
+    .m_name = "netpol_learn._capture._fastscan",
     .m_doc = "The capture stage's per-packet hot path in C (pcap record walk, header decode); "
              "the Python/numpy code is the reference it must match.",
     .m_size = 0,

@@ -42,7 +42,7 @@ def render_manifests(namespace: str = DEFAULT_NAMESPACE, image: str = DEFAULT_IM
         raise ManifestError(f"image {image!r}: not an image reference (such as registry.example/netpol-learn:0.1.0)")
     import yaml
 
-    from netpol_learn.render import MARKER, _render, environment
+    from netpol_learn._render import MARKER, _render, environment
 
     text = _render(environment(template_dir), TEMPLATE, namespace=namespace, image=image,
                    cluster_role=cluster_role_name(namespace), version=__version__)

@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from netpol_learn._errors import InventoryError
-from netpol_learn.inventory._model import (
+from netpol_learn._inventory._model import (
     OPERATORS,
     ContainerPort,
     EndpointAddress,
@@ -42,7 +42,7 @@ from netpol_learn.inventory._model import (
     requirement_problem,
     parse_cidr,
 )
-from netpol_learn.inventory._workloads import InvalidSelector, build_workloads
+from netpol_learn._inventory._workloads import InvalidSelector, build_workloads
 
 KINDS = (
     "Namespace", "Node", "Pod", "Service", "EndpointSlice", "Endpoints",

@@ -6,9 +6,9 @@
 
 from __future__ import annotations
 
-from netpol_learn.inventory._live import fetch_inventory, write_inventory
-from netpol_learn.inventory._load import load_inventory
-from netpol_learn.inventory._model import (
+from netpol_learn._inventory._live import fetch_inventory, write_inventory
+from netpol_learn._inventory._load import load_inventory
+from netpol_learn._inventory._model import (
     PER_REPLICA_LABELS,
     ContainerPort,
     EndpointSlice,

@@ -26,8 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from netpol_learn._errors import CollectError
-from netpol_learn.flowlog import FORMAT, VERSION, FlowLog, _dns_from_json, _flow_from_json, merge_logs, merge_stats
-from netpol_learn.inventory._live import (
+from netpol_learn._flowlog import FORMAT, VERSION, FlowLog, _dns_from_json, _flow_from_json, merge_logs, merge_stats
+from netpol_learn._inventory._live import (
     REQUEST_TIMEOUT,
     _NotAList,
     _list_pages,
@@ -36,7 +36,7 @@ from netpol_learn.inventory._live import (
     _transport_reason,
     client_configuration,
 )
-from netpol_learn.manifests import DEFAULT_NAMESPACE, SNIFFER_SELECTOR
+from netpol_learn._manifests import DEFAULT_NAMESPACE, SNIFFER_SELECTOR
 
 __all__ = ["DEFAULT_NAMESPACE", "SNIFFER_SELECTOR", "Collected", "SegmentReader", "collect", "parse_duration"]
 

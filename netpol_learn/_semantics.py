@@ -33,8 +33,8 @@ from pathlib import Path
 import yaml
 
 from netpol_learn._errors import PolicyError
-from netpol_learn.inventory._model import LabelSelector, labels_problem
-from netpol_learn.policy import IpBlock, NetworkPolicy, PolicyPeer, PortSpec, Rule
+from netpol_learn._inventory._model import LabelSelector, labels_problem
+from netpol_learn._policy import IpBlock, NetworkPolicy, PolicyPeer, PortSpec, Rule
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 

@@ -20,7 +20,7 @@ import re
 from collections import defaultdict
 from collections.abc import Mapping
 
-from netpol_learn.inventory._model import PER_REPLICA_LABELS, LabelSelector, Pod, Workload
+from netpol_learn._inventory._model import PER_REPLICA_LABELS, LabelSelector, Pod, Workload
 
 _CRONJOB_RUN = re.compile(r"^(.+)-\d{8,}$")
 

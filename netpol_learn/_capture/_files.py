@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from netpol_learn._errors import CaptureError
-from netpol_learn.capture import _accel
+from netpol_learn._capture import _accel
 
 #: Packets per chunk: enough to make numpy's per-call overhead small, few enough that the
 #: per-packet arrays of one chunk stay at a few MB.

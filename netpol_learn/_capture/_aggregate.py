@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from netpol_learn.capture import _decode as d
-from netpol_learn.capture import _dns
-from netpol_learn.flowlog import (
+from netpol_learn._capture import _decode as d
+from netpol_learn._capture import _dns
+from netpol_learn._flowlog import (
     DIRECTION_METHODS,
     HEURISTIC_METHODS,
     MAX_CLIENT_PORTS,

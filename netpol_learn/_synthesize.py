@@ -17,10 +17,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from netpol_learn.flowlog import format_time
-from netpol_learn.inventory._model import LabelSelector, Workload
-from netpol_learn.policy import MANAGED_BY, IpBlock, NetworkPolicy, PolicyPeer, PortSpec, Rule
-from netpol_learn.resolve import EXTERNAL, NODE, NODE_LOCAL_DNS, POD, SERVICE_ENDPOINT, UNRESOLVED, Connection, Peer, Resolution
+from netpol_learn._flowlog import format_time
+from netpol_learn._inventory._model import LabelSelector, Workload
+from netpol_learn._policy import MANAGED_BY, IpBlock, NetworkPolicy, PolicyPeer, PortSpec, Rule
+from netpol_learn._resolve import EXTERNAL, NODE, NODE_LOCAL_DNS, POD, SERVICE_ENDPOINT, UNRESOLVED, Connection, Peer, Resolution
 
 EXPRESSIBLE = ("TCP", "UDP", "SCTP")
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"
