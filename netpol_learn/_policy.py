@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from netpol_learn._inventory._model import LabelSelector
+from netpol_learn._inventory import LabelSelector
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "netpol-learn"}
 

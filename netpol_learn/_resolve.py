@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from netpol_learn._flowlog import Flow, FlowLog
-from netpol_learn._inventory._model import Inventory, Pod, Service, Workload
+from netpol_learn._inventory import PROTOCOLS, Inventory, Pod, Service, Workload
 
 POD, NODE, SERVICE_ENDPOINT, NODE_LOCAL_DNS, EXTERNAL, UNRESOLVED = (
     "pod", "node", "service-endpoint", "node-local-dns", "external", "unresolved",
@@ -312,7 +312,7 @@ def resolve(log: FlowLog, inventory: Inventory) -> Resolution:
     not_expressible = 0
     for flow in log.flows:
         client = r.peer(flow.src, flow.first_seen, flow.last_seen)
-        if flow.proto not in ("TCP", "UDP", "SCTP"):
+        if flow.proto not in PROTOCOLS:
             not_expressible += 1
         servers = r.servers(flow)
         for kind in {f"{client.kind} -> {server.kind}" for server, _, _, _ in servers}:

@@ -33,10 +33,9 @@ from pathlib import Path
 import yaml
 
 from netpol_learn._errors import PolicyError
-from netpol_learn._inventory._model import LabelSelector, labels_problem
+from netpol_learn._inventory import PROTOCOLS, LabelSelector, labels_problem
 from netpol_learn._policy import IpBlock, NetworkPolicy, PolicyPeer, PortSpec, Rule
 
-PROTOCOLS = ("TCP", "UDP", "SCTP")
 
 
 # --- reading -------------------------------------------------------------------------------

@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from netpol_learn._flowlog import format_time
-from netpol_learn._inventory._model import LabelSelector, Workload
+from netpol_learn._inventory import PROTOCOLS, LabelSelector, Workload
 from netpol_learn._policy import MANAGED_BY, IpBlock, NetworkPolicy, PolicyPeer, PortSpec, Rule
 from netpol_learn._resolve import EXTERNAL, NODE, NODE_LOCAL_DNS, POD, SERVICE_ENDPOINT, UNRESOLVED, Connection, Peer, Resolution
 
-EXPRESSIBLE = ("TCP", "UDP", "SCTP")
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 #: When --open-ingress-above is off, a port reached from more outside addresses than this is reported.
 OPEN_INGRESS_HINT = 10
@@ -146,7 +145,7 @@ def synthesize(resolution: Resolution, options: GenerateOptions = GenerateOption
         return t
 
     for c in resolution.connections:
-        if c.protocol not in EXPRESSIBLE:
+        if c.protocol not in PROTOCOLS:
             skipped.add(f"{_describe(c.client)} -> {_describe(c.server)} {c.protocol}: NetworkPolicy cannot express {c.protocol}")
             continue
         if c.same_node:

@@ -17,12 +17,11 @@ from dataclasses import dataclass
 
 from netpol_learn._text import counted
 from netpol_learn._flowlog import FlowLog
-from netpol_learn._inventory._model import Inventory, Pod
+from netpol_learn._inventory import PROTOCOLS, Inventory, Pod
 from netpol_learn._policy import NetworkPolicy
 from netpol_learn._resolve import EXTERNAL, NODE, NODE_LOCAL_DNS, POD, SERVICE_ENDPOINT, Peer, resolve
 from netpol_learn._semantics import Endpoint, PolicyEngine
 
-EXPRESSIBLE = ("TCP", "UDP", "SCTP")
 
 
 def engine_for(policies: Iterable[NetworkPolicy], inventory: Inventory) -> PolicyEngine:
@@ -93,7 +92,7 @@ def verify(log: FlowLog, inventory: Inventory, policies: Iterable[NetworkPolicy]
     skipped: set[str] = set()
     for c in resolve(log, inventory).connections:
         what = f"{_label(c.client)} -> {_label(c.server)} {c.protocol}/{c.port}"
-        if c.protocol not in EXPRESSIBLE or c.port is None:
+        if c.protocol not in PROTOCOLS or c.port is None:
             skipped.add(f"{what}: NetworkPolicy cannot express {c.protocol}")
             continue
         src, dst = endpoints.of(c.client), endpoints.of(c.server)
@@ -165,7 +164,7 @@ def _ports(policy_sets: Iterable[Iterable[NetworkPolicy]], inventory: Inventory,
     after its last) stands for the ports up to the next; the pods' own ports serve named ports,
     and the lowest and highest ports stand for rules that name no port at all."""
     ports = set(extra)
-    for proto in ("TCP", "UDP", "SCTP"):
+    for proto in PROTOCOLS:
         ports |= {(proto, 1), (proto, 65535)}
     for policies in policy_sets:
         for p in policies:
@@ -234,7 +233,7 @@ def diff(base: list[NetworkPolicy], new: list[NetworkPolicy], inventory: Invento
             return _label(peer) if peer.kind == POD else peer.address
 
         for c in resolve(log, inventory).connections:
-            if c.protocol in EXPRESSIBLE and c.port is not None:
+            if c.protocol in PROTOCOLS and c.port is not None:
                 observed.add((end(c.client), end(c.server), c.protocol, c.port))
                 extra_ports.add((c.protocol, c.port))
                 for peer in (c.client, c.server):

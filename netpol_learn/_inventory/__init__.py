@@ -10,6 +10,8 @@ from netpol_learn._inventory._live import fetch_inventory, write_inventory
 from netpol_learn._inventory._load import load_inventory
 from netpol_learn._inventory._model import (
     PER_REPLICA_LABELS,
+    PROTOCOLS,
+    SNAPSHOT_ANNOTATION,
     ContainerPort,
     EndpointSlice,
     Inventory,
@@ -20,11 +22,14 @@ from netpol_learn._inventory._model import (
     Service,
     ServicePort,
     Workload,
+    labels_problem,
     parse_cidr,
 )
 
 __all__ = sorted([
     "PER_REPLICA_LABELS",
+    "PROTOCOLS",
+    "SNAPSHOT_ANNOTATION",
     "ContainerPort",
     "EndpointSlice",
     "Inventory",
@@ -36,6 +41,7 @@ __all__ = sorted([
     "ServicePort",
     "Workload",
     "fetch_inventory",
+    "labels_problem",
     "load_inventory",
     "parse_cidr",
     "write_inventory",

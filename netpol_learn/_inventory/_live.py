@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, NamedTuple
 import yaml
 
 from netpol_learn._errors import InventoryError
+from netpol_learn._inventory._model import SNAPSHOT_ANNOTATION
 from netpol_learn._output import write_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from kubernetes.client import ApiClient, ApiException, Configuration
 
-SNAPSHOT_TIME_ANNOTATION = "netpol-learn.io/snapshot-time"
 DEFAULT_PAGE_SIZE = 500
 # (connect, read) seconds per request; the client waits forever by default.
 REQUEST_TIMEOUT = (10, 120)
@@ -325,7 +325,7 @@ def inventory_list(items: list[dict], snapshot_time: datetime) -> dict:
         "apiVersion": "v1",
         "kind": "List",
         "metadata": {
-            "annotations": {SNAPSHOT_TIME_ANNOTATION: format_snapshot_time(snapshot_time)},
+            "annotations": {SNAPSHOT_ANNOTATION: format_snapshot_time(snapshot_time)},
             "resourceVersion": "",
         },
         "items": items,

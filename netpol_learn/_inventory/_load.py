@@ -25,6 +25,8 @@ import yaml
 from netpol_learn._errors import InventoryError
 from netpol_learn._inventory._model import (
     OPERATORS,
+    PROTOCOLS,
+    SNAPSHOT_ANNOTATION,
     ContainerPort,
     EndpointAddress,
     EndpointPort,
@@ -39,6 +41,7 @@ from netpol_learn._inventory._model import (
     join_path,
     labels_of,
     labels_problem,
+    controller_of,
     requirement_problem,
     parse_cidr,
 )
@@ -48,7 +51,6 @@ KINDS = (
     "Namespace", "Node", "Pod", "Service", "EndpointSlice", "Endpoints",
     "ReplicaSet", "Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob",
 )
-SNAPSHOT_ANNOTATION = "netpol-learn.io/snapshot-time"
 _FLAG = re.compile(r"--(service-cluster-ip-range|cluster-cidr)=(\S+)")
 
 try:  # libyaml is some ten times faster on large snapshots
@@ -185,7 +187,7 @@ def _port_or_name(v) -> str | None:
 
 
 def _protocol(v) -> str | None:
-    return None if v in ("TCP", "UDP", "SCTP") else f"{v!r} is not TCP, UDP or SCTP"
+    return None if v in PROTOCOLS else f"{v!r} is not TCP, UDP or SCTP"
 
 
 def _ip(v) -> str | None:
@@ -494,11 +496,7 @@ def _pod(o: dict) -> Pod | None:
     ips = tuple(str(p["ip"]) for p in status.get("podIPs") or () if isinstance(p, Mapping) and p.get("ip"))
     if not ips and status.get("podIP"):
         ips = (str(status["podIP"]),)
-    owner = None
-    refs = [r for r in meta.get("ownerReferences") or () if isinstance(r, Mapping)]
-    ctl = [r for r in refs if r.get("controller")] or refs
-    if ctl:
-        owner = (str(ctl[0].get("kind")), str(ctl[0].get("name")))
+    owner = controller_of(o)
     ports = []
     containers = list(spec.get("containers") or ()) + [c for c in spec.get("initContainers") or () if c.get("restartPolicy") == "Always"]
     for c in containers:

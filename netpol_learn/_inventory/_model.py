@@ -25,6 +25,21 @@ PER_REPLICA_LABELS = frozenset(
 
 Labels = tuple[tuple[str, str], ...]
 
+#: The protocols a NetworkPolicy port (and a container or Service port) can name.
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+
+#: When ``netpol-learn inventory`` started listing: the pods in the file held their addresses
+#: at least until then (on the List's metadata).
+SNAPSHOT_ANNOTATION = "netpol-learn.io/snapshot-time"
+
+
+def controller_of(obj: Mapping | None) -> tuple[str, str] | None:
+    """(kind, name) of the object's controller: the owner reference marked ``controller``, else
+    the first one; None without owner references."""
+    refs = [r for r in ((obj or {}).get("metadata") or {}).get("ownerReferences") or () if isinstance(r, Mapping)]
+    ctl = [r for r in refs if r.get("controller")] or refs
+    return (str(ctl[0].get("kind")), str(ctl[0].get("name"))) if ctl else None
+
 
 def labels_of(mapping: Mapping | None) -> Labels:
     return tuple(sorted((str(k), str(v)) for k, v in (mapping or {}).items()))

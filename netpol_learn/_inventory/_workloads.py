@@ -20,15 +20,9 @@ import re
 from collections import defaultdict
 from collections.abc import Mapping
 
-from netpol_learn._inventory._model import PER_REPLICA_LABELS, LabelSelector, Pod, Workload
+from netpol_learn._inventory._model import PER_REPLICA_LABELS, LabelSelector, Pod, Workload, controller_of
 
 _CRONJOB_RUN = re.compile(r"^(.+)-\d{8,}$")
-
-
-def _controller(obj: Mapping | None) -> tuple[str, str] | None:
-    refs = [r for r in ((obj or {}).get("metadata") or {}).get("ownerReferences") or () if isinstance(r, Mapping)]
-    ctl = [r for r in refs if r.get("controller")] or refs
-    return (str(ctl[0].get("kind")), str(ctl[0].get("name"))) if ctl else None
 
 
 class InvalidSelector(ValueError):
@@ -55,7 +49,7 @@ def _owner_of(pod: Pod, owners: Mapping[tuple[str, str, str], dict]) -> tuple[st
     if kind == "ReplicaSet":
         rs = owners.get(("ReplicaSet", ns, name))
         if rs is not None:
-            parent = _controller(rs)
+            parent = controller_of(rs)
             if parent and parent[0] == "Deployment":
                 dep = owners.get(("Deployment", ns, parent[1]))
                 if dep is not None:
@@ -69,7 +63,7 @@ def _owner_of(pod: Pod, owners: Mapping[tuple[str, str, str], dict]) -> tuple[st
     if kind == "Job":
         job = owners.get(("Job", ns, name))
         if job is not None:
-            parent = _controller(job)
+            parent = controller_of(job)
             if parent and parent[0] == "CronJob":
                 return "CronJob", parent[1], None, None if ("CronJob", ns, parent[1]) in owners else "CronJob object missing"
             return "Job", name, None, None
