@@ -1,35 +1,118 @@
 """netpol-learn: learn Kubernetes NetworkPolicies from observed traffic.
 
-The public API; the CLI (``netpol_learn._cli``) is a thin layer over it.
-"""
+The public API. Every stage of the command line runs from Python too; the CLI
+(``netpol_learn._cli``) is a thin layer over these names, and everything else lives in private
+``_modules`` that may change between releases::
 
-from netpol_learn._errors import CaptureError, FlowLogError, NetpolLearnError
-from netpol_learn._capture import capture_file, capture_files
-from netpol_learn._flowlog import (
-    DnsAnswer,
-    DnsObservation,
-    Flow,
-    FlowLog,
-    Translation,
-    merge_logs,
-    read_flow_log,
-    write_flow_log,
-)
+    import netpol_learn as nl
+
+    log = nl.capture_files(["node-a.pcap", "node-b.pcapng.gz"])     # or nl.read_flow_log(path)
+    inventory = nl.load_inventory(["inventory.yaml"])                # or nl.fetch_inventory()
+    resolution = nl.resolve(log, inventory)                          # who talked to whom
+    generated = nl.generate(log, inventory, nl.GenerateOptions(default_deny="ingress"))
+    nl.write_directory("policies", generated.files)                  # the policy directory
+    result = nl.verify(log, inventory, nl.load_policies(["policies"]))
+    assert not result.denied
+
+Errors are ``NetpolLearnError`` subclasses with one-line messages (the CLI prints them as they are).
+"""
 
 __version__ = "0.1.0"
 
-__all__ = sorted([
-    "CaptureError",
-    "DnsAnswer",
-    "DnsObservation",
-    "Flow",
-    "FlowLog",
-    "FlowLogError",
-    "NetpolLearnError",
-    "Translation",
-    "capture_file",
-    "capture_files",
-    "merge_logs",
-    "read_flow_log",
-    "write_flow_log",
-])
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+# Each public name and the private module that defines it. They are imported on first use
+# (PEP 562), so `import netpol_learn` and every CLI command start without loading the stages they
+# do not run (Jinja, PyYAML, numpy).
+_HOMES = {
+    "DEFAULT_DEDUP_WINDOW": "netpol_learn._capture",
+    "capture_file": "netpol_learn._capture",
+    "capture_files": "netpol_learn._capture",
+    "Collected": "netpol_learn._collect",
+    "collect": "netpol_learn._collect",
+    "CaptureError": "netpol_learn._errors",
+    "CollectError": "netpol_learn._errors",
+    "FlowLogError": "netpol_learn._errors",
+    "InventoryError": "netpol_learn._errors",
+    "ManifestError": "netpol_learn._errors",
+    "NetpolLearnError": "netpol_learn._errors",
+    "OutputError": "netpol_learn._errors",
+    "PolicyError": "netpol_learn._errors",
+    "SniffError": "netpol_learn._errors",
+    "TemplateError": "netpol_learn._errors",
+    "DnsAnswer": "netpol_learn._flowlog",
+    "DnsObservation": "netpol_learn._flowlog",
+    "Flow": "netpol_learn._flowlog",
+    "FlowLog": "netpol_learn._flowlog",
+    "Translation": "netpol_learn._flowlog",
+    "merge_logs": "netpol_learn._flowlog",
+    "read_flow_log": "netpol_learn._flowlog",
+    "write_flow_log": "netpol_learn._flowlog",
+    "Generated": "netpol_learn._generate",
+    "generate": "netpol_learn._generate",
+    "Inventory": "netpol_learn._inventory",
+    "LabelSelector": "netpol_learn._inventory",
+    "Node": "netpol_learn._inventory",
+    "Pod": "netpol_learn._inventory",
+    "Service": "netpol_learn._inventory",
+    "Workload": "netpol_learn._inventory",
+    "fetch_inventory": "netpol_learn._inventory",
+    "load_inventory": "netpol_learn._inventory",
+    "write_inventory": "netpol_learn._inventory",
+    "render_manifests": "netpol_learn._manifests",
+    "NetworkPolicy": "netpol_learn._policy",
+    "render_files": "netpol_learn._render",
+    "write_directory": "netpol_learn._render",
+    "Connection": "netpol_learn._resolve",
+    "Peer": "netpol_learn._resolve",
+    "Resolution": "netpol_learn._resolve",
+    "report_text": "netpol_learn._resolve",
+    "resolution_to_json": "netpol_learn._resolve",
+    "resolve": "netpol_learn._resolve",
+    "load_policies": "netpol_learn._semantics",
+    "GenerateOptions": "netpol_learn._synthesize",
+    "PolicySet": "netpol_learn._synthesize",
+    "synthesize": "netpol_learn._synthesize",
+    "Change": "netpol_learn._verify",
+    "Denied": "netpol_learn._verify",
+    "DiffResult": "netpol_learn._verify",
+    "VerifyResult": "netpol_learn._verify",
+    "diff": "netpol_learn._verify",
+    "diff_json": "netpol_learn._verify",
+    "diff_text": "netpol_learn._verify",
+    "verify": "netpol_learn._verify",
+    "verify_json": "netpol_learn._verify",
+    "verify_text": "netpol_learn._verify",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'netpol_learn' has no attribute {name!r}")
+    value = getattr(import_module(home), name)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eagerly
+    from netpol_learn._capture import DEFAULT_DEDUP_WINDOW, capture_file, capture_files
+    from netpol_learn._collect import Collected, collect
+    from netpol_learn._errors import CaptureError, CollectError, FlowLogError, InventoryError, ManifestError, NetpolLearnError, OutputError, PolicyError, SniffError, TemplateError
+    from netpol_learn._flowlog import DnsAnswer, DnsObservation, Flow, FlowLog, Translation, merge_logs, read_flow_log, write_flow_log
+    from netpol_learn._generate import Generated, generate
+    from netpol_learn._inventory import Inventory, LabelSelector, Node, Pod, Service, Workload, fetch_inventory, load_inventory, write_inventory
+    from netpol_learn._manifests import render_manifests
+    from netpol_learn._policy import NetworkPolicy
+    from netpol_learn._render import render_files, write_directory
+    from netpol_learn._resolve import Connection, Peer, Resolution, report_text, resolution_to_json, resolve
+    from netpol_learn._semantics import load_policies
+    from netpol_learn._synthesize import GenerateOptions, PolicySet, synthesize
+    from netpol_learn._verify import Change, Denied, DiffResult, VerifyResult, diff, diff_json, diff_text, verify, verify_json, verify_text

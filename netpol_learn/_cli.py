@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from netpol_learn._errors import NetpolLearnError, SniffError
-from netpol_learn._capture import DEFAULT_DEDUP_WINDOW, capture_files
+from netpol_learn._capture import capture_files
 from netpol_learn._output import write_text
 from netpol_learn._text import counted
 from netpol_learn._flowlog import FlowLog, merge_logs, read_flow_log, write_flow_log
@@ -126,6 +126,66 @@ def _address_options(f):
     return click.option("--pod-cidr", multiple=True, type=_Cidr(), help="A pod address range, beside the nodes' podCIDRs; repeatable.")(f)
 
 
+def _options(*decorators):
+    """Apply click option decorators in the order --help shows them."""
+    def apply(f):
+        for decorator in reversed(decorators):
+            f = decorator(f)
+        return f
+    return apply
+
+
+_FILE = click.Path(dir_okay=False, path_type=Path)
+
+
+def _inventory_option(help: str = "Inventory snapshot(s): kubectl get ... -o yaml/json, or netpol-learn inventory; repeatable."):
+    return click.option("--inventory", "inventories", multiple=True, required=True, type=_FILE, help=help)
+
+
+def _flows_option(help: str = "Flow log(s) from capture, merge or collect; repeatable.", required: bool = True):
+    return click.option("--flows", "flow_logs", multiple=True, required=required, type=_FILE, help=help)
+
+
+def _output_option(help: str):
+    """-o/--output: a file, '-' (the default) for stdout."""
+    return click.option("-o", "--output", default="-", show_default=True, help=help)
+
+
+def _format_option(*choices: str, help: str | None = None):
+    return click.option("--format", "fmt", type=click.Choice(choices), default=choices[0], show_default=True, help=help)
+
+
+def _dedup_option(help: str = "Seconds within which the same packet seen again (another interface, a tunnel, after NAT) counts once."):
+    from netpol_learn._capture import DEFAULT_DEDUP_WINDOW
+
+    return click.option("--dedup-window", type=click.FloatRange(min=0), default=DEFAULT_DEDUP_WINDOW, show_default=True, help=help)
+
+
+_kube_options = _options(
+    click.option("--kubeconfig", type=_FILE, help="Kubeconfig file [default: $KUBECONFIG, ~/.kube/config, else the pod's service account]."),
+    click.option("--context", help="Kubeconfig context to use [default: its current-context]."),
+)
+
+
+def _namespace_option(default: str, help: str):
+    return click.option("-n", "--namespace", default=default, show_default=True, help=help)
+
+
+def _shown(output: str) -> str:
+    return output if output != "-" else "stdout"
+
+
+def _read_flows(flow_logs) -> FlowLog:
+    """The flow logs given, merged."""
+    return merge_logs(read_flow_log(p) for p in flow_logs)
+
+
+def _write_json(output: str, value) -> None:
+    import json
+
+    write_text(output, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
 def _load_inventory(inventories, pod_cidr=(), service_cidr=()):
     from netpol_learn._inventory import load_inventory
 
@@ -142,15 +202,9 @@ def _summary(log: FlowLog, out: str) -> str:
 
 
 @main.command()
-@click.argument("pcaps", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", default="-", show_default=True, help="Flow log to write (JSON Lines); '-' is stdout.")
-@click.option(
-    "--dedup-window",
-    type=click.FloatRange(min=0),
-    default=DEFAULT_DEDUP_WINDOW,
-    show_default=True,
-    help="Seconds within which the same packet seen again (another interface, a tunnel, after NAT) counts once.",
-)
+@click.argument("pcaps", nargs=-1, required=True, type=_FILE)
+@_output_option("Flow log to write (JSON Lines); '-' is stdout.")
+@_dedup_option()
 def capture(pcaps: tuple[Path, ...], output: str, dedup_window: float) -> None:
     """Turn pcap/pcapng files (plain or gzip) into a flow log.
 
@@ -168,12 +222,12 @@ def capture(pcaps: tuple[Path, ...], output: str, dedup_window: float) -> None:
     with _progress(paths) as report:
         log = capture_files(paths, dedup_window=dedup_window, warn=_warn, progress=report)
     write_flow_log(log, output)
-    click.echo(_summary(log, output if output != "-" else "stdout"), err=True)
+    click.echo(_summary(log, _shown(output)), err=True)
 
 
 @main.command()
-@click.argument("flow_logs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", default="-", show_default=True, help="Merged flow log to write; '-' is stdout.")
+@click.argument("flow_logs", nargs=-1, required=True, type=_FILE)
+@_output_option("Merged flow log to write; '-' is stdout.")
 def merge(flow_logs: tuple[Path, ...], output: str) -> None:
     """Merge flow logs (several nodes, several days) into one.
 
@@ -183,9 +237,9 @@ def merge(flow_logs: tuple[Path, ...], output: str) -> None:
     Example:
       netpol-learn merge node-a.jsonl node-b.jsonl -o cluster.jsonl
     """
-    log = merge_logs(read_flow_log(p) for p in flow_logs)
+    log = _read_flows(flow_logs)
     write_flow_log(log, output)
-    click.echo(f"{len(flow_logs)} logs -> {len(log.flows)} flows, {len(log.dns)} DNS names -> {output if output != '-' else 'stdout'}", err=True)
+    click.echo(f"{len(flow_logs)} logs -> {len(log.flows)} flows, {len(log.dns)} DNS names -> {_shown(output)}", err=True)
 
 
 def _now() -> datetime:
@@ -205,10 +259,9 @@ def _listing_progress():
 
 
 @main.command()
-@click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), help="Kubeconfig file [default: $KUBECONFIG, ~/.kube/config, else the pod's service account].")
-@click.option("--context", help="Kubeconfig context to use [default: its current-context].")
+@_kube_options
 @click.option("--page-size", type=click.IntRange(min=1), default=500, show_default=True, help="Objects per list request (continue tokens fetch the rest).")
-@click.option("-o", "--output", default="-", show_default=True, help="Inventory to write (YAML List); '-' is stdout.")
+@_output_option("Inventory to write (YAML List); '-' is stdout.")
 def inventory(kubeconfig: Path | None, context: str | None, page_size: int, output: str) -> None:
     """Snapshot the cluster's namespaces, nodes, pods, services and workloads from its API.
 
@@ -231,15 +284,15 @@ def inventory(kubeconfig: Path | None, context: str | None, page_size: int, outp
     write_inventory(items, output, started)
     counts = Counter(item["kind"] for item in items)  # items come sorted by kind
     per_kind = ", ".join(f"{n} {kind}" for kind, n in counts.items())
-    click.echo(f"{len(items)} objects ({per_kind}) -> {output if output != '-' else 'stdout'}", err=True)
+    click.echo(f"{len(items)} objects ({per_kind}) -> {_shown(output)}", err=True)
 
 
 @main.command()
-@click.option("--flows", "flow_logs", multiple=True, required=True, type=click.Path(dir_okay=False, path_type=Path), help="Flow log(s) from capture or merge; repeat for several.")
-@click.option("--inventory", "inventories", multiple=True, required=True, type=click.Path(dir_okay=False, path_type=Path), help="Inventory snapshot(s): kubectl get ... -o yaml/json, or netpol-learn inventory; repeat for several.")
+@_flows_option()
+@_inventory_option()
 @_address_options
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True, help="text: the report; json: resolved connections and the report.")
-@click.option("-o", "--output", default="-", show_default=True, help="Where to write it; '-' is stdout.")
+@_format_option("text", "json", help="text: the report; json: resolved connections and the report.")
+@_output_option("Where to write it; '-' is stdout.")
 def resolve(flow_logs, inventories, pod_cidr, service_cidr, fmt: str, output: str) -> None:
     """Map the addresses of flow logs to pods, workloads, Services, nodes and outside hosts.
 
@@ -255,31 +308,31 @@ def resolve(flow_logs, inventories, pod_cidr, service_cidr, fmt: str, output: st
     from netpol_learn._resolve import resolution_to_json, report_text
     from netpol_learn._resolve import resolve as resolve_flows
 
-    log = merge_logs(read_flow_log(p) for p in flow_logs)
-    inv = _load_inventory(inventories, pod_cidr, service_cidr)
-    res = resolve_flows(log, inv)
+    log = _read_flows(flow_logs)
+    res = resolve_flows(log, _load_inventory(inventories, pod_cidr, service_cidr))
     if fmt == "json":
-        import json
-
-        text = json.dumps(resolution_to_json(res), indent=2, sort_keys=True) + "\n"
+        _write_json(output, resolution_to_json(res))
     else:
-        text = report_text(res)
-    write_text(output, text)
+        write_text(output, report_text(res))
     if output != "-":
         click.echo(f"{counted(len(log.flows), 'flow')} -> {counted(len(res.connections), 'connection')} -> {output}", err=True)
 
 
 def _generate_options(f):
-    """The options generate and learn share, in the order --help shows them."""
+    """The options generate and learn share, in the order --help shows them; their defaults are
+    GenerateOptions' own."""
+    from netpol_learn._synthesize import DENIES, DNS_MODES, GenerateOptions
+
+    default = GenerateOptions()
     options = [
-        click.option("--inventory", "inventories", multiple=True, required=True, type=click.Path(dir_okay=False, path_type=Path), help="Inventory snapshot(s): kubectl get ... -o yaml/json, or netpol-learn inventory; repeatable."),
+        _inventory_option(),
         click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path), help="Directory for the policies: one file per namespace, kustomization.yaml, REPORT.md."),
-        click.option("--default-deny", type=click.Choice(["both", "ingress", "egress", "none"]), default="both", show_default=True, help="A default-deny policy in each namespace that gets policies."),
-        click.option("--dns", type=click.Choice(["namespace", "per-workload"]), default="namespace", show_default=True, help="DNS to the cluster resolver: one allow-dns policy per namespace, or a rule in each workload's policy."),
+        click.option("--default-deny", type=click.Choice(list(DENIES)), default=default.default_deny, show_default=True, help="A default-deny policy in each namespace that gets policies."),
+        click.option("--dns", type=click.Choice(DNS_MODES), default=default.dns, show_default=True, help="DNS to the cluster resolver: one allow-dns policy per namespace, or a rule in each workload's policy."),
         click.option("--named-ports", is_flag=True, help="Name ports as the pods declare them (e.g. http) instead of numbers."),
         click.option("--aggregate-prefix", type=click.IntRange(1, 32), default=None, help="Collapse outside IPv4 addresses of a rule into prefixes of this length (e.g. 24) ..."),
         click.option("--aggregate-prefix-v6", type=click.IntRange(1, 128), default=None, help="... and outside IPv6 addresses into prefixes of this length (e.g. 64) ..."),
-        click.option("--aggregate-threshold", type=click.IntRange(min=2), default=8, show_default=True, help="... when at least this many of them share one."),
+        click.option("--aggregate-threshold", type=click.IntRange(min=2), default=default.aggregate_threshold, show_default=True, help="... when at least this many of them share one."),
         click.option("--open-ingress-above", type=click.IntRange(min=1), default=None, help="Allow any outside address to a port that more than this many outside addresses reached (the cluster's ranges excepted). Off by default; REPORT.md says where it would apply."),
         click.option("--include-namespace", multiple=True, help="Also write policies for this namespace (kube-system is left alone by default)."),
         click.option("--name-prefix", default="", help="Prefix for the name of every generated policy (e.g. learned-), so they cannot clash with policies already in the cluster."),
@@ -332,7 +385,7 @@ def _write_policies(log: FlowLog, kw: dict) -> None:
 
 
 @main.command()
-@click.option("--flows", "flow_logs", multiple=True, required=True, type=click.Path(dir_okay=False, path_type=Path), help="Flow log(s) from capture or merge; repeatable.")
+@_flows_option()
 @_generate_options
 def generate(flow_logs, **kw) -> None:
     """Write the NetworkPolicies that allow exactly the observed traffic.
@@ -349,12 +402,12 @@ def generate(flow_logs, **kw) -> None:
       netpol-learn generate --flows flows.jsonl --inventory inventory.yaml -o policies/
       kubectl apply -k policies/
     """
-    _write_policies(merge_logs(read_flow_log(p) for p in flow_logs), kw)
+    _write_policies(_read_flows(flow_logs), kw)
 
 
 @main.command()
-@click.argument("pcaps", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--dedup-window", type=click.FloatRange(min=0), default=DEFAULT_DEDUP_WINDOW, show_default=True, help="Seconds within which the same packet seen again counts once.")
+@click.argument("pcaps", nargs=-1, required=True, type=_FILE)
+@_dedup_option()
 @_generate_options
 def learn(pcaps, dedup_window: float, **kw) -> None:
     """Capture and generate in one step: pcap/pcapng files to a policy directory.
@@ -373,11 +426,11 @@ def learn(pcaps, dedup_window: float, **kw) -> None:
 @click.option("-i", "--interface", "interfaces", multiple=True, help="Interface to capture on, a glob pattern (quoted), or any; repeatable [default: the pod-facing ones: veth*, cali*, lxc*, cni0, flannel*, vxlan*, genev*].")
 @click.option("--interval", type=click.FloatRange(min=0.1), default=60, show_default=True, help="Seconds between flow-log segments.")
 @click.option("--max-connections", type=click.IntRange(min=1), default=200_000, show_default=True, help="Distinct connections kept per interval; packets of more are dropped and counted (dropped_connections).")
-@click.option("-o", "--output", default="-", show_default=True, help="Flow log to append segments to (fsync'd, whole segments only); '-' is stdout.")
+@_output_option("Flow log to append segments to (fsync'd, whole segments only); '-' is stdout.")
 @click.option("--node", default=None, help="Name of this node in the segments' sources [default: $NODE_NAME, else the host name].")
 @click.option("--pods/--no-pods", "watch_pods", default=None, help="Name the pods of each flow from a watch of the API [default: when in a cluster].")
 @click.option("--buffer-size", type=click.IntRange(min=64, max=1 << 20), default=None, help="Kernel ring per interface, in KiB [default: 1024 on a pod's interface, 8192 else].")
-@click.option("--dedup-window", type=click.FloatRange(min=0), default=DEFAULT_DEDUP_WINDOW, show_default=True, help="Seconds within which the same packet seen again (another interface, after NAT) counts once.")
+@_dedup_option()
 def sniff(interfaces, interval: float, max_connections: int, output: str, node: str | None, watch_pods: bool | None,
           buffer_size: int | None, dedup_window: float) -> None:
     """Capture live on this node's interfaces and write a flow-log segment every interval.
@@ -422,7 +475,7 @@ def sniff(interfaces, interval: float, max_connections: int, output: str, node: 
         names = sorted(sniffer.rings)
         shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
         info(f"listening on {len(names)} interface{'' if len(names) == 1 else 's'}{f' ({shown})' if names else ''}; "
-             f"a segment every {interval:g}s to {output if output != '-' else 'stdout'}")
+             f"a segment every {interval:g}s to {_shown(output)}")
 
     try:
         run_until_signalled(sniffer, started)
@@ -430,16 +483,16 @@ def sniff(interfaces, interval: float, max_connections: int, output: str, node: 
         if pods is not None:
             pods.stop()
     info(f"stopped: {sniffer.segments} segment{'' if sniffer.segments == 1 else 's'}, {sniffer.totals['packets']} packets, "
-         f"{sniffer.totals['flows']} flow lines -> {output if output != '-' else 'stdout'}")
+         f"{sniffer.totals['flows']} flow lines -> {_shown(output)}")
 
 
 @main.command()
 @click.option("--policies", "policy_paths", multiple=True, required=True, type=click.Path(path_type=Path), help="Policy directory or file(s): YAML or JSON, Lists, kubectl kustomize output; repeatable.")
-@click.option("--inventory", "inventories", multiple=True, required=True, type=click.Path(dir_okay=False, path_type=Path), help="Inventory snapshot(s); repeatable.")
-@click.option("--flows", "flow_logs", multiple=True, required=True, type=click.Path(dir_okay=False, path_type=Path), help="Flow log(s) of the traffic that must keep working; repeatable.")
+@_inventory_option("Inventory snapshot(s); repeatable.")
+@_flows_option("Flow log(s) of the traffic that must keep working; repeatable.")
 @_address_options
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("-o", "--output", default="-", show_default=True, help="Where to write the result; '-' is stdout.")
+@_format_option("text", "json")
+@_output_option("Where to write the result; '-' is stdout.")
 def verify(policy_paths, inventories, flow_logs, pod_cidr, service_cidr, fmt: str, output: str) -> None:
     """Which observed connections would a policy set deny? Exit 1 if any.
 
@@ -460,12 +513,9 @@ def verify(policy_paths, inventories, flow_logs, pod_cidr, service_cidr, fmt: st
     for note in notes:
         _warn(note)
     inv = _load_inventory(inventories, pod_cidr, service_cidr)
-    log = merge_logs(read_flow_log(p) for p in flow_logs)
-    result = verify_flows(log, inv, policies)
+    result = verify_flows(_read_flows(flow_logs), inv, policies)
     if fmt == "json":
-        import json
-
-        write_text(output, json.dumps(verify_json(result), indent=2, sort_keys=True) + "\n")
+        _write_json(output, verify_json(result))
     else:
         write_text(output, verify_text(result))
     click.get_current_context().exit(1 if result.denied else 0)
@@ -474,11 +524,11 @@ def verify(policy_paths, inventories, flow_logs, pod_cidr, service_cidr, fmt: st
 @main.command()
 @click.argument("base", type=click.Path(exists=False, path_type=Path))
 @click.argument("new", type=click.Path(exists=False, path_type=Path))
-@click.option("--inventory", "inventories", multiple=True, required=True, type=click.Path(dir_okay=False, path_type=Path), help="Inventory snapshot(s): the pods and namespaces to compare connectivity between; repeatable.")
-@click.option("--flows", "flow_logs", multiple=True, type=click.Path(dir_okay=False, path_type=Path), help="Flow log(s): mark the differences that touch observed traffic; repeatable.")
+@_inventory_option("Inventory snapshot(s): the pods and namespaces to compare connectivity between; repeatable.")
+@_flows_option("Flow log(s): mark the differences that touch observed traffic; repeatable.", required=False)
 @_address_options
-@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True, help="markdown: for a pull-request comment or $GITHUB_STEP_SUMMARY.")
-@click.option("-o", "--output", default="-", show_default=True, help="Where to write the result; '-' is stdout.")
+@_format_option("text", "markdown", "json", help="markdown: for a pull-request comment or $GITHUB_STEP_SUMMARY.")
+@_output_option("Where to write the result; '-' is stdout.")
 def diff(base: Path, new: Path, inventories, flow_logs, pod_cidr, service_cidr, fmt: str, output: str) -> None:
     """Compare two policy sets by meaning: which connections NEW allows or denies that BASE did not.
 
@@ -495,25 +545,23 @@ def diff(base: Path, new: Path, inventories, flow_logs, pod_cidr, service_cidr, 
     from netpol_learn._verify import diff_json, diff_text
 
     inv = _load_inventory(inventories, pod_cidr, service_cidr)
-    log = merge_logs(read_flow_log(p) for p in flow_logs) if flow_logs else None
+    log = _read_flows(flow_logs) if flow_logs else None
     notes: list[str] = []
     result = diff_policies(load_policies([base], notes), load_policies([new], notes), inv, log)
     for note in dict.fromkeys(notes):
         _warn(note)
     if fmt == "json":
-        import json
-
-        write_text(output, json.dumps(diff_json(result), indent=2, sort_keys=True) + "\n")
+        _write_json(output, diff_json(result))
     else:
         write_text(output, diff_text(result, markdown=fmt == "markdown"))
     click.get_current_context().exit(0 if result.equal else 1)
 
 
 @main.command()
-@click.option("--namespace", default=DEFAULT_NAMESPACE, show_default=True, help="Namespace for the sniffer (the manifests create it).")
+@_namespace_option(DEFAULT_NAMESPACE, "Namespace for the sniffer (the manifests create it).")
 @click.option("--image", default=DEFAULT_IMAGE, show_default=True, help="Image with netpol-learn in it, built from the repository's Dockerfile.")
 @click.option("--templates", "template_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Directory whose sniffer.yaml.j2 replaces the built-in template.")
-@click.option("-o", "--output", default="-", show_default=True, help="File to write the manifests to; '-' is stdout.")
+@_output_option("File to write the manifests to; '-' is stdout.")
 def manifests(namespace: str, image: str, template_dir: Path | None, output: str) -> None:
     """Print the Kubernetes manifests of the sniffer DaemonSet.
 
@@ -533,7 +581,7 @@ def manifests(namespace: str, image: str, template_dir: Path | None, output: str
     text = render_manifests(namespace, image, template_dir)
     write_text(output, text)
     kinds = document_kinds(text)
-    click.echo(f"{len(kinds)} objects ({', '.join(kinds)}) in namespace {namespace} -> {output if output != '-' else 'stdout'}", err=True)
+    click.echo(f"{len(kinds)} objects ({', '.join(kinds)}) in namespace {namespace} -> {_shown(output)}", err=True)
 
 
 class _Duration(click.ParamType):
@@ -551,12 +599,11 @@ class _Duration(click.ParamType):
 
 
 @main.command()
-@click.option("--namespace", default=DEFAULT_NAMESPACE, show_default=True, help="Namespace of the sniffer pods.")
-@click.option("--selector", default=SNIFFER_SELECTOR, show_default=True, help="Label selector of the sniffer pods.")
-@click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), help="Kubeconfig file [default: $KUBECONFIG, ~/.kube/config, else the pod's service account].")
-@click.option("--context", help="Kubeconfig context to use [default: its current-context].")
+@_namespace_option(DEFAULT_NAMESPACE, "Namespace of the sniffer pods.")
+@click.option("-l", "--selector", default=SNIFFER_SELECTOR, show_default=True, help="Label selector of the sniffer pods.")
+@_kube_options
 @click.option("--since", "since_seconds", type=_Duration(), default=None, help="Only segments written in this last while, e.g. 30m, 1h, 2h30m, 7d [default: all the logs hold].")
-@click.option("-o", "--output", default="-", show_default=True, help="Flow log to write (JSON Lines); '-' is stdout.")
+@_output_option("Flow log to write (JSON Lines); '-' is stdout.")
 def collect(namespace: str, selector: str, kubeconfig: Path | None, context: str | None, since_seconds: int | None, output: str) -> None:
     """Merge the flow logs the sniffer pods wrote to their logs into one flow log.
 
@@ -577,7 +624,7 @@ def collect(namespace: str, selector: str, kubeconfig: Path | None, context: str
     left = f" ({got.incomplete} incomplete left out)" if got.incomplete else ""
     click.echo(
         f"{got.readable} of {got.pods} pods, {got.segments} segments{left} -> {len(got.log.flows)} flows, "
-        f"{len(got.log.dns)} DNS names -> {output if output != '-' else 'stdout'}",
+        f"{len(got.log.dns)} DNS names -> {_shown(output)}",
         err=True,
     )
 

@@ -42,6 +42,8 @@ class GenerateOptions:
     def __post_init__(self):
         if self.default_deny not in ISOLATES:
             raise ValueError(f"default_deny: {self.default_deny!r} is not one of {', '.join(ISOLATES)}")
+        if self.dns not in DNS_MODES:
+            raise ValueError(f"dns: {self.dns!r} is not one of {', '.join(DNS_MODES)}")
         if self.name_prefix and not _NAME_PREFIX.fullmatch(self.name_prefix):
             raise ValueError(f"name prefix {self.name_prefix!r}: use lower-case letters, digits, '-' and '.', starting with a letter or digit")
         if len(self.name_prefix) > 200:
@@ -64,6 +66,8 @@ class GenerateOptions:
         return self.dns == "namespace" and self.egress_denied
 
 
+#: --dns: one allow-dns policy per namespace, or a DNS rule in each workload's policy.
+DNS_MODES = ("namespace", "per-workload")
 #: --default-deny -> the policy types of each namespace's default-deny policy.
 DENIES = {"both": ("Ingress", "Egress"), "ingress": ("Ingress",), "egress": ("Egress",), "none": ()}
 #: --default-deny -> the policy types any generated policy may have. With ``none`` only the
