@@ -2,6 +2,10 @@
 
     read_chunks (_files)  ->  decode (_decode)  ->  Aggregator (_aggregate)  ->  FlowLog
 
+The aggregator's parts: the connection table (``_table``), deduplication and NAT views
+(``_dedup``), DNS counting (``_dnscount``) and the direction decision (``_direction``, a pure
+function over the connection table).
+
 The two per-packet loops (the pcap record walk in ``_files`` and ``decode``) run in C when the
 optional ``_fastscan`` extension was built; ``_accel`` chooses, and the Python/numpy code is the
 reference and the fallback.
@@ -11,9 +15,15 @@ several files give the same log in any order, and ``capture A B`` equals ``merge
 ``capture A`` and ``capture B``.
 
 Every input is checked before any is read (``check_capture_file``): one that does not exist, is a
-directory or does not start like a capture is an error. Damage found while reading is a warning,
-and the warnings are kept in the log's stats as ``warnings``: {message: how many times}, which
-merges like every other counter.
+directory or does not start like a capture is an error. Damage found while reading is a warning
+(a ``CaptureWarning``: path, byte offset, reason, detail), reported as its text, and the warnings
+are kept in the log's stats as ``warnings``: {message: how many times}, which merges like every
+other counter.
+
+Besides the capture functions, this package exports what the live sniffer (``netpol_learn._sniff``)
+runs on its own packets: ``Aggregator``, ``decode`` (C or reference), ``Packets`` with ``OK``
+(the ``status`` of a packet that counts), ``mix`` (the 64-bit hash of integer arrays) and ``PAD``
+(the padding ``decode`` may read past a packet).
 """
 
 from __future__ import annotations
@@ -27,14 +37,18 @@ from pathlib import Path
 from netpol_learn._errors import CaptureError
 from netpol_learn._capture._aggregate import Aggregator
 from netpol_learn._capture._accel import decode
-from netpol_learn._capture._files import check_capture_file, read_chunks
+from netpol_learn._capture._decode import OK, Packets, mix
+from netpol_learn._capture._files import PAD, CaptureWarning, check_capture_file, read_chunks
 from netpol_learn._flowlog import FlowLog, merge_logs, merge_stats
 
 DEFAULT_DEDUP_WINDOW = 0.1  # seconds
 #: Warnings kept in one file's stats; more are counted in one closing entry (all are reported).
 MAX_RECORDED_WARNINGS = 100
 
-__all__ = ["DEFAULT_DEDUP_WINDOW", "capture_file", "capture_files", "check_inputs"]
+__all__ = [
+    "DEFAULT_DEDUP_WINDOW", "OK", "PAD", "Aggregator", "CaptureWarning", "Packets", "capture_file",
+    "capture_files", "check_inputs", "decode", "mix",
+]
 
 
 def check_inputs(paths: Iterable[str | os.PathLike]) -> None:
@@ -65,31 +79,30 @@ def capture_file(
 def _capture_file(path: Path, dedup_window: float, warn, progress) -> FlowLog:
     # Warnings wait for the end of the file: when nothing could be read they fold into the one
     # error line instead.
-    warnings: list[str] = []
+    warnings: list[CaptureWarning] = []
     agg = Aggregator(int(dedup_window * 1e9))
     for chunk in read_chunks(path, warnings.append, progress):
         packets = decode(chunk.data, chunk.off, chunk.caplen, chunk.link, chunk.ts)
         agg.feed(chunk.data, packets)
     if not agg.stats["packets"]:
-        reason = warnings[0].split(": ", 1)[-1].split("; ")[0] if warnings else "no packets in it"
+        reason = warnings[0].reason if warnings else "no packets in it"
         raise CaptureError(f"{path}: nothing usable read ({reason})")
-    for message in warnings:
-        if warn:
-            warn(message)
+    if warn:
+        for w in warnings:
+            warn(str(w))
     log = agg.result(path.name)
     if warnings:
-        log = replace(log, stats=_with_warnings(log.stats, warnings))
+        log = replace(log, stats=_with_warnings(log.stats, path, warnings))
     return log
 
 
-def _with_warnings(stats, messages: list[str]) -> dict:
-    """``stats`` with ``messages`` added to its ``warnings`` counter ({message: count})."""
-    kept = messages[:MAX_RECORDED_WARNINGS]
-    counts = dict(Counter(kept))
-    if len(messages) > len(kept):
-        # The file is named by the first warning's prefix (every message starts with the path).
-        where = messages[0].split(": ", 1)[0]
-        counts[f"{where}: {len(messages) - len(kept)} more warnings, not recorded here"] = 1
+def _with_warnings(stats, path: Path, warnings: list[CaptureWarning]) -> dict:
+    """``stats`` with the messages of ``warnings`` (about ``path``) added to its ``warnings``
+    counter ({message: count})."""
+    kept = warnings[:MAX_RECORDED_WARNINGS]
+    counts = dict(Counter(map(str, kept)))
+    if len(warnings) > len(kept):
+        counts[f"{path}: {len(warnings) - len(kept)} more warnings, not recorded here"] = 1
     return merge_stats(stats, {"warnings": counts})
 
 

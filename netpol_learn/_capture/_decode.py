@@ -242,148 +242,238 @@ def _family_to_ethertype(fam):
 
 
 def _decode_layer(v: _Bytes, off, end, link) -> _Layer:
-    m = len(off)
+    """One layer of every packet: link, network and transport headers from ``off`` to ``end``;
+    where a tunnel header follows, ``inner_off`` and ``inner_link`` say where its packet starts."""
+    l3, et = _link_layer(v, off, link)
+    net = _network_layer(v, l3, et, end)
+    ipend = np.minimum(l3 + net.iplen, end)
+    _set_aside(net)
+    tr = _transport_layer(v, net, l3, ipend)
+    tunnel, inner_off, inner_link = _tunnels(v, net, tr, end)
+    dns_at, dns_end = _dns_messages(v, net, tr, tunnel, ipend)
+    proto, seq = net.proto, tr.seq
+    return _Layer(
+        status=net.status, src_hi=net.src_hi, src_lo=net.src_lo, dst_hi=net.dst_hi, dst_lo=net.dst_lo,
+        proto=proto, sport=tr.sport, dport=tr.dport, iplen=net.iplen, ipid=net.ipid, frag=net.frag,
+        ev_src=tr.ev_src, ev_dst=tr.ev_dst, fingerprint=_fingerprint(v, net, tr, ipend), dns_at=dns_at, dns_end=dns_end,
+        tcp_seq=np.where(proto == TCP, seq, 0), tcp_ack=np.where(proto == TCP, tr.ack, 0), tcp_next=tr.tcp_next,
+        tunnel=tunnel, inner_off=inner_off, inner_link=inner_link,
+    )
+
+
+@dataclass
+class _Network:
+    """The network layer of one layer's packets. ``status`` is OK where an IP header was read
+    (later steps set it to why a packet does not count); ``l4`` is where its transport header
+    starts."""
+
+    status: np.ndarray
+    src_hi: np.ndarray
+    src_lo: np.ndarray
+    dst_hi: np.ndarray
+    dst_lo: np.ndarray
+    proto: np.ndarray
+    iplen: np.ndarray
+    ipid: np.ndarray
+    frag: np.ndarray
+    l4: np.ndarray
+
+
+def _network_layer(v: _Bytes, l3, et, end) -> _Network:
+    """IPv4 and IPv6 headers at ``l3`` (of ethertype ``et``); NON_IP for other ethertypes,
+    TRUNCATED where the header is cut off or not a header of its version."""
+    m = len(l3)
     z = lambda: np.zeros(m, dtype=np.int64)  # noqa: E731
     zu = lambda: np.zeros(m, dtype=np.uint64)  # noqa: E731
-    status = np.full(m, NON_IP, dtype=np.int8)
-    src_hi, src_lo, dst_hi, dst_lo = zu(), zu(), zu(), zu()
-    proto, iplen, ipid, frag = z(), z(), z(), z()
-    l4 = z()
+    net = _Network(status=np.full(m, NON_IP, dtype=np.int8), src_hi=zu(), src_lo=zu(), dst_hi=zu(), dst_lo=zu(),
+                   proto=z(), iplen=z(), ipid=z(), frag=z(), l4=z())
+    net.status[l3 >= end] = TRUNCATED
+    _ipv4(v, net, l3, et, end)
+    _ipv6(v, net, l3, et, end)
+    return net
 
-    l3, et = _link_layer(v, off, link)
-    status[l3 >= end] = TRUNCATED
 
-    # IPv4
+def _ipv4(v: _Bytes, net: _Network, l3, et, end) -> None:
     v4 = (et == 0x0800) & (l3 + 20 <= end)
-    status[(et == 0x0800) & (l3 + 20 > end)] = TRUNCATED
-    if v4.any():
-        o = l3[v4]
-        b0 = v.b(o)
-        ihl = (b0 & 15) * 4
-        total = v.w(o + 2)
-        good = (b0 >> 4 == 4) & (ihl >= 20) & (o + ihl <= end[v4]) & (total >= ihl)
-        fragword = v.w(o + 6)
-        offset = fragword & 0x1FFF
-        more = (fragword & 0x2000) != 0
-        idx = np.flatnonzero(v4)
-        status[idx] = np.where(good, OK, TRUNCATED)
-        src_lo[idx] = _IPV4_MAPPED | v.d_unsigned(o + 12)
-        dst_lo[idx] = _IPV4_MAPPED | v.d_unsigned(o + 16)
-        proto[idx] = v.b(o + 9)
-        iplen[idx] = total
-        ipid[idx] = v.w(o + 4)
-        frag[idx] = np.where(offset > 0, offset, np.where(more, -1, 0))
-        l4[idx] = o + ihl
+    net.status[(et == 0x0800) & (l3 + 20 > end)] = TRUNCATED
+    if not v4.any():
+        return
+    o = l3[v4]
+    b0 = v.b(o)
+    ihl = (b0 & 15) * 4
+    total = v.w(o + 2)
+    good = (b0 >> 4 == 4) & (ihl >= 20) & (o + ihl <= end[v4]) & (total >= ihl)
+    fragword = v.w(o + 6)
+    offset = fragword & 0x1FFF
+    more = (fragword & 0x2000) != 0
+    idx = np.flatnonzero(v4)
+    net.status[idx] = np.where(good, OK, TRUNCATED)
+    net.src_lo[idx] = _IPV4_MAPPED | v.d_unsigned(o + 12)
+    net.dst_lo[idx] = _IPV4_MAPPED | v.d_unsigned(o + 16)
+    net.proto[idx] = v.b(o + 9)
+    net.iplen[idx] = total
+    net.ipid[idx] = v.w(o + 4)
+    net.frag[idx] = np.where(offset > 0, offset, np.where(more, -1, 0))
+    net.l4[idx] = o + ihl
 
-    # IPv6, walking its extension headers
+
+def _ipv6(v: _Bytes, net: _Network, l3, et, end) -> None:
+    """The IPv6 header and its extension headers (the fragment header's offset and id)."""
     v6 = (et == 0x86DD) & (l3 + 40 <= end)
-    status[(et == 0x86DD) & (l3 + 40 > end)] = TRUNCATED
-    if v6.any():
-        idx = np.flatnonzero(v6)
-        o = l3[idx]
-        good = v.b(o) >> 4 == 6
-        status[idx] = np.where(good, OK, TRUNCATED)
-        plen = v.w(o + 4)
-        iplen[idx] = np.where(plen > 0, plen + 40, end[idx] - o)  # 0: jumbogram
-        src_hi[idx], src_lo[idx] = v.q(o + 8), v.q(o + 16)
-        dst_hi[idx], dst_lo[idx] = v.q(o + 24), v.q(o + 32)
-        nh = v.b(o + 6)
-        at = o + 40
-        for _ in range(8):
-            ext = np.isin(nh, _IPV6_EXTENSIONS) & (status[idx] == OK)
-            if not ext.any():
-                break
-            e_at = at[ext]
-            short = e_at + 8 > end[idx[ext]]
-            status[idx[ext][short]] = TRUNCATED
-            fragment = nh[ext] == 44
-            fw = v.w(e_at + 2)
-            fidx = idx[ext][fragment]
-            frag[fidx] = np.where(fw[fragment] >> 3 > 0, fw[fragment] >> 3, np.where(fw[fragment] & 1, -1, 0))
-            ipid[fidx] = v.d(e_at[fragment] + 4)
-            size = np.where(fragment, 8, np.where(nh[ext] == 51, (v.b(e_at + 1) + 2) * 4, (v.b(e_at + 1) + 1) * 8))
-            nh[ext] = v.b(e_at)
-            at[ext] = e_at + size
-        proto[idx] = nh
-        l4[idx] = at
+    net.status[(et == 0x86DD) & (l3 + 40 > end)] = TRUNCATED
+    if not v6.any():
+        return
+    status, frag, ipid = net.status, net.frag, net.ipid
+    idx = np.flatnonzero(v6)
+    o = l3[idx]
+    good = v.b(o) >> 4 == 6
+    status[idx] = np.where(good, OK, TRUNCATED)
+    plen = v.w(o + 4)
+    net.iplen[idx] = np.where(plen > 0, plen + 40, end[idx] - o)  # 0: jumbogram
+    net.src_hi[idx], net.src_lo[idx] = v.q(o + 8), v.q(o + 16)
+    net.dst_hi[idx], net.dst_lo[idx] = v.q(o + 24), v.q(o + 32)
+    nh = v.b(o + 6)
+    at = o + 40
+    for _ in range(8):
+        ext = np.isin(nh, _IPV6_EXTENSIONS) & (status[idx] == OK)
+        if not ext.any():
+            break
+        e_at = at[ext]
+        short = e_at + 8 > end[idx[ext]]
+        status[idx[ext][short]] = TRUNCATED
+        fragment = nh[ext] == 44
+        fw = v.w(e_at + 2)
+        fidx = idx[ext][fragment]
+        frag[fidx] = np.where(fw[fragment] >> 3 > 0, fw[fragment] >> 3, np.where(fw[fragment] & 1, -1, 0))
+        ipid[fidx] = v.d(e_at[fragment] + 4)
+        size = np.where(fragment, 8, np.where(nh[ext] == 51, (v.b(e_at + 1) + 2) * 4, (v.b(e_at + 1) + 1) * 8))
+        nh[ext] = v.b(e_at)
+        at[ext] = e_at + size
+    net.proto[idx] = nh
+    net.l4[idx] = at
 
+
+def _set_aside(net: _Network) -> None:
+    """LOOPBACK for the node talking to itself (never a policy matter), FRAGMENT for non-first
+    fragments (no transport header: the aggregator gives them their first fragment's ports)."""
+    status, src_hi, src_lo, dst_hi, dst_lo = net.status, net.src_hi, net.src_lo, net.dst_hi, net.dst_lo
     ok = status == OK
-    ipend = np.minimum(l3 + iplen, end)
-
-    # Loopback traffic is the node talking to itself: never a policy matter.
     is_v4 = src_hi == 0
     lo_v4 = ((src_lo >> np.uint64(24)) & np.uint64(0xFFFFFF)) == 0xFFFF7F
     lo_v4 |= ((dst_lo >> np.uint64(24)) & np.uint64(0xFFFFFF)) == 0xFFFF7F
     lo_v6 = ((src_hi == 0) & (src_lo == 1)) | ((dst_hi == 0) & (dst_lo == 1))
     status[ok & ((is_v4 & lo_v4) | lo_v6)] = LOOPBACK
     ok = status == OK
+    status[ok & (net.frag > 0)] = FRAGMENT
 
-    tail = ok & (frag > 0)
-    status[tail] = FRAGMENT
-    ok &= ~tail
 
-    sport, dport, ev_src, ev_dst = z(), z(), z(), z()
-    seq, ack, flags, tcp_next = z(), z(), z(), z()
-    pay = l4.copy()
+@dataclass
+class _Transport:
+    """Transport header fields; ``pay`` is where the transport payload starts."""
 
-    def need(mask, length):
-        short = mask & (l4 + length > ipend)
-        status[short] = TRUNCATED
-        return mask & ~short
+    sport: np.ndarray
+    dport: np.ndarray
+    ev_src: np.ndarray
+    ev_dst: np.ndarray
+    seq: np.ndarray  # TCP sequence number, SCTP verification tag, ICMP sequence number and type
+    ack: np.ndarray
+    flags: np.ndarray
+    tcp_next: np.ndarray
+    pay: np.ndarray
 
-    tcp = need(ok & (proto == TCP), 20)
-    if tcp.any():
-        o = l4[tcp]
-        sport[tcp], dport[tcp] = v.w(o), v.w(o + 2)
-        seq[tcp], ack[tcp] = v.d(o + 4), v.d(o + 8)
-        fl = v.b(o + 13)
-        flags[tcp] = fl
-        pay[tcp] = o + (v.b(o + 12) >> 4) * 4
-        syn = (fl & 0x12) == 0x02
-        synack = (fl & 0x12) == 0x12
-        # SYN and FIN each take one sequence number.
-        seglen = (l3[tcp] + iplen[tcp]) - pay[tcp] + (fl & 0x02 != 0) + (fl & 0x01)
-        tcp_next[tcp] = (seq[tcp] + seglen) & 0xFFFFFFFF
-        ev_src[tcp] |= np.where(syn, EV_SYN, 0)
-        ev_dst[tcp] |= np.where(synack, EV_SYNACK, 0)
-    udp = need(ok & (proto == UDP), 8)
-    if udp.any():
-        o = l4[udp]
-        sport[udp], dport[udp] = v.w(o), v.w(o + 2)
-        pay[udp] = o + 8
-    sctp = need(ok & (proto == SCTP), 12)
-    if sctp.any():
-        o = l4[sctp]
-        sport[sctp], dport[sctp] = v.w(o), v.w(o + 2)
-        chunk = np.where(o + 13 <= ipend[sctp], v.b(o + 12), 0)
-        ev_src[sctp] |= np.where(chunk == 1, EV_SCTP, 0)  # INIT
-        ev_dst[sctp] |= np.where(chunk == 2, EV_SCTP, 0)  # INIT ACK
-        seq[sctp] = v.d(o + 4)  # verification tag
-        pay[sctp] = o + 12
-    icmp = need(ok & ((proto == ICMP) | (proto == ICMPV6)), 8)
-    if icmp.any():
-        o = l4[icmp]
-        typ = v.b(o)
-        v6msg = proto[icmp] == ICMPV6
-        request = np.where(v6msg, typ == 128, typ == 8)
-        reply = np.where(v6msg, typ == 129, typ == 0)
-        echo = request | reply
-        ident = v.w(o + 4)
-        sport[icmp] = np.where(echo, ident, 0)
-        dport[icmp] = np.where(echo, ident, 0)
-        ev_src[icmp] |= np.where(request, EV_ICMP, 0)
-        ev_dst[icmp] |= np.where(reply, EV_ICMP, 0)
-        # NAT may rewrite the echo identifier; the sequence number and the data it keeps.
-        seq[icmp] = v.w(o + 6) | (typ << 16)
-        pay[icmp] = o + 8
-        idx = np.flatnonzero(icmp)
-        status[idx[~echo]] = ICMP_CONTROL
-    ok = status == OK
 
-    # Tunnels: decode again from the inner header.
+def _transport_layer(v: _Bytes, net: _Network, l3, ipend) -> _Transport:
+    """TCP, UDP, SCTP and ICMP/ICMPv6 headers of the packets still OK: ports, direction
+    evidence and the fields of the fingerprint. TRUNCATED where the header is cut off,
+    ICMP_CONTROL for ICMP other than echo."""
+    m = len(l3)
+    z = lambda: np.zeros(m, dtype=np.int64)  # noqa: E731
+    tr = _Transport(sport=z(), dport=z(), ev_src=z(), ev_dst=z(), seq=z(), ack=z(), flags=z(), tcp_next=z(),
+                    pay=net.l4.copy())
+    ok, proto = net.status == OK, net.proto
+    _tcp(v, net, tr, l3, _whole(net, ok & (proto == TCP), 20, ipend))
+    _udp(v, net, tr, _whole(net, ok & (proto == UDP), 8, ipend))
+    _sctp(v, net, tr, ipend, _whole(net, ok & (proto == SCTP), 12, ipend))
+    _icmp(v, net, tr, _whole(net, ok & ((proto == ICMP) | (proto == ICMPV6)), 8, ipend))
+    return tr
+
+
+def _whole(net: _Network, mask, length: int, ipend):
+    """``mask`` without the packets whose transport header (``length`` bytes) is cut off; those
+    are TRUNCATED."""
+    short = mask & (net.l4 + length > ipend)
+    net.status[short] = TRUNCATED
+    return mask & ~short
+
+
+def _tcp(v: _Bytes, net: _Network, tr: _Transport, l3, tcp) -> None:
+    if not tcp.any():
+        return
+    o = net.l4[tcp]
+    tr.sport[tcp], tr.dport[tcp] = v.w(o), v.w(o + 2)
+    tr.seq[tcp], tr.ack[tcp] = v.d(o + 4), v.d(o + 8)
+    fl = v.b(o + 13)
+    tr.flags[tcp] = fl
+    tr.pay[tcp] = o + (v.b(o + 12) >> 4) * 4
+    syn = (fl & 0x12) == 0x02
+    synack = (fl & 0x12) == 0x12
+    # SYN and FIN each take one sequence number.
+    seglen = (l3[tcp] + net.iplen[tcp]) - tr.pay[tcp] + (fl & 0x02 != 0) + (fl & 0x01)
+    tr.tcp_next[tcp] = (tr.seq[tcp] + seglen) & 0xFFFFFFFF
+    tr.ev_src[tcp] |= np.where(syn, EV_SYN, 0)
+    tr.ev_dst[tcp] |= np.where(synack, EV_SYNACK, 0)
+
+
+def _udp(v: _Bytes, net: _Network, tr: _Transport, udp) -> None:
+    if not udp.any():
+        return
+    o = net.l4[udp]
+    tr.sport[udp], tr.dport[udp] = v.w(o), v.w(o + 2)
+    tr.pay[udp] = o + 8
+
+
+def _sctp(v: _Bytes, net: _Network, tr: _Transport, ipend, sctp) -> None:
+    if not sctp.any():
+        return
+    o = net.l4[sctp]
+    tr.sport[sctp], tr.dport[sctp] = v.w(o), v.w(o + 2)
+    chunk = np.where(o + 13 <= ipend[sctp], v.b(o + 12), 0)
+    tr.ev_src[sctp] |= np.where(chunk == 1, EV_SCTP, 0)  # INIT
+    tr.ev_dst[sctp] |= np.where(chunk == 2, EV_SCTP, 0)  # INIT ACK
+    tr.seq[sctp] = v.d(o + 4)  # verification tag
+    tr.pay[sctp] = o + 12
+
+
+def _icmp(v: _Bytes, net: _Network, tr: _Transport, icmp) -> None:
+    if not icmp.any():
+        return
+    o = net.l4[icmp]
+    typ = v.b(o)
+    v6msg = net.proto[icmp] == ICMPV6
+    request = np.where(v6msg, typ == 128, typ == 8)
+    reply = np.where(v6msg, typ == 129, typ == 0)
+    echo = request | reply
+    ident = v.w(o + 4)
+    tr.sport[icmp] = np.where(echo, ident, 0)
+    tr.dport[icmp] = np.where(echo, ident, 0)
+    tr.ev_src[icmp] |= np.where(request, EV_ICMP, 0)
+    tr.ev_dst[icmp] |= np.where(reply, EV_ICMP, 0)
+    # NAT may rewrite the echo identifier; the sequence number and the data it keeps.
+    tr.seq[icmp] = v.w(o + 6) | (typ << 16)
+    tr.pay[icmp] = o + 8
+    idx = np.flatnonzero(icmp)
+    net.status[idx[~echo]] = ICMP_CONTROL
+
+
+def _tunnels(v: _Bytes, net: _Network, tr: _Transport, end):
+    """``(tunnel, inner_off, inner_link)``: the TUNNEL_NAMES kind of a tunnel header after the
+    transport (UDP) or network header (IP-in-IP, GRE), where its packet starts and its link type.
+    GRE carrying something other than IP is NON_IP."""
+    m = len(end)
+    ok, proto, dport, pay, l4 = net.status == OK, net.proto, tr.dport, tr.pay, net.l4
     tunnel = np.zeros(m, dtype=np.int8)
-    inner_off = z()
-    inner_link = z()
+    inner_off = np.zeros(m, dtype=np.int64)
+    inner_link = np.zeros(m, dtype=np.int64)
     udp_ok = ok & (proto == UDP)
     vx = udp_ok & np.isin(dport, VXLAN_PORTS) & (pay + 8 + 14 <= end)
     if vx.any():
@@ -417,12 +507,17 @@ def _decode_layer(v: _Bytes, off, end, link) -> _Layer:
         tunnel[sub] = 6
         inner_off[sub] = l4[sub] + hl[good]
         inner_link[sub] = np.where(ptype[good] == 0x6558, LINK_ETHERNET, LINK_RAW)
-    status[(ok & (proto == 47)) & (tunnel == 0)] = NON_IP  # GRE carrying something other than IP
+    net.status[(ok & (proto == 47)) & (tunnel == 0)] = NON_IP  # GRE carrying something other than IP
+    return tunnel, inner_off, inner_link
 
-    # DNS: where the message starts, and its QR bit as direction evidence.
-    dns_at = np.full(m, -1, dtype=np.int64)
+
+def _dns_messages(v: _Bytes, net: _Network, tr: _Transport, tunnel, ipend):
+    """``(dns_at, dns_end)``: where a DNS message (over TCP: its length prefix) starts and the
+    packet ends, -1 where there is none; the QR bit of each message is direction evidence."""
+    dns_at = np.full(len(ipend), -1, dtype=np.int64)
     dns_end = ipend.copy()
-    dns = ok & (tunnel == 0) & ((proto == UDP) | (proto == TCP)) & ((sport == 53) | (dport == 53))
+    proto, sport, dport, pay = net.proto, tr.sport, tr.dport, tr.pay
+    dns = (net.status == OK) & (tunnel == 0) & ((proto == UDP) | (proto == TCP)) & ((sport == 53) | (dport == 53))
     if dns.any():
         idx = np.flatnonzero(dns & (pay < ipend))  # a bare SYN, ACK or FIN carries no message
         dns_at[idx] = pay[idx]  # too short to be DNS, the message still counts as malformed DNS
@@ -430,22 +525,17 @@ def _decode_layer(v: _Bytes, off, end, link) -> _Layer:
         has_header = at + 12 <= ipend[idx]
         idx, at = idx[has_header], at[has_header]
         qr = v.b(at + 2) >> 7
-        ev_src[idx] |= np.where(qr == 0, EV_DNS, 0)
-        ev_dst[idx] |= np.where(qr == 1, EV_DNS, 0)
+        tr.ev_src[idx] |= np.where(qr == 0, EV_DNS, 0)
+        tr.ev_dst[idx] |= np.where(qr == 1, EV_DNS, 0)
+    return dns_at, dns_end
 
-    # Fingerprint: what stays the same when the packet is seen again elsewhere, even after NAT
-    # rewrote its addresses and ports (those are deliberately left out).
-    word = _payload_word(v, pay, ipend)
-    word2 = _payload_word(v, pay + 8, ipend)
-    fp = _mix(proto.astype(np.uint64), iplen, ipid, frag, seq, ack, flags, word, word2)
 
-    return _Layer(
-        status=status, src_hi=src_hi, src_lo=src_lo, dst_hi=dst_hi, dst_lo=dst_lo,
-        proto=proto, sport=sport, dport=dport, iplen=iplen, ipid=ipid, frag=frag,
-        ev_src=ev_src, ev_dst=ev_dst, fingerprint=fp, dns_at=dns_at, dns_end=dns_end,
-        tcp_seq=np.where(proto == TCP, seq, 0), tcp_ack=np.where(proto == TCP, ack, 0), tcp_next=tcp_next,
-        tunnel=tunnel, inner_off=inner_off, inner_link=inner_link,
-    )
+def _fingerprint(v: _Bytes, net: _Network, tr: _Transport, ipend):
+    """What stays the same when the packet is seen again elsewhere, even after NAT rewrote its
+    addresses and ports (those are deliberately left out)."""
+    word = _payload_word(v, tr.pay, ipend)
+    word2 = _payload_word(v, tr.pay + 8, ipend)
+    return _mix(net.proto.astype(np.uint64), net.iplen, net.ipid, net.frag, tr.seq, tr.ack, tr.flags, word, word2)
 
 
 _POWERS = np.cumprod(np.full(8192, 0x100000001B3, dtype=np.uint64), dtype=np.uint64)

@@ -6,7 +6,8 @@ rather than with scapy's readers: it is the per-packet hot path, and a plain loo
 ``struct.unpack_from`` walks several million records a second, while a reader that builds an
 object per packet manages a few hundred thousand. For classic pcap that loop is
 ``_accel.walk_pcap``: the C accelerator when it was built (ten times faster again), else the
-Python reference loop; everything around it (damage, resync, snap length) is here.
+Python reference loop; everything around it (damage, resync, snap length) is here, in
+``_PcapReader``. ``_PcapngReader`` walks pcapng blocks itself (sections, interfaces, packets).
 
 Damage: a record or block whose length is implausible (pcap: a captured length over 256 KiB or
 over the record's original length, or over the snap length with no record after it; pcapng: a
@@ -16,6 +17,9 @@ end) is skipped by looking for the next plausible record or block (``_pcap_resyn
 Only when nothing plausible follows does the reading end there ("cut off" when it is the last
 record, its bytes running past the end of the file). ``check_capture_file`` is the cheap test
 made of every input before any is read: it exists, is a file and starts like a capture.
+
+Warnings are ``CaptureWarning`` values (path, byte offset, reason, detail); their text is what
+the CLI prints and the flow log's stats record.
 """
 
 from __future__ import annotations
@@ -69,7 +73,27 @@ PCAP_MAGIC = {
 PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
 GZIP_MAGIC = b"\x1f\x8b"
 
-Warn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class CaptureWarning:
+    """Damage found while reading a capture file (or something in it that is skipped).
+
+    ``reason`` says what is wrong, ``detail`` what the reader did about it; ``offset`` is the
+    byte offset (in the decompressed file) of the record or block concerned, None where the
+    damage has no place (a gzip stream cut off). ``str()`` is the message as it is printed and
+    recorded: ``"<path>: <reason>; <detail>"``."""
+
+    path: Path
+    offset: int | None
+    reason: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}; {self.detail}"
+
+
+Warn = Callable[[CaptureWarning], None]
 
 
 @dataclass
@@ -183,20 +207,21 @@ class _Source:
 
 
 def read_chunks(path: Path, warn: Warn, progress: Callable[[int], None] | None = None) -> Iterator[Chunk]:
-    """The packets of one capture file, in chunks; damage is reported through ``warn``."""
+    """The packets of one capture file, in chunks; damage is reported through ``warn``, one
+    ``CaptureWarning`` each."""
     src = _Source(path)
     try:
         head = src.head(24)
         if not head:
             raise CaptureError(f"{path}: empty file" + (f" ({src.error})" if src.error else ""))
         if head[:4] in PCAP_MAGIC:
-            yield from _pcap_chunks(src, head, warn, progress)
+            yield from _PcapReader(src, head, warn).chunks(progress)
         elif head[:4] == PCAPNG_SHB:
-            yield from _pcapng_chunks(src, warn, progress)
+            yield from _PcapngReader(src, warn).chunks(progress)
         else:
             raise CaptureError(f"{path}: not a pcap or pcapng file (starts with {head[:4].hex()})")
         if src.error:
-            warn(f"{path}: {src.error}; kept the packets read before it")
+            warn(CaptureWarning(path, None, src.error, "kept the packets read before it"))
     finally:
         src.close()
 
@@ -255,106 +280,158 @@ def _padded(buf, off: np.ndarray, caplen: np.ndarray, n: int, header: int):
 # --- pcap ----------------------------------------------------------------------------------
 
 
-def _pcap_chunks(src: _Source, head: bytes, warn: Warn, progress) -> Iterator[Chunk]:
-    endian, frac_ns = PCAP_MAGIC[head[:4]]
-    if len(head) < 24:
-        raise CaptureError(f"{src.path}: pcap file header cut off after {len(head)} bytes")
-    snaplen, linktype = struct.unpack_from(endian + "II", head, 16)
-    linktype &= 0x0FFFFFFF  # the upper bits carry FCS information
-    if linktype not in SUPPORTED_LINKTYPES:
-        raise CaptureError(f"{src.path}: link type {linktype} is not supported (supported: {_supported_names()})")
-    if not 0 < snaplen <= MAX_RECORD:
-        snaplen = MAX_RECORD
-    header_of = struct.Struct(endian + "IIII").unpack_from
-    big_endian = endian == ">"
-    frac_max = 1_000_000 if frac_ns == 1000 else 1_000_000_000
-    warned_snaplen = False
-    # The walker hands back every record over this captured length (and every record whose
-    # captured length is over its original length): the snap length until the one warning
-    # about it, then only what is too long to be a record at all (damage).
-    walk_limit = snaplen
-    last_sec: int | None = None
-    for buf, base, n, final in src.windows(24):
-        pos = 24 - base if base < 24 else 0
-        stopped = False
-        while True:
-            offs, sec, frac, caplen = (np.empty(CHUNK_PACKETS, dtype=np.int64) for _ in range(4))
-            count = 0
-            left = CHUNK_PACKETS  # records (or damaged records) this chunk may still take
+class _Records:
+    """Room for one chunk's pcap records, filled by the walker: each record header's offset,
+    seconds, fraction of a second and captured length. ``left`` is how many records (damaged
+    ones included) the chunk may still take."""
+
+    def __init__(self, size: int):
+        self.offs, self.sec, self.frac, self.caplen = (np.empty(size, dtype=np.int64) for _ in range(4))
+        self.count = 0
+        self.left = size
+
+    def free(self) -> tuple[np.ndarray, ...]:
+        """The arrays' unfilled ends, for the walker to write into."""
+        c = self.count
+        return self.offs[c:], self.sec[c:], self.frac[c:], self.caplen[c:]
+
+    def taken(self, got: int) -> None:
+        self.count += got
+        self.left -= got
+
+    def add(self, pos: int, sec: int, frac: int, caplen: int) -> None:
+        c = self.count
+        self.offs[c], self.sec[c], self.frac[c], self.caplen[c] = pos, sec, frac, caplen
+        self.taken(1)
+
+    def last_sec(self) -> int | None:
+        return int(self.sec[self.count - 1]) if self.count else None
+
+
+class _PcapReader:
+    """The records of a classic pcap file: its header, then chunks of records walked by
+    ``_accel.walk_pcap``; a record the walker leaves (over the snap length, over its original
+    length, past the end) is read anyway or is damage, skipped with a warning."""
+
+    def __init__(self, src: _Source, head: bytes, warn: Warn):
+        endian, self.frac_ns = PCAP_MAGIC[head[:4]]
+        if len(head) < 24:
+            raise CaptureError(f"{src.path}: pcap file header cut off after {len(head)} bytes")
+        snaplen, linktype = struct.unpack_from(endian + "II", head, 16)
+        linktype &= 0x0FFFFFFF  # the upper bits carry FCS information
+        if linktype not in SUPPORTED_LINKTYPES:
+            raise CaptureError(f"{src.path}: link type {linktype} is not supported (supported: {_supported_names()})")
+        if not 0 < snaplen <= MAX_RECORD:
+            snaplen = MAX_RECORD
+        self.src, self.warn = src, warn
+        self.snaplen, self.linktype = snaplen, linktype
+        self.header_of = struct.Struct(endian + "IIII").unpack_from
+        self.big_endian = endian == ">"
+        self.frac_max = 1_000_000 if self.frac_ns == 1000 else 1_000_000_000
+        self.warned_snaplen = False
+        # The walker hands back every record over this captured length (and every record whose
+        # captured length is over its original length): the snap length until the one warning
+        # about it, then only what is too long to be a record at all (damage).
+        self.walk_limit = snaplen
+        self.last_sec: int | None = None  # of the last record of the chunks before
+        self.stopped = False  # damage ended the reading
+
+    def chunks(self, progress) -> Iterator[Chunk]:
+        src = self.src
+        for buf, base, n, final in src.windows(24):
+            pos = 24 - base if base < 24 else 0
             full = True
-            while left:
-                # Hot loop (C when built): walks records until the chunk is full, the buffered
-                # data runs out, or a record is over walk_limit or over its original length.
-                got, pos, reason = _accel.walk_pcap(
-                    buf, pos, n, big_endian, walk_limit, left, offs[count:], sec[count:], frac[count:], caplen[count:])
-                count += got
-                left -= got
-                if reason == _accel.WALK_LIMIT:
-                    break
-                if pos + 16 > n or (reason == _accel.WALK_NEED_DATA and not final):
-                    full = False
-                    break  # more data needed, or (at the end) a record header cut off
-                # The record at pos was not consumed: it is over walk_limit or over its original
-                # length, or (at the end of the file) it runs past the end. Read it anyway, or
-                # find out it is damage.
-                rec_sec, rec_frac, incl, orig = header_of(buf, pos)
-                end = pos + 16 + incl
-                past_end = False
-                if incl > MAX_RECORD:
-                    why = f"captured length {incl}"
-                elif incl > orig:
-                    why = f"captured length {incl} over its original length {orig}"
-                elif end > n:
-                    if not final:
-                        full = False
-                        break
-                    why = f"captured length {incl}, past the end of the file"
-                    past_end = True
-                else:  # over the snap length only: a record when a plausible one follows it
-                    if end + 16 > n and not final:
-                        full = False
-                        break
-                    if end + 16 > n or _pcap_plausible(header_of(buf, end), MAX_RECORD, rec_sec, frac_max):
-                        if not warned_snaplen:
-                            warn(f"{src.path}: record at byte {base + pos} has captured length {incl} over the snap length {snaplen}; read anyway")
-                            warned_snaplen = True
-                            walk_limit = MAX_RECORD
-                        offs[count], sec[count], frac[count], caplen[count] = pos, rec_sec, rec_frac, incl
-                        count += 1
-                        left -= 1
-                        pos = end
-                        continue
-                    why = f"captured length {incl} over the snap length {snaplen}, and no record after it"
-                left -= 1
-                prev = int(sec[count - 1]) if count else last_sec
-                skip_to, need_data = _pcap_resync(buf, pos, n, big_endian, walk_limit, prev, frac_max, final)
-                if need_data:
-                    full = False
-                    break  # not enough data buffered to look for the next record
-                if skip_to is None:
-                    full = False
-                    if past_end:
-                        break  # nothing whole after it: the last record, cut off (warned below)
-                    warn(f"{src.path}: record at byte {base + pos} has an implausible length ({why}); no plausible record after it, stopped there, kept the packets before it")
-                    stopped = True
-                    break
-                warn(f"{src.path}: record at byte {base + pos} has an implausible length ({why}); skipped {skip_to - pos} bytes to the next plausible record, at byte {base + skip_to}")
-                pos = skip_to
-            if count:
-                last_sec = int(sec[count - 1])
-                yield _pcap_chunk(buf, n, offs[:count], sec[:count], frac[:count], caplen[:count], frac_ns, linktype)
-            src.release(base + pos)
-            if progress:
-                progress(src.progress(base + pos))
-            if not full:
+            while full:
+                out = _Records(CHUNK_PACKETS)
+                pos, full = self._fill(out, buf, base, n, final, pos)
+                if out.count:
+                    c = out.count
+                    self.last_sec = int(out.sec[c - 1])
+                    yield _pcap_chunk(buf, n, out.offs[:c], out.sec[:c], out.frac[:c], out.caplen[:c], self.frac_ns,
+                                      self.linktype)
+                src.release(base + pos)
+                if progress:
+                    progress(src.progress(base + pos))
+            if self.stopped:
+                return
+            if final:
+                if pos < n:
+                    self._warn(base + pos, f"last record at byte {base + pos} cut off ({n - pos} bytes of it present)",
+                               "kept the packets before it")
+                return
+            src.keep = pos
+
+    def _fill(self, out: _Records, buf, base: int, n: int, final: bool, pos: int) -> tuple[int, bool]:
+        """Records of ``buf[0:n]`` (file bytes from ``base`` on) from ``pos`` into ``out``.
+        Returns ``(pos, full)``: where it stopped, and whether because ``out`` is full (else more
+        data is needed, or the reading ends: ``stopped``, or a record cut off at the end)."""
+        while out.left:
+            # Hot loop (C when built): walks records until the chunk is full, the buffered data
+            # runs out, or a record is over walk_limit or over its original length.
+            got, pos, reason = _accel.walk_pcap(buf, pos, n, self.big_endian, self.walk_limit, out.left, *out.free())
+            out.taken(got)
+            if reason == _accel.WALK_LIMIT:
                 break
-        if stopped:
-            return
-        if final:
-            if pos < n:
-                warn(f"{src.path}: last record at byte {base + pos} cut off ({n - pos} bytes of it present); kept the packets before it")
-            return
-        src.keep = pos
+            if pos + 16 > n or (reason == _accel.WALK_NEED_DATA and not final):
+                return pos, False  # more data needed, or (at the end) a record header cut off
+            next_pos = self._odd_record(out, buf, base, n, final, pos)
+            if next_pos is None:
+                return pos, False
+            pos = next_pos
+        return pos, True
+
+    def _odd_record(self, out: _Records, buf, base: int, n: int, final: bool, pos: int) -> int | None:
+        """The record at ``pos``, which the walker did not take: it is over walk_limit or over
+        its original length, or (at the end of the file) it runs past the end. Read it anyway,
+        or find out it is damage and skip it. Returns where to go on, or None to end the chunk at
+        ``pos`` (more data needed, or the reading ends there)."""
+        rec_sec, rec_frac, incl, orig = self.header_of(buf, pos)
+        end = pos + 16 + incl
+        past_end = False
+        if incl > MAX_RECORD:
+            why = f"captured length {incl}"
+        elif incl > orig:
+            why = f"captured length {incl} over its original length {orig}"
+        elif end > n:
+            if not final:
+                return None
+            why = f"captured length {incl}, past the end of the file"
+            past_end = True
+        else:  # over the snap length only: a record when a plausible one follows it
+            if end + 16 > n and not final:
+                return None
+            if end + 16 > n or _pcap_plausible(self.header_of(buf, end), MAX_RECORD, rec_sec, self.frac_max):
+                if not self.warned_snaplen:
+                    self._warn(base + pos, f"record at byte {base + pos} has captured length {incl} over the snap "
+                               f"length {self.snaplen}", "read anyway")
+                    self.warned_snaplen = True
+                    self.walk_limit = MAX_RECORD
+                out.add(pos, rec_sec, rec_frac, incl)
+                return end
+            why = f"captured length {incl} over the snap length {self.snaplen}, and no record after it"
+        out.left -= 1
+        return self._skip_damage(out, buf, base, n, final, pos, why, past_end)
+
+    def _skip_damage(self, out: _Records, buf, base: int, n: int, final: bool, pos: int, why: str,
+                     past_end: bool) -> int | None:
+        """After a record with an implausible length at ``pos``: the next plausible record, with a
+        warning; None when there is none (the reading stops there) or more data is needed."""
+        prev = out.last_sec()
+        prev = self.last_sec if prev is None else prev
+        skip_to, need_data = _pcap_resync(buf, pos, n, self.big_endian, self.walk_limit, prev, self.frac_max, final)
+        if need_data:
+            return None  # not enough data buffered to look for the next record
+        reason = f"record at byte {base + pos} has an implausible length ({why})"
+        if skip_to is None:
+            if not past_end:  # else: nothing whole after it, the last record, cut off (warned at the end)
+                self._warn(base + pos, reason, "no plausible record after it, stopped there, kept the packets before it")
+                self.stopped = True
+            return None
+        self._warn(base + pos, reason, f"skipped {skip_to - pos} bytes to the next plausible record, at byte {base + skip_to}")
+        return skip_to
+
+    def _warn(self, offset: int, reason: str, detail: str) -> None:
+        self.warn(CaptureWarning(self.src.path, offset, reason, detail))
 
 
 #: How far past damage the next record or block is looked for: a damaged stretch longer than this
@@ -434,108 +511,146 @@ class _Interface:
     tick_den: int
 
 
-def _pcapng_chunks(src: _Source, warn: Warn, progress) -> Iterator[Chunk]:
-    endian = "<"
-    interfaces: list[_Interface] = []
-    unsupported_warned: set[int] = set()
-    for buf, base, n, final in src.windows(0):
-        pos = 0
-        stopped = False
-        while True:
-            offs: list[int] = []
-            caps: list[int] = []
-            ticks: list[int] = []
-            ifaces: list[int] = []
-            full = False
-            while pos + 12 <= n:
-                if len(offs) >= CHUNK_PACKETS:
-                    full = True
+class _PcapngReader:
+    """The packets of a pcapng file, block by block: section headers (their byte order),
+    interface descriptions (link type, snap length, timestamp resolution), enhanced, obsolete
+    and simple packet blocks; other blocks are stepped over. A block whose length is implausible
+    is damage, skipped with a warning."""
+
+    def __init__(self, src: _Source, warn: Warn):
+        self.src, self.warn = src, warn
+        self.endian = "<"  # of the current section
+        self.interfaces: list[_Interface] = []  # of the current section
+        self.unsupported_warned: set[int] = set()
+        self.stopped = False  # damage ended the reading
+
+    def chunks(self, progress) -> Iterator[Chunk]:
+        src = self.src
+        for buf, base, n, final in src.windows(0):
+            pos = 0
+            full = True
+            while full:
+                out: tuple[list[int], list[int], list[int], list[int]] = ([], [], [], [])  # offs, caps, ticks, ifaces
+                pos, full = self._fill(out, buf, base, n, final, pos)
+                if out[0]:
+                    yield _pcapng_chunk(buf, n, *out, self.interfaces)
+                src.release(base + pos)
+                if progress:
+                    progress(src.progress(base + pos))
+            if self.stopped:
+                return
+            if final:
+                if pos < n:
+                    self._warn(base + pos, f"last block at byte {base + pos} cut off ({n - pos} bytes of it present)",
+                               "kept the packets before it")
+                return
+            src.keep = pos
+
+    def _fill(self, out, buf, base: int, n: int, final: bool, pos: int) -> tuple[int, bool]:
+        """Blocks of ``buf[0:n]`` (file bytes from ``base`` on) from ``pos``, their packets into
+        ``out``. Returns ``(pos, full)``: where it stopped, and whether because ``out`` holds
+        ``CHUNK_PACKETS`` packets (else more data is needed, or the reading ends)."""
+        offs, caps, ticks, ifaces = out
+        # The loop runs once per packet: the checks of a packet block stay inline, and the
+        # section's byte order and interfaces are locals (``_other_block`` changes them).
+        endian, interfaces = self.endian, self.interfaces
+        while pos + 12 <= n:
+            if len(offs) >= CHUNK_PACKETS:
+                return pos, True
+            btype, blen = struct.unpack_from(endian + "II", buf, pos)
+            e = endian
+            why = None
+            past_end = False
+            if btype == SHB_TYPE:  # the same in both byte orders; its own says which
+                e = _BYTE_ORDER.get(bytes(buf[pos + 8 : pos + 12]))
+                if e is None:
+                    why = "bad section header"
+                else:
+                    blen = struct.unpack_from(e + "I", buf, pos + 4)[0]
+            end = pos + blen
+            if why is None:
+                # Plausible: at least the type's least length, a multiple of 4, the same total
+                # length at the end of the block as at its start.
+                if blen < _BLOCK_MIN.get(btype, 12) or blen & 3 or blen > MAX_BLOCK:
+                    why = f"length {blen}"
+                elif end > n:
+                    if not final:
+                        break  # more data needed
+                    why = f"length {blen}, past the end of the file"
+                    past_end = True
+                else:
+                    (trailing,) = struct.unpack_from(e + "I", buf, end - 4)
+                    if trailing != blen:
+                        why = f"length {blen}, but {trailing} at its end"
+            if why is not None:
+                skip_to = self._skip_damage(buf, base, n, final, pos, why, past_end)
+                if skip_to is None:
                     break
-                btype, blen = struct.unpack_from(endian + "II", buf, pos)
-                e = endian
-                why = None
-                past_end = False
-                if btype == SHB_TYPE:  # the same in both byte orders; its own says which
-                    e = _BYTE_ORDER.get(bytes(buf[pos + 8 : pos + 12]))
-                    if e is None:
-                        why = "bad section header"
-                    else:
-                        blen = struct.unpack_from(e + "I", buf, pos + 4)[0]
-                end = pos + blen
-                if why is None:
-                    # Plausible: at least the type's least length, a multiple of 4, the same
-                    # total length at the end of the block as at its start.
-                    if blen < _BLOCK_MIN.get(btype, 12) or blen & 3 or blen > MAX_BLOCK:
-                        why = f"length {blen}"
-                    elif end > n:
-                        if not final:
-                            break  # more data needed
-                        why = f"length {blen}, past the end of the file"
-                        past_end = True
-                    else:
-                        (trailing,) = struct.unpack_from(e + "I", buf, end - 4)
-                        if trailing != blen:
-                            why = f"length {blen}, but {trailing} at its end"
-                if why is not None:
-                    skip_to, need_data = _pcapng_resync(buf, pos, n, endian, final)
-                    if need_data:
-                        break  # not enough data buffered to look for the next block
-                    if why == "bad section header":
-                        what = f"section header at byte {base + pos} has an unknown byte-order magic ({bytes(buf[pos + 8 : pos + 12]).hex()})"
-                    else:
-                        what = f"block at byte {base + pos} has an implausible length ({why})"
-                    if skip_to is None:
-                        if past_end:
-                            break  # nothing whole after it: the last block, cut off (warned below)
-                        warn(f"{src.path}: {what}; no block after it, stopped there, kept the packets before it")
-                        stopped = True
-                        break
-                    warn(f"{src.path}: {what}; skipped {skip_to - pos} bytes to the next block, at byte {base + skip_to}")
-                    pos = skip_to
-                    continue
-                if btype == 6 or btype == 2:  # enhanced / obsolete packet block
-                    if btype == 6:
-                        iface, hi, lo, cap, _orig = struct.unpack_from(endian + "IIIII", buf, pos + 8)
-                    else:
-                        iface, _drops, hi, lo, cap, _orig = struct.unpack_from(endian + "HHIIII", buf, pos + 8)
-                    if iface >= len(interfaces) or cap > blen - 28:
-                        warn(f"{src.path}: damaged packet block at byte {base + pos}; skipped")
-                    elif interfaces[iface].linktype in SUPPORTED_LINKTYPES:
-                        offs.append(pos + 28)
-                        caps.append(cap)
-                        ticks.append((hi << 32) | lo)
-                        ifaces.append(iface)
-                elif btype == 3:  # simple packet block: no timestamp, interface 0
-                    if interfaces and interfaces[0].linktype in SUPPORTED_LINKTYPES:
-                        (orig,) = struct.unpack_from(endian + "I", buf, pos + 8)
-                        offs.append(pos + 12)
-                        caps.append(min(orig, blen - 16, interfaces[0].snaplen or MAX_RECORD))
-                        ticks.append(0)
-                        ifaces.append(0)
-                elif btype == 1:
-                    iface = _parse_idb(buf, pos, blen, endian)
-                    interfaces.append(iface)
-                    if iface.linktype not in SUPPORTED_LINKTYPES and iface.linktype not in unsupported_warned:
-                        unsupported_warned.add(iface.linktype)
-                        warn(f"{src.path}: interface {len(interfaces) - 1} has link type {iface.linktype}, which is not supported; its packets are skipped")
-                elif btype == SHB_TYPE:  # a new section: its byte order, no interfaces yet
-                    endian = e
-                    interfaces = []
-                pos = end
-            if offs:
-                yield _pcapng_chunk(buf, n, offs, caps, ticks, ifaces, interfaces)
-            src.release(base + pos)
-            if progress:
-                progress(src.progress(base + pos))
-            if not full:
-                break
-        if stopped:
-            return
-        if final:
-            if pos < n:
-                warn(f"{src.path}: last block at byte {base + pos} cut off ({n - pos} bytes of it present); kept the packets before it")
-            return
-        src.keep = pos
+                pos = skip_to
+                continue
+            if btype == 6 or btype == 2:  # enhanced / obsolete packet block
+                if btype == 6:
+                    iface, hi, lo, cap, _orig = struct.unpack_from(endian + "IIIII", buf, pos + 8)
+                else:
+                    iface, _drops, hi, lo, cap, _orig = struct.unpack_from(endian + "HHIIII", buf, pos + 8)
+                if iface >= len(interfaces) or cap > blen - 28:
+                    self._warn(base + pos, f"damaged packet block at byte {base + pos}", "skipped")
+                elif interfaces[iface].linktype in SUPPORTED_LINKTYPES:
+                    offs.append(pos + 28)
+                    caps.append(cap)
+                    ticks.append((hi << 32) | lo)
+                    ifaces.append(iface)
+            elif btype == SHB_TYPE and offs:
+                return pos, True  # a new section: its packets go in chunks of their own (its interfaces)
+            elif btype == 3 or btype == 1 or btype == SHB_TYPE:
+                self._other_block(out, buf, base, pos, btype, blen, e)
+                endian, interfaces = self.endian, self.interfaces
+            pos = end
+        return pos, False
+
+    def _other_block(self, out, buf, base: int, pos: int, btype: int, blen: int, e: str) -> None:
+        """A simple packet block, interface description or section header (in byte order ``e``)."""
+        if btype == 3:  # simple packet block: no timestamp, interface 0
+            interfaces = self.interfaces
+            if interfaces and interfaces[0].linktype in SUPPORTED_LINKTYPES:
+                offs, caps, ticks, ifaces = out
+                (orig,) = struct.unpack_from(self.endian + "I", buf, pos + 8)
+                offs.append(pos + 12)
+                caps.append(min(orig, blen - 16, interfaces[0].snaplen or MAX_RECORD))
+                ticks.append(0)
+                ifaces.append(0)
+        elif btype == 1:
+            iface = _parse_idb(buf, pos, blen, self.endian)
+            self.interfaces.append(iface)
+            if iface.linktype not in SUPPORTED_LINKTYPES and iface.linktype not in self.unsupported_warned:
+                self.unsupported_warned.add(iface.linktype)
+                self._warn(base + pos, f"interface {len(self.interfaces) - 1} has link type {iface.linktype}, which is "
+                           "not supported", "its packets are skipped")
+        else:  # a new section: its byte order, no interfaces yet
+            self.endian = e
+            self.interfaces = []
+
+    def _skip_damage(self, buf, base: int, n: int, final: bool, pos: int, why: str, past_end: bool) -> int | None:
+        """After a damaged block at ``pos``: the next block, with a warning; None when there is
+        none (the reading stops there) or more data is needed."""
+        skip_to, need_data = _pcapng_resync(buf, pos, n, self.endian, final)
+        if need_data:
+            return None  # not enough data buffered to look for the next block
+        if why == "bad section header":
+            reason = (f"section header at byte {base + pos} has an unknown byte-order magic "
+                      f"({bytes(buf[pos + 8 : pos + 12]).hex()})")
+        else:
+            reason = f"block at byte {base + pos} has an implausible length ({why})"
+        if skip_to is None:
+            if not past_end:  # else: nothing whole after it, the last block, cut off (warned at the end)
+                self._warn(base + pos, reason, "no block after it, stopped there, kept the packets before it")
+                self.stopped = True
+            return None
+        self._warn(base + pos, reason, f"skipped {skip_to - pos} bytes to the next block, at byte {base + skip_to}")
+        return skip_to
+
+    def _warn(self, offset: int, reason: str, detail: str) -> None:
+        self.warn(CaptureWarning(self.src.path, offset, reason, detail))
 
 
 SHB_TYPE = 0x0A0D0D0A
