@@ -4,21 +4,21 @@ Each sniffer pod (the DaemonSet of ``netpol-learn manifests``) writes one flow-l
 interval to stdout, so its container log is a flow log with other lines in between (the
 sniffer's own messages on stderr share the log). ``collect`` lists the pods through the API,
 reads each container's log (and that of its previous instance when it restarted) as a stream,
-keeps the complete segments (a header, its flow and dns lines, a stats line; docs/flow-log.md),
-and merges them all, so that the result equals ``merge`` of the segments.
+keeps the complete segments (a header, its flow and dns lines, a stats line; docs/flow-log.md;
+read by the flow log's own ``SegmentReader``), and merges them all, so that the result equals
+``merge`` of the segments.
 
 A pod whose log cannot be read is a warning and the others still count; no pods, or no log that
 could be read, is a ``CollectError``. A segment cut off by ``--since`` (its header is older) or
 still being written (no stats line yet) is left out: the segments are whole intervals or nothing.
 
-The client comes configured as for ``netpol-learn inventory`` (``client_configuration``: a
-kubeconfig, ``--context``, or the pod's service account), and ``kubernetes`` is imported only
-when collecting starts.
+The client comes configured as for ``netpol-learn inventory`` (``netpol_learn._kube``: a
+kubeconfig, ``--context``, or the pod's service account; its errors worded the same way), and
+``kubernetes`` is imported only when collecting starts.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -26,19 +26,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from netpol_learn._errors import CollectError
-from netpol_learn._flowlog import FORMAT, VERSION, FlowLog, _dns_from_json, _flow_from_json, merge_logs, merge_stats
-from netpol_learn._inventory._live import (
+from netpol_learn._flowlog import FlowLog, Segment, SegmentReader, merge_logs
+from netpol_learn._kube import (
     REQUEST_TIMEOUT,
-    _NotAList,
-    _list_pages,
-    _one_line,
-    api_error_message,
-    _transport_reason,
+    NotAList,
     client_configuration,
+    client_error_message,
+    list_pages,
+    one_line,
+    transport_errors,
 )
 from netpol_learn._manifests import DEFAULT_NAMESPACE, SNIFFER_SELECTOR
 
-__all__ = ["DEFAULT_NAMESPACE", "SNIFFER_SELECTOR", "Collected", "SegmentReader", "collect", "parse_duration"]
+__all__ = ["DEFAULT_NAMESPACE", "SNIFFER_SELECTOR", "Collected", "ContainerLog", "collect", "parse_duration"]
 
 Warn = Callable[[str], None]
 
@@ -46,7 +46,6 @@ Warn = Callable[[str], None]
 WORKERS = 8
 #: Segments of one log held before they are merged into its running total.
 _MERGE_BATCH = 64
-_KINDS = frozenset({"header", "flow", "dns", "stats"})
 
 
 # --- durations ---------------------------------------------------------------------------------
@@ -70,104 +69,52 @@ def parse_duration(text: str) -> int:
 
 
 @dataclass
-class SegmentReader:
-    """Picks the flow-log segments out of a container log, line by line.
+class ContainerLog:
+    """The flow-log segments of one container log, line by line (``SegmentReader``, lenient).
 
-    A line is a flow-log line when it is a JSON object whose ``kind`` is header, flow, dns or
-    stats (a header also names the format); every other line is ignored. ``close()`` returns the
-    merge of the complete segments; ``incomplete`` counts the segments left out for lack of their
-    header or stats line, ``left_out`` those left out because they could not be read, by reason.
+    ``close()`` returns the merge of the complete segments; ``incomplete`` counts the segments
+    left out for lack of their header or stats line, ``left_out`` those left out because they
+    could not be read, by reason; ``ignored`` the lines that are not flow-log lines.
     """
 
     segments: int = 0
     incomplete: int = 0
-    ignored: int = 0
     left_out: dict[str, int] = field(default_factory=dict)
+    _reader: SegmentReader = field(default_factory=SegmentReader)
     _done: list[FlowLog] = field(default_factory=list)
     _log: FlowLog | None = None
-    _open: bool = False  # inside a segment (a header seen, its stats line not yet)
-    _orphan: bool = False  # flow/dns lines without a header (cut off at the start)
-    _bad: str | None = None  # why the open segment will be left out
-    _sources: tuple[str, ...] = ()
-    _flows: list = field(default_factory=list)
-    _dns: list = field(default_factory=list)
-    _lineno: int = 0
+
+    @property
+    def ignored(self) -> int:
+        return self._reader.ignored
 
     def feed(self, line: str) -> None:
-        self._lineno += 1
-        obj = _flow_log_line(line)
-        if obj is None:
-            self.ignored += 1
-            return
-        kind = obj["kind"]
-        if kind == "header":
-            self._close_open()
-            self._open, self._orphan, self._bad = True, False, None
-            self._sources, self._flows, self._dns = (), [], []
-            if obj.get("version") != VERSION:
-                self._bad = f"flow log version {obj.get('version')!r} is not supported (this tool reads {VERSION})"
-            else:
-                sources = obj.get("sources", [])
-                if isinstance(sources, list):
-                    self._sources = tuple(str(s) for s in sources)
-                else:
-                    self._bad = f"line {self._lineno}: invalid header: sources is not a list"
-            return
-        if not self._open:
-            self._orphan = True
-            return
-        if kind == "stats":
-            self._open = False
-            if self._bad is not None:
-                self.left_out[self._bad] = self.left_out.get(self._bad, 0) + 1
-                return
-            stats = merge_stats({}, {k: v for k, v in obj.items() if k != "kind"})
-            self._add(FlowLog(tuple(self._flows), tuple(self._dns), stats, self._sources))
-            return
-        if self._bad is not None:
-            return
-        try:
-            (self._flows if kind == "flow" else self._dns).append(_flow_from_json(obj) if kind == "flow" else _dns_from_json(obj))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            self._bad = f"line {self._lineno}: invalid {kind}: {exc}"
+        self._take(self._reader.feed(line))
 
     def close(self) -> FlowLog | None:
         """The merge of the complete segments; None when there was none."""
-        self._close_open()
+        self._take(self._reader.close())
         self._fold()
         return self._log
 
-    def _close_open(self) -> None:
-        if self._open or self._orphan:
+    def _take(self, segment: Segment | None) -> None:
+        if segment is None:
+            return
+        if not segment.complete:
             self.incomplete += 1
-        self._open = self._orphan = False
-
-    def _add(self, segment: FlowLog) -> None:
-        self.segments += 1
-        self._done.append(segment)
-        if len(self._done) >= _MERGE_BATCH:
-            self._fold()
+        elif segment.problem is not None:
+            self.left_out[segment.problem] = self.left_out.get(segment.problem, 0) + 1
+        else:
+            self.segments += 1
+            self._done.append(segment.log)
+            if len(self._done) >= _MERGE_BATCH:
+                self._fold()
 
     def _fold(self) -> None:
         """Merge the segments held into the running total (merging is associative)."""
         if self._done:
             self._log = merge_logs(self._done if self._log is None else [self._log, *self._done])
             self._done = []
-
-
-def _flow_log_line(line: str) -> dict | None:
-    text = line.strip()
-    if not text.startswith("{"):
-        return None
-    try:
-        obj = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(obj, dict) or obj.get("kind") not in _KINDS:
-        return None
-    if obj["kind"] == "header" and obj.get("format") != FORMAT:
-        return None
-    return obj
 
 
 def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
@@ -216,12 +163,11 @@ class Collected:
     incomplete: int  # segments left out: cut off by --since, or still being written
 
 
-def _api_message(exc, doing: str) -> str:
-    return api_error_message(exc, doing, "the credentials need list on pods and get on pods/log in that namespace")
+#: The 403 hint of every refused call.
+_NEEDS = "the credentials need list on pods and get on pods/log in that namespace"
 
 
 def _list_pods(core, namespace: str, selector: str, host: str) -> list[dict]:
-    import urllib3
     from kubernetes.client import ApiException
 
     def call(**kwargs):
@@ -229,15 +175,11 @@ def _list_pods(core, namespace: str, selector: str, host: str) -> list[dict]:
 
     doing = f"cannot list pods in namespace {namespace}"
     try:
-        return [p for page in _list_pages(call, 500) for p in page["items"] if isinstance(p, dict)]
-    except ApiException as exc:
-        if not exc.status:
-            raise CollectError(f"cannot reach the API server at {host} (listing pods): {_one_line(exc.reason or '')}") from exc
-        raise CollectError(_api_message(exc, doing)) from exc
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
-        raise CollectError(f"cannot reach the API server at {host} (listing pods): {_transport_reason(exc)}") from exc
-    except _NotAList as exc:
-        raise CollectError(f"{doing}: the answer of {host} is {_one_line(str(exc))}") from exc
+        return [p for page in list_pages(call, 500) for p in page["items"] if isinstance(p, dict)]
+    except (ApiException, *transport_errors()) as exc:
+        raise CollectError(client_error_message(exc, doing, f"cannot reach the API server at {host} (listing pods)", _NEEDS)) from exc
+    except NotAList as exc:
+        raise CollectError(f"{doing}: the answer of {host} is {one_line(str(exc))}") from exc
 
 
 def _reads(pods: list[dict]) -> list[_Read]:
@@ -256,7 +198,6 @@ def _reads(pods: list[dict]) -> list[_Read]:
 
 
 def _read_log(core, namespace: str, read: _Read, since_seconds: int | None) -> _Result:
-    import urllib3
     from kubernetes.client import ApiException
 
     kwargs = {"container": read.container, "_preload_content": False, "_request_timeout": REQUEST_TIMEOUT}
@@ -264,7 +205,7 @@ def _read_log(core, namespace: str, read: _Read, since_seconds: int | None) -> _
         kwargs["previous"] = True
     if since_seconds is not None:
         kwargs["since_seconds"] = since_seconds
-    reader = SegmentReader()
+    reader = ContainerLog()
     try:
         response = core.read_namespaced_pod_log(read.pod, namespace, **kwargs)
         try:
@@ -272,12 +213,9 @@ def _read_log(core, namespace: str, read: _Read, since_seconds: int | None) -> _
                 reader.feed(line)
         finally:
             response.release_conn()
-    except ApiException as exc:
-        if not exc.status:
-            return _Result(read, error=f"cannot read {read.what}: {_one_line(exc.reason or '')}")
-        return _Result(read, error=_api_message(exc, f"cannot read {read.what}"))
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
-        return _Result(read, error=f"cannot read {read.what}: {_transport_reason(exc)}")
+    except (ApiException, *transport_errors()) as exc:
+        doing = f"cannot read {read.what}"
+        return _Result(read, error=client_error_message(exc, doing, doing, _NEEDS))
     log = reader.close()
     return _Result(read, log, reader.segments, reader.incomplete, tuple(reader.left_out.items()))
 
@@ -300,7 +238,7 @@ def collect(
     from kubernetes.client import ApiClient, CoreV1Api
 
     warn = warn or (lambda message: None)
-    cfg = client_configuration(kubeconfig, context)
+    cfg = client_configuration(kubeconfig, context, error=CollectError)
     with ApiClient(cfg) as api_client:
         api_client.user_agent = "netpol-learn"
         core = CoreV1Api(api_client)

@@ -2,6 +2,12 @@
 
 Plain frozen dataclasses, their JSON Lines form (docs/flow-log.md) and merging. Merging is
 associative and commutative: counts add, first/last seen take the min/max, sets unite.
+
+A log is made of segments (a header line, flow and dns lines, a stats line); ``SegmentReader`` is
+the one reader of that form, for files (``read_flow_log``: strict, every line checked) and for the
+sniffer pods' container logs (``collect``: other lines skipped, complete segments kept);
+``last_complete_segment_end`` finds where the last whole segment of a file ends, reading back from
+its end, for the sniffer that appends to one. Times are ``netpol_learn._time``'s.
 """
 
 from __future__ import annotations
@@ -11,12 +17,13 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
+from typing import BinaryIO
 
 from netpol_learn._errors import FlowLogError
 from netpol_learn._output import write_text
+from netpol_learn._time import format_time, parse_time
 
 FORMAT = "netpol-learn/flows"
 VERSION = 1
@@ -188,6 +195,8 @@ def merge_stats(a: Mapping, b: Mapping) -> dict:
 
 
 def merge_logs(logs: Iterable[FlowLog]) -> FlowLog:
+    """One log of all of ``logs``: counts add up, first and last seen widen, sets unite; the
+    result does not depend on the order of the logs."""
     flows: dict[tuple, Flow] = {}
     dns: dict[tuple, DnsObservation] = {}
     stats: dict = {}
@@ -208,26 +217,6 @@ def merge_logs(logs: Iterable[FlowLog]) -> FlowLog:
 
 
 # --- JSON Lines ----------------------------------------------------------------------------
-
-
-def format_time(ns: int) -> str:
-    """RFC 3339, UTC, microseconds."""
-    sec, rem = divmod(int(ns), 1_000_000_000)
-    return f"{_format_second(sec)}.{rem // 1000:06d}Z"
-
-
-@lru_cache(maxsize=4096)
-def _format_second(sec: int) -> str:
-    # Flows of one capture share few distinct seconds: formatting each once saves most of the cost.
-    return datetime.fromtimestamp(sec, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def parse_time(text: str) -> int:
-    try:
-        dt = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"not an RFC 3339 UTC time: {text!r}") from exc
-    return (int(dt.timestamp()) * 1_000_000 + dt.microsecond) * 1000
 
 
 def flow_to_json(f: Flow) -> dict:
@@ -271,9 +260,13 @@ def dns_to_json(d: DnsObservation) -> dict:
     }
 
 
+def _dumps(obj: dict) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(", ", ": "))
+
+
 def dumps_lines(log: FlowLog) -> Iterable[str]:
     def line(obj: dict) -> str:
-        return json.dumps(obj, sort_keys=True, separators=(", ", ": ")) + "\n"
+        return _dumps(obj) + "\n"
 
     yield line({"kind": "header", "format": FORMAT, "version": VERSION, "sources": list(log.sources)})
     for f in log.flows:
@@ -290,56 +283,254 @@ def write_flow_log(log: FlowLog, path: str | os.PathLike | None) -> None:
 
 
 def read_flow_log(path: str | os.PathLike) -> FlowLog:
-    """Read a flow log written by ``write_flow_log`` (or by the sniffer)."""
+    """Read a flow log written by ``write_flow_log`` (or by the sniffer): all its segments merged.
+
+    Strict: the first line that is not blank must be a header, and a line that is not a valid
+    flow-log line is a ``FlowLogError`` naming the file and the line."""
     path = Path(path)
     try:
         fh = open(path, encoding="utf-8")
     except OSError as exc:
         raise FlowLogError(f"cannot read flow log {path}: {exc.strerror or exc}") from exc
+    reader = SegmentReader(strict=True, name=str(path))
     flows: list[Flow] = []
     dns: list[DnsObservation] = []
     stats: dict = {}
-    sources: tuple[str, ...] = ()
-    with fh:
-        lineno = 0
+    sources: set[str] = set()
+
+    def take(segment: Segment | None) -> None:
+        nonlocal stats
+        if segment is None:
+            return
+        log = segment.log
         try:
-            for lineno, text in enumerate(fh, 1):
-                if not text.strip():
-                    continue
-                obj = json.loads(text)
-                kind = obj.get("kind") if isinstance(obj, dict) else None
-                if lineno == 1 and kind != "header":
-                    raise FlowLogError(f"{path}: not a netpol-learn flow log (no header line)")
-                if kind == "header":
-                    # A sniffer writes one complete log per interval: each header starts a segment,
-                    # and the segments merge like separate logs.
-                    if obj.get("format") != FORMAT:
-                        raise FlowLogError(f"{path}:{lineno}: not a netpol-learn flow log header")
-                    if obj.get("version") != VERSION:
-                        raise FlowLogError(f"{path}: flow log version {obj.get('version')!r} is not supported (this tool reads {VERSION})")
-                    more = obj.get("sources", [])
-                    if not isinstance(more, list) or not all(isinstance(s, str) for s in more):
-                        raise FlowLogError(f"{path}:{lineno}: invalid header: sources: not a list of names")
-                    sources = tuple(sorted(set(sources) | set(more)))
-                elif kind == "flow":
-                    flows.append(_flow_from_json(obj))
-                elif kind == "dns":
-                    dns.append(_dns_from_json(obj))
-                elif kind == "stats":
-                    stats = merge_stats(stats, {k: v for k, v in obj.items() if k != "kind"})
-                else:
-                    raise FlowLogError(f"{path}:{lineno}: unknown line kind {kind!r}")
-        except FlowLogError:
-            raise
+            stats = merge_stats(stats, log.stats)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # counters of other types than before
+            raise FlowLogError(f"{path}:{reader.lineno}: invalid stats: {exc}") from exc
+        flows.extend(log.flows)
+        dns.extend(log.dns)
+        sources.update(log.sources)
+
+    with fh:
+        try:
+            for text in fh:
+                take(reader.feed(text))
         except UnicodeDecodeError as exc:
             raise FlowLogError(f"{path}: not a text file") from exc
+        take(reader.close())
+    if reader.lineno == 0:
+        raise FlowLogError(f"{path}: empty file, not a flow log")
+    return merge_logs([FlowLog(tuple(flows), tuple(dns), stats, tuple(sorted(sources)))])
+
+
+# --- segments ------------------------------------------------------------------------------
+
+_KINDS = ("header", "flow", "dns", "stats")  # a tuple: a kind that is a list or a mapping is no error
+#: What the header and the stats line hold as ``dumps_lines`` writes them (nothing else does:
+#: inside a JSON string the quotes would be escaped).
+_FORMAT_MARK = _dumps({"format": FORMAT})[1:-1].encode()
+_STATS_MARK = _dumps({"kind": "stats"})[1:-1].encode()
+_BAD_LINE = (KeyError, TypeError, ValueError, AttributeError)
+
+
+def _counters_problem(counters: Mapping, where: str = "") -> str | None:
+    """What is wrong with a stats line's counters, or None: each is a count (an integer, not
+    negative) or a mapping of counters (``tunnels``, ``warnings``), so that merging adds them."""
+    for key, value in counters.items():
+        path = f"{where}.{key}" if where else str(key)
+        if isinstance(value, Mapping):
+            if (problem := _counters_problem(value, path)) is not None:
+                return problem
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return f"{path}: {value!r} is not a count"
+    return None
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One segment of a flow log: a header line, the flow and dns lines after it, and the stats
+    line that ends it."""
+
+    log: FlowLog | None  # what it holds; None when not read (see ``problem``, or a lenient reader's headerless segment)
+    complete: bool  # both its header and its stats line were read
+    problem: str | None = None  # why it cannot be used ("line 3: invalid flow: ..."); lenient readers only
+
+
+class _Open:
+    """The segment being read."""
+
+    def __init__(self, headed: bool, sources: tuple[str, ...] = (), problem: str | None = None):
+        self.headed = headed
+        self.sources = sources
+        self.problem = problem
+        self.flows: list[Flow] = []
+        self.dns: list[DnsObservation] = []
+        self.stats: dict = {}
+
+    def log(self) -> FlowLog:
+        return FlowLog(tuple(self.flows), tuple(self.dns), self.stats, self.sources)
+
+
+class _Unsupported(ValueError):
+    """A header of another version of the format."""
+
+
+def _header_sources(obj: Mapping) -> tuple[str, ...]:
+    """The sources of a header line, which must be of this ``VERSION``."""
+    if obj.get("version") != VERSION:
+        raise _Unsupported(f"flow log version {obj.get('version')!r} is not supported (this tool reads {VERSION})")
+    sources = obj.get("sources", [])
+    if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
+        raise ValueError("sources: not a list of names")
+    return tuple(sources)
+
+
+class SegmentReader:
+    """The one reader of the segments of a flow log, fed a line at a time.
+
+    A header line starts a segment (and ends the one before it, incomplete); flow and dns lines
+    belong to the open segment (with none open, they start one without a header); a stats line
+    ends the open segment, complete when it had its header. ``feed`` and ``close`` return the
+    segment a line (or the end) ended, if any.
+
+    ``strict`` (a flow-log file): the first line that is not blank must be a header, blank lines
+    are skipped, and any other line that is not a valid flow-log line raises ``FlowLogError``
+    naming ``name`` and the line. Every segment is handed over with what it holds, complete or
+    not: a file is read whole.
+
+    Lenient (a container log, ``collect``): a line that is not a JSON object of a known ``kind``
+    (or a header of another format) is skipped and counted in ``ignored``; a segment of another
+    version or with an invalid line is handed over with its ``problem`` and no log; the lines of a
+    segment without its header are not read, and up to the next header (whatever stats lines
+    they hold) they make one incomplete segment.
+    """
+
+    def __init__(self, *, strict: bool = False, name: str = "flow log"):
+        self.strict = strict
+        self.name = name
+        self.lineno = 0
+        self.ignored = 0
+        self._open: _Open | None = None
+        self._headers = 0
+
+    def feed(self, line: str) -> Segment | None:
+        self.lineno += 1
+        obj = self._strict_line(line) if self.strict else self._lenient_line(line)
+        if obj is None:
+            return None
+        kind = obj["kind"]
+        if kind == "header":
+            ended = self.close()
+            self._open = self._start(obj)
+            return ended
+        if self._open is None:
+            self._open = _Open(headed=False)
+        seg = self._open
+        if kind == "stats":
+            if not seg.headed and not self.strict:
+                return None  # unread lines without a header, up to the next one: one incomplete segment
+            self._open = None
+            counters = {k: v for k, v in obj.items() if k != "kind"}
+            if seg.problem is None and (problem := _counters_problem(counters)) is not None:
+                self._bad(seg, kind, ValueError(problem))
+            if seg.problem is not None:
+                return Segment(None, seg.headed, seg.problem)
+            seg.stats = merge_stats({}, counters)
+            return Segment(seg.log(), seg.headed)
+        if seg.problem is not None or (not seg.headed and not self.strict):
+            return None
+        try:
+            if kind == "flow":
+                seg.flows.append(_flow_from_json(obj))
+            else:
+                seg.dns.append(_dns_from_json(obj))
+        except _BAD_LINE as exc:
+            self._bad(seg, kind, exc)
+        return None
+
+    def close(self) -> Segment | None:
+        """End the open segment (at the end of the input): incomplete, if there is one."""
+        seg, self._open = self._open, None
+        if seg is None:
+            return None
+        if seg.problem is not None or (not seg.headed and not self.strict):
+            return Segment(None, False, seg.problem)
+        return Segment(seg.log(), False)
+
+    def _start(self, obj: dict) -> _Open:
+        self._headers += 1
+        try:
+            return _Open(headed=True, sources=_header_sources(obj))
+        except _Unsupported as exc:
+            if self.strict:
+                raise FlowLogError(f"{self.name}: {exc}") from None
+            return _Open(headed=True, problem=str(exc))
+        except ValueError as exc:
+            seg = _Open(headed=True)
+            self._bad(seg, "header", exc)
+            return seg
+
+    def _bad(self, seg: _Open, kind: str, exc: BaseException) -> None:
+        if self.strict:
+            raise FlowLogError(f"{self.name}:{self.lineno}: invalid {kind}: {exc}") from exc
+        seg.problem = f"line {self.lineno}: invalid {kind}: {exc}"
+
+    def _strict_line(self, line: str) -> dict | None:
+        if not line.strip():
+            return None
+        try:
+            obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise FlowLogError(f"{path}:{lineno}: invalid JSON: {exc.msg}") from exc
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise FlowLogError(f"{path}:{lineno}: invalid {kind or 'line'}: {exc}") from exc
-        if lineno == 0:
-            raise FlowLogError(f"{path}: empty file, not a flow log")
-    return merge_logs([FlowLog(tuple(flows), tuple(dns), stats, sources)])
+            raise FlowLogError(f"{self.name}:{self.lineno}: invalid JSON: {exc.msg}") from exc
+        kind = obj.get("kind") if isinstance(obj, dict) else None
+        if not self._headers and kind != "header":
+            raise FlowLogError(f"{self.name}: not a netpol-learn flow log (no header line)")
+        if kind not in _KINDS:
+            raise FlowLogError(f"{self.name}:{self.lineno}: unknown line kind {kind!r}")
+        if kind == "header" and obj.get("format") != FORMAT:
+            raise FlowLogError(f"{self.name}:{self.lineno}: not a netpol-learn flow log header")
+        return obj
+
+    def _lenient_line(self, line: str) -> dict | None:
+        text = line.strip()
+        obj = None
+        if text.startswith("{"):
+            try:
+                obj = json.loads(text)
+            except ValueError:
+                pass
+        if not isinstance(obj, dict) or obj.get("kind") not in _KINDS or (obj["kind"] == "header" and obj.get("format") != FORMAT):
+            self.ignored += 1
+            return None
+        return obj
+
+
+def looks_like_flow_log(first_line: bytes) -> bool:
+    """Whether the first line of a file is a flow log's header, at a glance (a sniffer appends
+    only to a flow log; it never reads it whole)."""
+    return first_line.startswith(b"{") and _FORMAT_MARK in first_line
+
+
+def last_complete_segment_end(fh: BinaryIO, size: int) -> int:
+    """The offset just after the last complete segment of the flow log open in ``fh`` (binary,
+    ``size`` bytes long): after its last stats line that was written whole, newline included; 0
+    when there is none. Read back from the end, a MiB at a time: the file may have grown for days."""
+    pos = size
+    tail = b""
+    while pos > 0:
+        start = max(0, pos - (1 << 20))
+        fh.seek(start)
+        buf = fh.read(pos - start) + tail
+        at = buf.rfind(_STATS_MARK)
+        while at >= 0:
+            # Only a stats line holds the mark; it is whole when its newline was written.
+            end = buf.find(b"\n", at)
+            if end >= 0:
+                return start + end + 1
+            at = buf.rfind(_STATS_MARK, 0, at)
+        tail = buf[: buf.find(b"\n") + 1] if b"\n" in buf else buf
+        pos = start
+    return 0
 
 
 def _window(o: Mapping) -> tuple[int, int]:

@@ -26,9 +26,11 @@ import yaml
 from click.testing import CliRunner
 
 from fake_api import LocalApiServer, no_ambient_cluster, status  # noqa: F401  (an autouse fixture)
+from fresh_process import SEEDS, netpol_learn
 from netpol_learn import _cli as cli
 from netpol_learn._errors import CollectError
-from netpol_learn._collect import SegmentReader, collect, parse_duration
+from netpol_learn import collect  # the public API
+from netpol_learn._collect import ContainerLog, parse_duration
 from netpol_learn._flowlog import DnsAnswer, DnsObservation, Flow, FlowLog, dumps_lines, merge_logs, read_flow_log
 
 NS = "netpol-learn"
@@ -241,13 +243,21 @@ def test_two_pods_merge_into_one_flow_log(api, tmp_path):
 
 
 def test_library_and_cli_agree_and_output_is_byte_identical(api, tmp_path):
-    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first = tmp_path / "a.jsonl"
     assert run(["collect", "--kubeconfig", api.kubeconfig, "-o", first]).exit_code == 0
     api.pods.reverse()  # another listing order, and reads done one at a time below
     got = collect(NS, SELECTOR, api.kubeconfig, workers=1)
     assert (got.pods, got.readable, got.segments, got.incomplete) == (2, 2, 2, 0)
+    second = tmp_path / "b.jsonl"
     second.write_text(text(got.log))
     assert first.read_bytes() == second.read_bytes()
+    # and in processes with different hash seeds (set and dict orders differ), in either listing order
+    for seed in SEEDS:
+        api.pods.reverse()
+        out = tmp_path / f"{seed}.jsonl"
+        r = netpol_learn(["collect", "--kubeconfig", api.kubeconfig, "-o", out], seed)
+        assert r.returncode == 0, r.stderr
+        assert out.read_bytes() == first.read_bytes(), seed
 
 
 def test_segments_of_several_intervals_merge_and_incomplete_ones_are_left_out(api, tmp_path):
@@ -400,7 +410,7 @@ def test_to_stdout(api):
 
 
 def test_segment_reader_keeps_only_complete_segments():
-    reader = SegmentReader()
+    reader = ContainerLog()
     lines = segment(SEGMENT_B)[1:] + NOISE + segment(SEGMENT_A) + segment(SEGMENT_A2)[:2] + segment(SEGMENT_A2)
     for line in lines:
         reader.feed(line)
@@ -410,7 +420,7 @@ def test_segment_reader_keeps_only_complete_segments():
 
 
 def test_segment_reader_leaves_out_a_segment_with_a_broken_line():
-    reader = SegmentReader()
+    reader = ContainerLog()
     bad = segment(SEGMENT_A)
     bad[1] = bad[1].replace('"packets": 40', '"packets": "forty"')
     for line in bad + segment(SEGMENT_B):
@@ -420,8 +430,28 @@ def test_segment_reader_leaves_out_a_segment_with_a_broken_line():
     assert n == 1 and reason.startswith("line 2: invalid flow:")
 
 
+def test_a_line_whose_kind_is_not_a_string_is_not_a_flow_log_line():
+    # Such a line (another program's JSON) crashed the reader: a list or a mapping cannot be hashed.
+    reader = ContainerLog()
+    for line in ['{"kind": ["a"]}', *segment(SEGMENT_A), '{"kind": {"x": 1}}']:
+        reader.feed(line)
+    assert reader.close() == merge_logs([SEGMENT_A])
+    assert (reader.segments, reader.incomplete, reader.ignored) == (1, 0, 2)
+
+
+def test_a_header_is_checked_as_merge_checks_it():
+    # Sources that are not names were taken (as their str()), where merge refuses the same line.
+    reader = ContainerLog()
+    bad = segment(SEGMENT_A)
+    bad[0] = bad[0].replace('"sources": ["kind-worker"]', '"sources": [1]')
+    for line in bad + segment(SEGMENT_B):
+        reader.feed(line)
+    assert reader.close() == merge_logs([SEGMENT_B])
+    assert reader.left_out == {"line 1: invalid header: sources: not a list of names": 1}
+
+
 def test_many_segments_merge_in_batches():
-    reader = SegmentReader()
+    reader = ContainerLog()
     for _ in range(150):
         for line in segment(SEGMENT_A2):
             reader.feed(line)
@@ -443,3 +473,11 @@ def test_bad_durations(bad):
 def test_bad_since_is_a_usage_error(api):
     result = run(["collect", "--kubeconfig", api.kubeconfig, "--since", "1 hour"])
     assert result.exit_code == 2 and "Invalid value for '--since'" in result.stderr and api.requests == []
+
+
+def test_a_missing_or_bad_kubeconfig_is_a_collect_error(tmp_path):
+    """The library's error class names the stage: collect, not the inventory it shares the client with."""
+    with pytest.raises(CollectError, match="no kubeconfig found"):
+        collect(NS, SELECTOR)
+    with pytest.raises(CollectError, match=f"kubeconfig {tmp_path / 'nope'}: no such file"):
+        collect(NS, SELECTOR, tmp_path / "nope")

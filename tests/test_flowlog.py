@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import netpol_learn
 from netpol_learn._flowlog import (
     DIRECTION_METHODS,
     DnsAnswer,
@@ -15,14 +15,15 @@ from netpol_learn._flowlog import (
     Flow,
     FlowLog,
     Translation,
+    SegmentReader,
     dumps_lines,
-    format_time,
+    last_complete_segment_end,
     merge_logs,
-    parse_time,
     read_flow_log,
     translation_sort_key,
     write_flow_log,
 )
+from netpol_learn._time import format_datetime, format_time, parse_api_time, parse_time
 
 addr = st.sampled_from(["10.244.0.5", "10.244.1.7", "10.96.0.10", "203.0.113.9", "fd00::1"])
 times = st.integers(1_600_000_000_000_000_000, 1_900_000_000_000_000_000).map(lambda t: t - t % 1000)
@@ -91,10 +92,54 @@ def test_time_format_is_rfc3339_utc_microseconds():
     assert parse_time(format_time(ns)) == ns - 789
 
 
-def test_public_api_is_sorted_and_complete():
-    assert netpol_learn.__all__ == sorted(netpol_learn.__all__)
-    for name in netpol_learn.__all__:
-        assert hasattr(netpol_learn, name)
+def test_kubernetes_times_are_read_in_any_rfc_3339_form_and_datetimes_written_as_the_flow_log_does():
+    from datetime import datetime, timedelta, timezone
+
+    ns = 1_749_000_000_000_000_000
+    assert parse_api_time("2025-06-04T01:20:00Z") == ns
+    assert parse_api_time("2025-06-04T03:20:00+02:00") == ns
+    assert parse_api_time("2025-06-04T01:20:00.5Z") == ns + 500_000_000
+    assert parse_api_time("2025-06-04T01:20:00") == ns  # no offset: UTC
+    assert [parse_api_time(t) for t in (None, "", "yesterday")] == [None, None, None]
+    when = datetime(2025, 6, 4, 3, 20, 0, 123456, tzinfo=timezone(timedelta(hours=2)))
+    assert format_datetime(when) == "2025-06-04T01:20:00.123456Z" == format_time(ns + 123_456_000)
+
+
+def _segment_lines(log: FlowLog) -> list[str]:
+    return list(dumps_lines(log))
+
+
+def test_one_segment_reader_for_files_and_container_logs():
+    a = FlowLog(stats={"packets": 1}, sources=("sniff:a",))
+    b = FlowLog(stats={"packets": 2}, sources=("sniff:b",))
+    lines = _segment_lines(a) + _segment_lines(b)[:-1]  # the second one cut before its stats line
+    for strict in (True, False):
+        reader = SegmentReader(strict=strict)
+        got = [seg for seg in map(reader.feed, lines) if seg is not None] + [reader.close()]
+        assert [(seg.complete, seg.problem) for seg in got] == [(True, None), (False, None)]
+        assert got[0].log == a
+        assert got[1].log == FlowLog(sources=("sniff:b",))
+    # Without its header, a segment is read only from a file (which is read whole).
+    for strict, log in ((True, a), (False, None)):
+        reader = SegmentReader(strict=strict)
+        got = [seg for seg in [*map(reader.feed, _segment_lines(b) + _segment_lines(a)[1:]), reader.close()] if seg is not None]
+        assert [(seg.complete, seg.log) for seg in got] == [(True, b), (False, replace(log, sources=()) if log else None)]
+    # Lenient: other lines are skipped; a segment that cannot be read is handed over with why.
+    reader = SegmentReader()
+    bad = _segment_lines(a)
+    bad[0] = bad[0].replace('"version": 1', '"version": 7')
+    got = [reader.feed(line) for line in ["noise", '{"kind": "other"}', *bad]]
+    assert got[:-1] == [None] * 3 and reader.ignored == 2
+    assert (got[-1].complete, got[-1].problem, got[-1].log) == (True, "flow log version 7 is not supported (this tool reads 1)", None)
+
+
+def test_last_complete_segment_end_is_after_the_last_whole_stats_line(tmp_path):
+    segment = "".join(_segment_lines(FlowLog(stats={"packets": 3}, sources=("sniff:n",)))).encode()
+    for data, end in ((segment * 2 + segment[:-1], 2 * len(segment)), (segment[:10], 0), (b"", 0), (segment, len(segment))):
+        path = tmp_path / "flows.jsonl"
+        path.write_bytes(data)
+        with open(path, "rb") as fh:
+            assert last_complete_segment_end(fh, len(data)) == end
 
 
 def test_a_log_of_several_segments_reads_as_their_merge(tmp_path):

@@ -76,6 +76,11 @@ MUTATIONS = {
     "dns-first-seen-not-a-time": ("dns", lambda o: setitem(o, "first_seen", "2026-11-21 06:43:49"),
                                   "first_seen: '2026-11-21 06:43:49' is not an RFC 3339 UTC time"),
     "header-sources-a-string": ("header", lambda o: setitem(o, "sources", "capture.pcap"), "sources: not a list of names"),
+    # stats: read, then added up when logs merge; a counter that is not a count was a TypeError traceback
+    "stats-packets-a-string": ("stats", lambda o: setitem(o, "packets", "x"), "packets: 'x' is not a count"),
+    "stats-decoded-a-boolean": ("stats", lambda o: setitem(o, "decoded", True), "decoded: True is not a count"),
+    "stats-tunnel-count-negative": ("stats", lambda o: setitem(o, "tunnels", {"vxlan": {"packets": -1}}), "tunnels.vxlan.packets: -1 is not a count"),
+    "stats-warning-count-fractional": ("stats", lambda o: setitem(o, "warnings", {"a.pcap: cut off": 1.5}), "warnings.a.pcap: cut off: 1.5 is not a count"),
 }
 
 
@@ -144,3 +149,16 @@ def test_other_protocols_and_ipv6_still_read(tmp_path, lines, fields):
     path.write_text("".join(json.dumps(o) + "\n" for o in (lines[0], flow, lines[-1])), encoding="utf-8")
     (got,) = read_flow_log(path).flows
     assert (got.src, got.dst, got.proto, got.port, got.client_ports) == (fields["src"], fields["dst"], fields["proto"], fields["port"], (0, 40000))
+
+
+def test_a_blank_first_line_does_not_hide_a_missing_header(tmp_path, lines):
+    # Only the first line was checked to be a header: a blank line before flow lines let a file
+    # without one through.
+    path = tmp_path / "flows.jsonl"
+    path.write_text("\n" + "".join(json.dumps(o) + "\n" for o in lines[1:]), encoding="utf-8")
+    with pytest.raises(FlowLogError) as info:
+        read_flow_log(path)
+    assert str(info.value) == f"{path}: not a netpol-learn flow log (no header line)"
+    # Blank lines before the header, and anywhere else, are still fine.
+    path.write_text("\n" + "".join(json.dumps(o) + "\n\n" for o in lines), encoding="utf-8")
+    assert len(read_flow_log(path).flows) == sum(1 for o in lines if o["kind"] == "flow")

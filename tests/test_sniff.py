@@ -45,12 +45,13 @@ from policy_judge import judge  # noqa: E402
 from testbed import Call, Port, Serve, ServicePort, TestBed  # noqa: E402
 
 from netpol_learn import _sniff as sniff  # noqa: E402
+from netpol_learn._sniff import _filter, _ring  # noqa: E402
 from netpol_learn._errors import SniffError  # noqa: E402
 from netpol_learn._capture._decode import decode  # noqa: E402
 from netpol_learn._capture._files import PAD  # noqa: E402
 from netpol_learn._cli import main  # noqa: E402
 from netpol_learn._flowlog import Flow, FlowLog, dumps_lines, merge_logs, read_flow_log  # noqa: E402
-from netpol_learn._podwatch import PodWatcher  # noqa: E402
+from netpol_learn._sniff import PodWatcher  # noqa: E402
 
 NO_BED = testbed.can_run()
 needs_bed = pytest.mark.skipif(NO_BED is not None, reason=f"test bed unavailable: {NO_BED}")
@@ -164,11 +165,11 @@ def _packets() -> dict[str, tuple[bytes, bool]]:
 
 
 def test_filter_compiled_by_scapy_with_libpcap_is_the_built_in_program():
-    compiled = sniff._libpcap_compile(sniff.FILTER)
-    assert compiled == sniff.FALLBACK_PROGRAM
+    compiled = _filter._libpcap_compile(sniff.FILTER)
+    assert compiled == _filter.FALLBACK_PROGRAM
     # The accepting instructions keep SNAPLEN bytes.
     program = sniff.compile_program()
-    assert {k for c, _, _, k in program if c == sniff.BPF_RET_K} == {0, sniff.SNAPLEN}
+    assert {k for c, _, _, k in program if c == _filter.BPF_RET_K} == {0, sniff.SNAPLEN}
 
 
 def test_filter_keeps_handshakes_udp_dns_and_tunnels_only(monkeypatch):
@@ -178,7 +179,7 @@ def test_filter_keeps_handshakes_udp_dns_and_tunnels_only(monkeypatch):
     def no_libpcap(expression):
         raise ImportError("libpcap.so: cannot open shared object file")
 
-    monkeypatch.setattr(sniff, "_libpcap_compile", no_libpcap)
+    monkeypatch.setattr(_filter, "_libpcap_compile", no_libpcap)
     built_in = sniff.compile_program()
     assert built_in == libpcap
     verdicts = {name: run_bpf(built_in, raw) for name, (raw, _) in packets.items()}
@@ -199,7 +200,7 @@ def _decoded(raw: list[bytes]):
     lengths = np.array([len(r) for r in raw], dtype=np.int64)
     off = np.r_[0, np.cumsum(lengths)[:-1]].astype(np.int64)
     ts = np.arange(len(raw), dtype=np.int64) * 1000 + 1_700_000_000_000_000_000
-    return decode(data, off, lengths, np.full(len(raw), sniff.LINK_RAW, dtype=np.int32), ts)
+    return decode(data, off, lengths, np.full(len(raw), _ring.LINK_RAW, dtype=np.int32), ts)
 
 
 def test_connection_limit_admits_the_first_and_counts_the_rest_once():
@@ -236,7 +237,7 @@ def test_batches_hold_back_the_last_moments_and_hand_packets_over_in_time_order(
     assert ts2.tolist() == [40, 50, 60] and len(rest) == 0
     assert [bytes(data2[o:o + c]) for o, c in zip(off2, cap2)] == [raw[2], raw[0], raw[4]]
     assert len(data2) == sum(len(raw[i]) for i in (0, 2, 4)) + PAD  # only the held packets were kept
-    assert decode(data2, off2, cap2, np.full(3, sniff.LINK_RAW, dtype=np.int32), ts2).sport.tolist() == [40002, 40000, 40004]
+    assert decode(data2, off2, cap2, np.full(3, _ring.LINK_RAW, dtype=np.int32), ts2).sport.tolist() == [40002, 40000, 40004]
 
 
 def test_a_segment_names_the_pods_of_its_flows_when_the_api_is_watched():
@@ -254,7 +255,7 @@ def test_a_segment_names_the_pods_of_its_flows_when_the_api_is_watched():
     data = b"".join(raw) + bytes(PAD)
     cap = np.array([len(r) for r in raw], dtype=np.int64)
     agg = Aggregator(10**8)
-    agg.feed(data, decode(data, np.array([0, len(raw[0])]), cap, np.full(2, sniff.LINK_RAW, dtype=np.int32), np.array([t, t + 1000])))
+    agg.feed(data, decode(data, np.array([0, len(raw[0])]), cap, np.full(2, _ring.LINK_RAW, dtype=np.int32), np.array([t, t + 1000])))
     limit = sniff.ConnectionLimit(10)
     limit.dropped_connections = 2
     log = sniffer.segment(agg, limit, kernel_drops=5)

@@ -7,7 +7,8 @@ objects are the API server's own JSON (``_preload_content=False``), not the clie
 nothing is renamed to snake_case or dropped by an older client.
 
 Every error of the client (``ApiException``, urllib3's transport errors, ``ConfigException``) is
-translated here into ``InventoryError``, one line naming the resource and the HTTP status.
+translated into ``InventoryError``, one line naming the resource and the HTTP status (the
+configuration and the wording of the errors are ``netpol_learn._kube``'s, shared with ``collect``).
 
 ``kubernetes`` is imported only when a listing starts: its generated API classes take about a
 second to import, which every other command would pay otherwise.
@@ -15,26 +16,23 @@ second to import, which every other command would pay otherwise.
 
 from __future__ import annotations
 
-import json
 import os
-import ssl
-from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
-from pathlib import Path
+from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, NamedTuple
 
 import yaml
 
 from netpol_learn._errors import InventoryError
 from netpol_learn._inventory._model import SNAPSHOT_ANNOTATION
+from netpol_learn._kube import NotAList, client_configuration, client_error_message, list_pages, one_line, transport_errors
 from netpol_learn._output import write_text
+from netpol_learn._time import format_datetime
 
 if TYPE_CHECKING:  # pragma: no cover
-    from kubernetes.client import ApiClient, ApiException, Configuration
+    from kubernetes.client import ApiClient
 
 DEFAULT_PAGE_SIZE = 500
-# (connect, read) seconds per request; the client waits forever by default.
-REQUEST_TIMEOUT = (10, 120)
 
 
 class Kind(NamedTuple):
@@ -66,162 +64,17 @@ Warn = Callable[[str], None]
 Progress = Callable[[str, int], None]  # (resource, objects listed so far of it)
 
 
-# --- configuration ---------------------------------------------------------------------------
-
-
-def _kubeconfig_path(kubeconfig: str | os.PathLike | None) -> str | None:
-    """The kubeconfig to load, as kubectl finds it, or None when there is none."""
-    if kubeconfig is not None:
-        path = Path(kubeconfig).expanduser()
-        if not path.is_file():
-            raise InventoryError(f"kubeconfig {kubeconfig}: no such file")
-        return str(path)
-    env = os.environ.get("KUBECONFIG", "")
-    if env:  # as for kubectl, it replaces ~/.kube/config; files in it that do not exist are ignored
-        found = any(Path(p).expanduser().is_file() for p in env.split(os.pathsep) if p)
-        return env if found else None  # the client merges the list the way kubectl does
-    default = Path("~/.kube/config").expanduser()
-    return str(default) if default.is_file() else None
-
-
-def _in_cluster() -> bool:
-    from kubernetes.config import incluster_config
-
-    return bool(os.environ.get(incluster_config.SERVICE_HOST_ENV_NAME)) and bool(
-        os.environ.get(incluster_config.SERVICE_PORT_ENV_NAME)
-    )
-
-
-def client_configuration(kubeconfig: str | os.PathLike | None = None, context: str | None = None) -> Configuration:
-    """A client configuration from a kubeconfig or, without one, from the pod's service account.
-
-    The process-wide default configuration of the client is left alone.
-    """
-    from kubernetes.client import Configuration
-    from kubernetes.config import ConfigException, incluster_config, load_kube_config
-
-    cfg = Configuration()
-    path = _kubeconfig_path(kubeconfig)
-    where = f"kubeconfig {path}" if path is not None else "in-cluster configuration"
-    try:
-        if path is not None:
-            # persist_config=False: never write refreshed tokens back into the user's file.
-            load_kube_config(config_file=path, context=context, client_configuration=cfg, persist_config=False)
-        elif _in_cluster():
-            if context is not None:
-                raise InventoryError(f"--context {context}: no kubeconfig found, and in-cluster configuration has no contexts")
-            incluster_config.load_incluster_config(client_configuration=cfg)
-        else:
-            raise InventoryError(
-                "no kubeconfig found ($KUBECONFIG, ~/.kube/config) and not running in a cluster; pass --kubeconfig"
-            )
-    except ConfigException as exc:
-        raise InventoryError(f"{where}: {_one_line(str(exc))}") from exc
-    except (OSError, yaml.YAMLError) as exc:
-        raise InventoryError(f"{where}: {_one_line(getattr(exc, 'strerror', None) or str(exc))}") from exc
-    # The config loaders store the token under "authorization"; clients before 37 send it only
-    # from "BearerToken" (and network-config-analyzer's PyYAML pin holds test installs at 36).
-    for key in ("authorization",):
-        if key in cfg.api_key and "BearerToken" not in cfg.api_key:
-            cfg.api_key["BearerToken"] = cfg.api_key[key]
-            if key in cfg.api_key_prefix:
-                cfg.api_key_prefix["BearerToken"] = cfg.api_key_prefix[key]
-    return cfg
-
-
 # --- listing ---------------------------------------------------------------------------------
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def _transport_reason(exc: BaseException) -> str:
-    """The root cause of a transport error, without urllib3's object reprs."""
-    seen: set[int] = set()
-    node: BaseException | None = exc
-    while node is not None and id(node) not in seen:
-        seen.add(id(node))
-        if isinstance(node, ssl.SSLCertVerificationError):
-            return f"TLS certificate verification failed: {node.verify_message}"
-        if isinstance(node, ssl.SSLError):
-            return f"TLS error: {node.reason or node}"
-        import urllib3  # imported here: loading it costs every command's start-up
-
-        # NewConnectionError subclasses ConnectTimeoutError in urllib3 2: look at its cause instead.
-        timeout = (urllib3.exceptions.ConnectTimeoutError, urllib3.exceptions.ReadTimeoutError)
-        if isinstance(node, timeout) and not isinstance(node, urllib3.exceptions.NewConnectionError):
-            return "timed out"
-        if isinstance(node, OSError) and node.strerror:
-            return node.strerror
-        following = getattr(node, "reason", None)
-        if not isinstance(following, BaseException):
-            following = node.__cause__ or node.__context__
-        node = following
-    text = str(exc)
-    return _one_line(text.split(": ", 1)[1] if text.startswith("<") and ": " in text else text)
-
-
-def _status_message(exc: ApiException) -> str:
-    """The message of the Status object the API server sends with an error, if any."""
-    try:
-        status = json.loads(exc.body or "")
-    except (TypeError, ValueError):
-        return ""
-    return _one_line(status.get("message", "")) if isinstance(status, dict) else ""
-
-
-def api_error_message(exc: ApiException, doing: str, hint_403: str | None = None) -> str:
-    """One line for an HTTP error answer of the API: what was being done, the status, the
-    server's own message, and a hint for the usual causes of 401 and 403."""
-    message = f"{doing}: HTTP {exc.status} {exc.reason or ''}".rstrip()
-    detail = _status_message(exc)
-    if detail and detail.lower() != (exc.reason or "").lower():
-        message += f": {detail}"
-    if exc.status == 401:
-        message += " (the API server rejected the credentials)"
-    elif exc.status == 403 and hint_403:
-        message += f" ({hint_403})"
-    return message
-
-
-def _api_error(kind: Kind, host: str, exc: ApiException) -> InventoryError:
-    if not exc.status:  # the client's wrapping of a TLS or request error, not an HTTP answer
-        return InventoryError(f"cannot reach the API server at {host} (listing {kind.resource}): {_one_line(exc.reason or '')}")
-    return InventoryError(api_error_message(exc, f"cannot list {kind.resource}"))
-
-
-class _NotAList(Exception):
-    pass
-
-
-def _list_pages(call: Callable, page_size: int | None) -> Iterable[dict]:
-    """The pages of one list call, following ``continue`` tokens; no paging when page_size is None."""
-    cont = None
-    while True:
-        kwargs = {"_preload_content": False, "_request_timeout": REQUEST_TIMEOUT}
-        if page_size is not None:
-            kwargs["limit"] = page_size
-        if cont:
-            kwargs["_continue"] = cont
-        response = call(**kwargs)
-        try:
-            page = json.loads(response.data)
-        except ValueError as exc:
-            raise _NotAList(f"not JSON ({exc})") from exc
-        finally:
-            response.release_conn()
-        if not isinstance(page, dict) or not isinstance(page.get("items"), list):
-            raise _NotAList("not a Kubernetes list")
-        yield page
-        cont = (page.get("metadata") or {}).get("continue")
-        if not cont:
-            return
+def _api_error(kind: Kind, host: str, exc: BaseException) -> InventoryError:
+    """An ApiException or a transport error of listing ``kind``, as one line."""
+    return InventoryError(client_error_message(exc, f"cannot list {kind.resource}",
+                                               f"cannot reach the API server at {host} (listing {kind.resource})"))
 
 
 def _list_kind(api_client: ApiClient, kind: Kind, page_size: int, warn: Warn, progress: Progress | None) -> list[dict] | None:
     """All objects of one kind, following ``continue`` tokens; None when the server does not serve it."""
-    import urllib3
     from kubernetes import client as k8s
 
     call = getattr(getattr(k8s, kind.api)(api_client), kind.method)
@@ -230,7 +83,7 @@ def _list_kind(api_client: ApiClient, kind: Kind, page_size: int, warn: Warn, pr
     size: int | None = page_size
     while True:
         try:
-            for page in _list_pages(call, size):
+            for page in list_pages(call, size):
                 items.extend(page.get("items") or [])
                 if progress is not None:
                     progress(kind.resource, len(items))
@@ -251,10 +104,10 @@ def _list_kind(api_client: ApiClient, kind: Kind, page_size: int, warn: Warn, pr
                 items, size = [], None
                 continue
             raise _api_error(kind, host, exc) from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise InventoryError(f"cannot reach the API server at {host} (listing {kind.resource}): {_transport_reason(exc)}") from exc
-        except _NotAList as exc:
-            raise InventoryError(f"cannot list {kind.resource}: the answer of {host} is {_one_line(str(exc))}") from exc
+        except transport_errors() as exc:
+            raise _api_error(kind, host, exc) from exc
+        except NotAList as exc:
+            raise InventoryError(f"cannot list {kind.resource}: the answer of {host} is {one_line(str(exc))}") from exc
 
 
 def _with_type(kind: Kind, obj: dict) -> dict:
@@ -312,20 +165,13 @@ def fetch_inventory(
 # --- output ----------------------------------------------------------------------------------
 
 
-def format_snapshot_time(when: datetime) -> str:
-    """RFC 3339 in UTC with microseconds, as the flow log writes its times."""
-    if when.tzinfo is None:
-        raise ValueError("snapshot time must be timezone-aware")
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def inventory_list(items: list[dict], snapshot_time: datetime) -> dict:
     """The ``List`` document ``kubectl get ... -o yaml`` prints, with the snapshot time annotated."""
     return {
         "apiVersion": "v1",
         "kind": "List",
         "metadata": {
-            "annotations": {SNAPSHOT_ANNOTATION: format_snapshot_time(snapshot_time)},
+            "annotations": {SNAPSHOT_ANNOTATION: format_datetime(snapshot_time, "snapshot time")},
             "resourceVersion": "",
         },
         "items": items,

@@ -17,7 +17,7 @@ import os
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from datetime import date, datetime, timezone
+from datetime import date
 from pathlib import Path
 
 import yaml
@@ -46,6 +46,7 @@ from netpol_learn._inventory._model import (
     parse_cidr,
 )
 from netpol_learn._inventory._workloads import InvalidSelector, build_workloads
+from netpol_learn._time import parse_api_time as parse_time  # Kubernetes timestamps: lenient
 
 KINDS = (
     "Namespace", "Node", "Pod", "Service", "EndpointSlice", "Endpoints",
@@ -57,20 +58,6 @@ try:  # libyaml is some ten times faster on large snapshots
     _Loader = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - PyYAML built without libyaml
     _Loader = yaml.SafeLoader
-
-
-def parse_time(text: str | None) -> int | None:
-    """RFC 3339 (as the API writes it) to nanoseconds since the epoch."""
-    if not text:
-        return None
-    s = str(text).replace("Z", "+00:00")
-    try:
-        dt = datetime.fromisoformat(s)
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
 
 
 def _documents(path: Path) -> list:

@@ -14,13 +14,13 @@ addresses only until it answers again, and the watch is retried with backoff. A 
 
 Plain ``http.client`` rather than the ``kubernetes`` client: a watch is one streaming request of
 JSON lines, and the client's models would be built for every pod event only to be thrown away.
+The service account and the wording of errors are ``netpol_learn._kube``'s.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
-import os
 import ssl
 import threading
 import time
@@ -29,8 +29,8 @@ from dataclasses import dataclass, replace
 from urllib.parse import urlencode, urlsplit
 
 from netpol_learn._flowlog import Flow
+from netpol_learn._kube import SERVICE_ACCOUNT_DIR, answer_message, bearer_token, connection_error, in_cluster_credentials
 
-SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 #: The watch sees a pod's address a little after the pod can use it: a flow this many
 #: nanoseconds before a pod was first seen with an address still counts as that pod's.
 LAG_NS = 5_000_000_000
@@ -81,14 +81,10 @@ class PodWatcher:
     @classmethod
     def in_cluster(cls, *, warn: Warn, info: Warn | None = None, directory: str = SERVICE_ACCOUNT_DIR) -> PodWatcher | None:
         """A watcher with the pod's service account, or None outside a cluster."""
-        host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-        token = os.path.join(directory, "token")
-        if not host or not os.path.isfile(token):
+        account = in_cluster_credentials(directory)
+        if account is None:
             return None
-        if ":" in host:
-            host = f"[{host}]"
-        ca = os.path.join(directory, "ca.crt")
-        return cls(f"https://{host}:{port}", token_file=token, ca_file=ca if os.path.isfile(ca) else None, warn=warn, info=info)
+        return cls(account.url, token_file=account.token_file, ca_file=account.ca_file, warn=warn, info=info)
 
     # --- the address history ---
 
@@ -157,19 +153,13 @@ class PodWatcher:
         headers = {"Accept": "application/json", "User-Agent": "netpol-learn-sniff"}
         if self.token_file:
             try:
-                with open(self.token_file, encoding="utf-8") as fh:  # read each time: tokens are rotated
-                    headers["Authorization"] = "Bearer " + fh.read().strip()
+                headers["Authorization"] = bearer_token(self.token_file)  # read each time: tokens are rotated
             except OSError as exc:
                 raise WatchError(f"cannot read the service account token {self.token_file}: {exc.strerror}") from exc
         conn.request("GET", f"{path}?{urlencode(params)}", headers=headers)
         resp = conn.getresponse()
         if resp.status != 200:
-            body = resp.read(65536)
-            try:
-                message = json.loads(body).get("message") or ""
-            except (ValueError, AttributeError):
-                message = body[:200].decode(errors="replace")
-            raise WatchError(f"HTTP {resp.status} {resp.reason}" + (f": {message}" if message else ""), resp.status)
+            raise WatchError(answer_message(resp.status, resp.reason, resp.read(65536)), resp.status)
         return resp
 
     def list_pods(self) -> None:
@@ -245,7 +235,7 @@ class PodWatcher:
                 self._failed(str(exc), forbidden=exc.status in (401, 403))
                 need_list = need_list or exc.status is not None
             except (OSError, http.client.HTTPException, ValueError) as exc:
-                self._failed(_describe(exc))
+                self._failed(connection_error(exc))
                 need_list = True  # events may have been missed
             else:
                 continue
@@ -265,14 +255,3 @@ class PodWatcher:
     def stop(self) -> None:
         self.stopping.set()
 
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError) or "timed out" in str(exc):
-        return "no answer in time"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS error: {exc.reason or exc}"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

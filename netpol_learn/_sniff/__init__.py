@@ -1,0 +1,78 @@
+"""Live capture on a node: packet sockets -> the capture stage's decoder and aggregator -> a
+flow-log segment every interval.
+
+    PacketRing (one per interface)  ->  Batch  ->  decode  ->  ConnectionLimit  ->  Aggregator
+        every --interval seconds, and on SIGTERM/SIGINT:  Aggregator.result  ->  one segment
+
+One module per part: ``_filter`` (the kernel filter), ``_interfaces`` (which interfaces, and the
+netlink socket that reports them), ``_ring`` (``PacketRing``, ``Batch``), ``_limit``
+(``ConnectionLimit``), ``_writer`` (``SegmentWriter``), ``_podwatch`` (``PodWatcher``: the pods
+of each address), ``_sniffer`` (``Sniffer``, the loop, and ``run_until_signalled``).
+
+**Sockets.** Each interface gets an ``AF_PACKET`` socket in cooked mode (``SOCK_DGRAM``: the
+kernel hands over the packet from its IP header on, whatever the link layer: Ethernet veths,
+bridges, tunnel devices, ``any``) with a ``TPACKET_V3`` receive ring mapped into this process:
+the kernel fills blocks of packets, and reading a block costs one copy and no system call per
+packet. Each socket makes its interface promiscuous for as long as it is open (a bridge hands its
+packet sockets the frames it forwards between its ports only then). scapy's own sockets build a
+Python object per packet (a few thousand packets/s); here a block's packets go straight into the
+same chunk form that ``capture._files`` makes from pcap files (bytes, offsets, captured lengths,
+timestamps, link type, ``PAD`` bytes of padding), and the rest of the pipeline is the capture
+stage's, unchanged.
+
+**The kernel filter** (``FILTER``, a libpcap expression) keeps only what learning needs: TCP
+segments with SYN, FIN or RST (the handshake decides the direction; FIN and RST show connections
+that were open before the sniffer started, when they close), all of TCP port 53 (DNS over TCP),
+UDP (DNS answers, UDP services, VXLAN/Geneve/flannel tunnels), SCTP INIT/INIT ACK, and IP-in-IP,
+IPv6-in-IPv4 and GRE tunnels. scapy compiles it (``scapy.arch.common.compile_filter``, which calls
+libpcap's ``pcap_compile`` through ctypes) for raw IP (``DLT_RAW``, what cooked sockets see);
+without libpcap the same program, compiled ahead of time and kept with it (``FALLBACK_PROGRAM``),
+is used. tests/test_sniff.py checks that the two agree.
+
+**Bounds.** At most ``max_connections`` distinct connections (5-tuples, both directions as one)
+per interval: packets of further connections are dropped before aggregation and counted
+(``dropped_connections``, ``dropped_packets``). Each interval starts a fresh aggregator, so
+memory never grows with time. Kernel drops (ring full) are counted as ``dropped_by_kernel``.
+
+**Interfaces.** Named ones, glob patterns, or by default the pod-facing ones (``veth*``,
+``cali*``, ``lxc*``, ``cni0``, ``flannel*``, ``vxlan*``, ``genev*``). A netlink socket reports
+links as they come and go: an interface that appears (a pod created) and matches is captured at
+once; one that vanishes (a pod deleted) is a warning, its ring is drained first, and capture goes
+on elsewhere.
+
+**Start and output.** ``Sniffer.start`` opens every socket before the output: a start that fails
+(no capability, no such interface, no memory for a ring) creates no output file and leaves an
+existing one untouched. ``SegmentWriter`` appends to a regular file (also through a symlink),
+which alone it checks, cuts back (to where the flow log's last complete segment ends) and fsyncs, or writes into a FIFO (waiting for its reader) or a
+character device.
+"""
+
+from __future__ import annotations
+
+from netpol_learn._sniff._filter import FILTER, SNAPLEN, compile_program
+from netpol_learn._sniff._interfaces import DEFAULT_INTERFACES, discover
+from netpol_learn._sniff._limit import ConnectionLimit
+from netpol_learn._sniff._podwatch import PodWatcher
+from netpol_learn._sniff._ring import Batch, PacketRing
+from netpol_learn._sniff._sniffer import DEFAULT_INTERVAL, DEFAULT_MAX_CONNECTIONS, NO_PERMISSION, Options, Sniffer, run_until_signalled, sniff
+from netpol_learn._sniff._writer import SegmentWriter
+
+__all__ = [
+    "DEFAULT_INTERFACES",
+    "DEFAULT_INTERVAL",
+    "DEFAULT_MAX_CONNECTIONS",
+    "FILTER",
+    "NO_PERMISSION",
+    "SNAPLEN",
+    "Batch",
+    "ConnectionLimit",
+    "Options",
+    "PacketRing",
+    "PodWatcher",
+    "SegmentWriter",
+    "Sniffer",
+    "compile_program",
+    "discover",
+    "run_until_signalled",
+    "sniff",
+]

@@ -1,0 +1,377 @@
+"""The capture loop: ``Sniffer`` (rings -> batches -> decode -> bound -> aggregate -> a segment every
+interval) and ``run_until_signalled``."""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import os
+import select
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from netpol_learn._capture import DEFAULT_DEDUP_WINDOW, Aggregator, decode
+from netpol_learn._errors import SniffError
+from netpol_learn._flowlog import FlowLog, dumps_lines
+from netpol_learn._sniff._filter import compile_program
+from netpol_learn._sniff._interfaces import (
+    DEFAULT_INTERFACES,
+    discover,
+    drain_link_events,
+    ifindex,
+    is_pattern,
+    is_up,
+    open_link_events,
+)
+from netpol_learn._sniff._limit import ConnectionLimit
+from netpol_learn._sniff._ring import HOLD_MS, RETIRE_MS, Batch, PacketRing
+from netpol_learn._sniff._writer import SegmentWriter
+
+DEFAULT_INTERVAL = 60.0
+DEFAULT_MAX_CONNECTIONS = 200_000
+
+Warn = Callable[[str], None]
+
+
+@dataclass
+class Options:
+    interfaces: tuple[str, ...] = ()  # names and glob patterns; empty: DEFAULT_INTERFACES
+    interval: float = DEFAULT_INTERVAL
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    output: str | None = None  # None or '-': stdout
+    source: str = "sniff"
+    dedup_window: float = DEFAULT_DEDUP_WINDOW
+    buffer_size: int | None = None  # KiB of ring per interface; None: 1 MiB for a pod's own interface, 8 MiB else
+    batch_seconds: float = 0.1  # decode and aggregate at least this often
+
+
+_PER_POD = ("veth*", "cali*", "lxc*")
+NO_PERMISSION = ("no permission to capture: packet sockets need CAP_NET_RAW (run as root, or grant the capability; "
+                 "in a pod: securityContext.capabilities.add [NET_RAW])")
+
+
+class Sniffer:
+    """Captures until ``stop()`` (or SIGTERM/SIGINT when run by ``run``), writing a segment per interval."""
+
+    def __init__(self, options: Options, *, warn: Warn, pods=None, info: Warn | None = None):
+        self.o = options
+        self.warn = warn
+        self.info = info or (lambda message: None)
+        self.pods = pods  # a PodWatcher, or None
+        patterns = options.interfaces or DEFAULT_INTERFACES
+        self.names = tuple(n for n in patterns if not is_pattern(n))
+        self.patterns = tuple(n for n in patterns if is_pattern(n))
+        self.program = compile_program()
+        self.rings: dict[str, PacketRing] = {}
+        self.poller = select.poll()
+        self.by_fd: dict[int, PacketRing] = {}
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.poller.register(self.wake_r, select.POLLIN)
+        self.netlink: socket.socket | None = None
+        self.stopping = threading.Event()
+        self.writer: SegmentWriter | None = None
+        self.flusher: threading.Thread | None = None
+        self.flush_error: BaseException | None = None
+        self.segments = 0
+        self.totals = {"packets": 0, "flows": 0}
+        self._new_interval()
+
+    # --- set-up ---
+
+    def _new_interval(self) -> None:
+        self.agg = Aggregator(int(self.o.dedup_window * 1e9))
+        self.limit = ConnectionLimit(self.o.max_connections)
+        self.kernel_drops = 0
+
+    def _ring_size(self, name: str) -> tuple[int, int]:
+        kib = self.o.buffer_size or (1024 if any(fnmatch.fnmatchcase(name, p) for p in _PER_POD) else 8192)
+        block = 256 * 1024 if kib >= 1024 else 64 * 1024
+        return block, max(2, kib * 1024 // block)
+
+    def _open(self, name: str) -> bool:
+        try:
+            ring = PacketRing(name, self.program, *self._ring_size(name))
+        except PermissionError as exc:
+            raise SniffError(NO_PERMISSION) from exc
+        except OSError as exc:
+            if exc.errno in (errno.ENODEV, errno.ENXIO, errno.ENETDOWN) or ifindex(name) is None:
+                return False  # gone between listing and opening
+            if exc.errno == errno.ENOMEM:
+                raise SniffError(f"{name}: no memory for the capture ring ({exc.strerror}); try a smaller --buffer-size") from exc
+            raise SniffError(f"cannot capture on {name}: {exc.strerror or exc}") from exc
+        if ring.promisc_error is not None:
+            self.warn(f"{name}: cannot make it promiscuous ({ring.promisc_error}); traffic a bridge forwards between its "
+                      "ports is not seen on it")
+        self.rings[name] = ring
+        self.by_fd[ring.fileno()] = ring
+        self.poller.register(ring.fileno(), select.POLLIN | select.POLLERR)
+        return True
+
+    def _close(self, ring: PacketRing, batch: Batch) -> None:
+        ring.drain(batch)
+        self._count_kernel(ring)
+        self.poller.unregister(ring.fileno())
+        del self.by_fd[ring.fileno()]
+        del self.rings[ring.name]
+        ring.close()
+
+    def _scan(self, first: bool = False) -> None:
+        """Open rings on interfaces that appeared; notice those that vanished."""
+        now = time.monotonic()
+        wanted = discover(self.patterns) if self.patterns else {}
+        for name in self.names:
+            index = ifindex(name) if name != "any" else 0
+            if index is not None:
+                wanted[name] = index
+            elif first:
+                raise SniffError(f"interface {name} not found (interfaces here: {', '.join(sorted(n for _, n in socket.if_nameindex()))})")
+        for name, ring in list(self.rings.items()):
+            if ring.closing_at is not None or name == "any":
+                continue
+            if ifindex(name) != ring.index:
+                self._vanished(ring, now)
+            elif ring.down_since is not None and now - ring.down_since >= 0.5:
+                up = is_up(name)
+                if not up and not ring.down_warned:
+                    self.warn(f"interface {name} went down; capture on it goes on when it is up again")
+                    ring.down_warned = True
+                elif up:
+                    ring.down_since, ring.down_warned = None, False
+        for name in sorted(wanted):
+            if name not in self.rings:
+                if self._open(name):
+                    if not first:
+                        self.info(f"capturing on {name} too")
+
+    def _vanished(self, ring: PacketRing, now: float) -> None:
+        # The kernel hands over the last block after RETIRE_MS: drain until then, then close.
+        ring.closing_at = now + 3 * RETIRE_MS / 1000
+        others = sum(1 for r in self.rings.values() if r.closing_at is None)
+        self.warn(f"interface {ring.name} vanished (pod deleted?); its packets so far are kept, capture goes on "
+                  f"on {others} other interface{'' if others == 1 else 's'}")
+
+    def _open_netlink(self) -> None:
+        nl = open_link_events()
+        if nl is None:
+            return  # without link events, interfaces are rescanned every second
+        self.netlink = nl
+        self.poller.register(nl.fileno(), select.POLLIN)
+
+    # --- running ---
+
+    def start(self) -> None:
+        """Open the sockets, then the output: whatever can fail fails before the output file is
+        created or changed (a failed start leaves none, and an existing one as it was)."""
+        try:  # before anything else: without the capability nothing below can work
+            socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0).close()
+        except PermissionError as exc:
+            raise SniffError(NO_PERMISSION) from exc
+        try:
+            self._open_netlink()
+            self._scan(first=True)
+            self.writer = SegmentWriter(self.o.output, self.warn, info=self.info, cancelled=self.stopping.is_set)
+        except BaseException:
+            self._release()
+            raise
+
+    def _release(self) -> None:
+        """Close the sockets of a start that failed."""
+        for ring in list(self.rings.values()):
+            self.poller.unregister(ring.fileno())
+            ring.close()
+        self.rings.clear()
+        self.by_fd.clear()
+        if self.netlink is not None:
+            self.poller.unregister(self.netlink.fileno())
+            self.netlink.close()
+            self.netlink = None
+
+    def stop(self) -> None:
+        """Ask the capture loop to stop (safe from a signal handler or another thread)."""
+        self.stopping.set()
+        try:
+            os.write(self.wake_w, b"x")
+        except OSError:
+            pass
+
+    def run(self) -> None:
+        """Capture until stopped; every interval and at the end, write a segment."""
+        if self.writer is None:
+            self.start()
+        if not self.rings:
+            self.warn(f"no interface matches {' '.join(self.patterns + self.names)} yet; waiting for one")
+        batch = Batch()
+        hold = HOLD_MS * 1_000_000
+        now = time.monotonic()
+        next_segment = now + self.o.interval
+        next_batch = now + self.o.batch_seconds
+        next_scan = now + 1.0
+        rescan = False
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            wait = max(0.0, min(next_segment, next_batch, next_scan) - now)
+            for fd, events in self.poller.poll(wait * 1000):
+                ring = self.by_fd.get(fd)
+                if ring is not None:
+                    if events & select.POLLERR:
+                        rescan |= self._ring_error(ring)
+                    ring.drain(batch)
+                elif self.netlink is not None and fd == self.netlink.fileno():
+                    drain_link_events(self.netlink)
+                    rescan = True
+                elif fd == self.wake_r:
+                    _drain_fd(self.wake_r)
+            now = time.monotonic()
+            if len(batch) >= 65536 or now >= next_batch:
+                for ring in list(self.rings.values()):
+                    ring.drain(batch)
+                    if ring.closing_at is not None and now >= ring.closing_at:
+                        self._close(ring, batch)
+                batch = self._feed(batch, time.time_ns() - hold)
+                next_batch = now + self.o.batch_seconds
+            if rescan or now >= next_scan:
+                self._scan()
+                rescan = False
+                next_scan = now + 1.0
+            if now >= next_segment:
+                batch = self._feed(batch, time.time_ns() - hold)
+                self._end_segment(background=True)
+                next_segment += self.o.interval * max(1, int((now - next_segment) // self.o.interval) + 1)
+        # Stopping: the kernel hands over its partly filled blocks after RETIRE_MS.
+        time.sleep(HOLD_MS / 1000)
+        for ring in list(self.rings.values()):
+            self._close(ring, batch)
+        self._feed(batch, None)
+        self._end_segment(background=False)
+        if self.netlink is not None:
+            self.netlink.close()
+        self.writer.close()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+
+    def _ring_error(self, ring: PacketRing) -> bool:
+        err = ring.error()
+        if err == errno.ENETDOWN:
+            # Down, or on its way out (a deleted veth goes down first): a scan a little later
+            # tells which.
+            if ring.down_since is None:
+                ring.down_since = time.monotonic()
+            return True
+        if err:
+            self.warn(f"interface {ring.name}: {os.strerror(err)}")
+        return False
+
+    def _feed(self, batch: Batch, upto: int | None) -> Batch:
+        """Aggregate the packets of ``batch`` up to time ``upto`` (all: None); the rest, held back."""
+        if not len(batch):
+            return batch
+        (data, off, cap, link, ts), rest = batch.take(upto)
+        if len(off):
+            self.agg.feed(data, self.limit(decode(data, off, cap, link, ts)))
+        return rest
+
+    def _count_kernel(self, ring: PacketRing) -> None:
+        try:
+            _packets, drops = ring.kernel_stats()
+        except OSError:
+            return
+        self.kernel_drops += drops
+
+    def _end_segment(self, background: bool) -> None:
+        for ring in self.rings.values():
+            self._count_kernel(ring)
+        agg, limit, drops = self.agg, self.limit, self.kernel_drops
+        self._new_interval()
+        self._join_flusher()
+        if background:
+            self.flusher = threading.Thread(target=self._flush, args=(agg, limit, drops), name="segment-writer", daemon=True)
+            self.flusher.start()
+        else:
+            self._flush(agg, limit, drops)
+            if self.flush_error is not None:
+                raise self.flush_error
+
+    def _join_flusher(self) -> None:
+        if self.flusher is not None:
+            self.flusher.join()
+            self.flusher = None
+        if self.flush_error is not None:
+            raise self.flush_error
+
+    def _flush(self, agg: Aggregator, limit: ConnectionLimit, kernel_drops: int) -> None:
+        try:
+            log = self.segment(agg, limit, kernel_drops)
+            self.writer.write("".join(dumps_lines(log)))
+            self.segments += 1
+            self.totals["packets"] += log.stats.get("packets", 0)
+            self.totals["flows"] += len(log.flows)
+        except BaseException as exc:  # noqa: BLE001 - raised again in the capture loop
+            self.flush_error = exc
+            self.stop()
+
+    def segment(self, agg: Aggregator, limit: ConnectionLimit, kernel_drops: int) -> FlowLog:
+        log = agg.result(self.o.source)
+        stats = dict(log.stats)
+        for name, value in (("dropped_connections", limit.dropped_connections), ("dropped_packets", limit.dropped_packets),
+                            ("dropped_by_kernel", kernel_drops)):
+            if value:
+                stats[name] = value
+        flows = log.flows
+        if self.pods is not None:
+            flows = tuple(self.pods.annotate(f) for f in flows)
+            # What no later segment can ask about any more: addresses let go of long ago.
+            self.pods.prune(time.time_ns() - int((self.o.interval + 60) * 1e9))
+        return replace(log, flows=flows, stats=dict(sorted(stats.items())))
+
+
+def _drain_fd(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
+
+
+def run_until_signalled(sniffer: Sniffer, started: Callable[[], None] | None = None) -> None:
+    """Start ``sniffer`` and run it, SIGTERM and SIGINT asking it to stop and write its last
+    segment; ``started`` is called once it listens."""
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, lambda signum, frame: sniffer.stop())
+    try:
+        sniffer.start()
+        if started is not None:
+            started()
+        sniffer.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def sniff(options: Options, *, watch_pods: bool | None = None, warn: Callable[[str], None],
+          info: Callable[[str], None] | None = None, started: Callable[[Sniffer], None] | None = None) -> Sniffer:
+    """Capture with ``options`` until SIGTERM or SIGINT; returns the stopped sniffer (its counts).
+
+    ``watch_pods``: name the pods of each flow from a watch of the API; None: when in a cluster
+    (``SniffError`` when True outside one). ``started`` is called with the sniffer once it listens."""
+    from netpol_learn._errors import SniffError
+    from netpol_learn._sniff._podwatch import PodWatcher
+
+    pods = None
+    if watch_pods is not False:
+        pods = PodWatcher.in_cluster(warn=warn, info=info)
+        if pods is None and watch_pods:
+            raise SniffError("--pods: not in a cluster (no KUBERNETES_SERVICE_HOST or service account token)")
+    sniffer = Sniffer(options, warn=warn, pods=pods, info=info)
+    if pods is not None:
+        pods.start()
+    try:
+        run_until_signalled(sniffer, None if started is None else lambda: started(sniffer))
+    finally:
+        if pods is not None:
+            pods.stop()
+    return sniffer

@@ -1,0 +1,61 @@
+"""Times as netpol-learn writes and reads them: nanoseconds since the epoch (UTC) inside, RFC 3339
+text outside.
+
+``format_time``/``parse_time`` are the flow log's form (``2026-02-10T09:40:00.123456Z``: UTC,
+always microseconds), written by every command and read back exactly. ``parse_api_time`` reads the
+timestamps of Kubernetes objects (``creationTimestamp``, ``startTime``, ``finishedAt``, ...), which
+come in any RFC 3339 form the API server or a snapshot tool wrote. ``format_datetime`` writes a
+``datetime`` (the inventory's snapshot time) in the flow log's form.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from functools import lru_cache
+
+__all__ = ["format_datetime", "format_time", "parse_api_time", "parse_time"]
+
+
+def format_time(ns: int) -> str:
+    """RFC 3339, UTC, microseconds."""
+    sec, rem = divmod(int(ns), 1_000_000_000)
+    return f"{_format_second(sec)}.{rem // 1000:06d}Z"
+
+
+@lru_cache(maxsize=4096)
+def _format_second(sec: int) -> str:
+    # Flows of one capture share few distinct seconds: formatting each once saves most of the cost.
+    return datetime.fromtimestamp(sec, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def parse_time(text: str) -> int:
+    """The flow log's form (``format_time``) to nanoseconds; ValueError for anything else."""
+    try:
+        dt = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"not an RFC 3339 UTC time: {text!r}") from exc
+    return (int(dt.timestamp()) * 1_000_000 + dt.microsecond) * 1000
+
+
+def parse_api_time(text: str | None) -> int | None:
+    """RFC 3339 (as the API writes it) to nanoseconds since the epoch; None when empty or not a time.
+
+    Lenient, as snapshots are: any form ``datetime.fromisoformat`` reads, ``Z`` or an offset, and
+    without an offset UTC."""
+    if not text:
+        return None
+    s = str(text).replace("Z", "+00:00")
+    try:
+        dt = datetime.fromisoformat(s)
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
+
+
+def format_datetime(when: datetime, what: str = "time") -> str:
+    """``when`` (timezone-aware) in the flow log's form: RFC 3339 in UTC with microseconds."""
+    if when.tzinfo is None:
+        raise ValueError(f"{what} must be timezone-aware")
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
