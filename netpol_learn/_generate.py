@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from netpol_learn._text import counted
 from netpol_learn._flowlog import FlowLog
-from netpol_learn._inventory._model import Inventory
+from netpol_learn._inventory import Inventory
+from netpol_learn._policy import host_cidr
 from netpol_learn._render import MARKER, render_files
 from netpol_learn._resolve import Resolution, report_text, resolve
 from netpol_learn._synthesize import GenerateOptions, PolicySet, synthesize
@@ -26,14 +27,14 @@ class Generated:
 
 def cluster_ranges(inventory: Inventory) -> tuple[str, ...]:
     """The pod and Service ranges and the node addresses: never allowed by a wide ipBlock."""
-    nodes = []
-    for node in inventory.nodes:
-        for address in node.addresses:
-            nodes.append(address + ("/128" if ":" in address else "/32"))
-    return tuple(dict.fromkeys((*inventory.pod_cidrs, *inventory.service_cidrs, *sorted(nodes))))
+    nodes = sorted(host_cidr(address) for node in inventory.nodes for address in node.addresses)
+    return tuple(dict.fromkeys((*inventory.pod_cidrs, *inventory.service_cidrs, *nodes)))
 
 
 def generate(log: FlowLog, inventory: Inventory, options: GenerateOptions = GenerateOptions(), template_dir=None) -> Generated:
+    """Resolve ``log`` against ``inventory``, synthesize the policies ``options`` ask for and render
+    them (with the templates of ``template_dir`` replacing the built-in ones by name): the files of
+    a policy directory, by name, for ``write_directory``."""
     resolution = resolve(log, inventory)
     policies = synthesize(resolution, options, cluster_ranges(inventory))
     files = render_files(policies, _report(log, resolution, policies, options), template_dir)

@@ -42,9 +42,9 @@ def render_manifests(namespace: str = DEFAULT_NAMESPACE, image: str = DEFAULT_IM
         raise ManifestError(f"image {image!r}: not an image reference (such as registry.example/netpol-learn:0.1.0)")
     import yaml
 
-    from netpol_learn._render import MARKER, _render, environment
+    from netpol_learn._render import MARKER, environment, render_template
 
-    text = _render(environment(template_dir), TEMPLATE, namespace=namespace, image=image,
+    text = render_template(environment(template_dir), TEMPLATE, namespace=namespace, image=image,
                    cluster_role=cluster_role_name(namespace), version=__version__)
     text = text if text.endswith("\n") else text + "\n"
     if not text.startswith(MARKER):

@@ -7,11 +7,22 @@ Kubernetes object, so a test can compare a rendered file with the model it came 
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from netpol_learn._inventory import LabelSelector
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "netpol-learn"}
+#: The label the API server sets on every namespace (since 1.21): how a peer names a namespace.
+NAMESPACE_LABEL = "kubernetes.io/metadata.name"
+
+
+@lru_cache(maxsize=1 << 16)
+def host_cidr(address: str) -> str:
+    """One address as a block of its own, as policies write it: ``10.0.0.1/32``, ``fd00::1/128``."""
+    ip = ipaddress.ip_address(address)
+    return f"{ip}/{ip.max_prefixlen}"
 
 
 @dataclass(frozen=True, order=True)
@@ -27,6 +38,10 @@ class PortSpec:
         if self.end_port is not None:
             out["endPort"] = self.end_port
         return out
+
+    def sort_key(self) -> tuple:
+        """How generated rules order ports: by protocol, numbers (numerically) before names."""
+        return (self.protocol, isinstance(self.port, str), str(self.port).zfill(5))
 
 
 @dataclass(frozen=True, order=True)
@@ -68,8 +83,6 @@ class PolicyPeer:
 
 
 def _cidr_sort(cidr: str) -> tuple:
-    import ipaddress
-
     net = ipaddress.ip_network(cidr, strict=False)
     return (net.version, int(net.network_address), net.prefixlen)
 

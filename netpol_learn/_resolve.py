@@ -20,13 +20,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from netpol_learn._flowlog import Flow, FlowLog
-from netpol_learn._inventory import PROTOCOLS, Inventory, Pod, Service, Workload
+from netpol_learn._flowlog import Flow, FlowLog, format_time
+from netpol_learn._inventory import PROTOCOLS, Inventory, Node, Pod, Service, Workload
 
 POD, NODE, SERVICE_ENDPOINT, NODE_LOCAL_DNS, EXTERNAL, UNRESOLVED = (
     "pod", "node", "service-endpoint", "node-local-dns", "external", "unresolved",
 )
 PEER_KINDS = (POD, NODE, SERVICE_ENDPOINT, NODE_LOCAL_DNS, EXTERNAL, UNRESOLVED)
+#: Where the cluster DNS runs and how its pods are labelled (CoreDNS and kube-dns alike).
+CLUSTER_DNS_NAMESPACE = "kube-system"
+CLUSTER_DNS_LABEL = ("k8s-app", "kube-dns")
+#: How an unresolved peer's reason starts when several pods held the address at that time.
+AMBIGUOUS = "ambiguous"
 _LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
 
 
@@ -93,54 +98,24 @@ class Resolver:
 
     def __init__(self, inventory: Inventory, dns: Iterable = ()):
         self.inv = inventory
-        self.pods_by_ip: dict[str, list[Pod]] = defaultdict(list)
-        self.host_pods_by_node: dict[str, list[str]] = defaultdict(list)
-        for pod in inventory.pods:
-            if pod.host_network:
-                if pod.node:
-                    self.host_pods_by_node[pod.node].append(f"{pod.namespace}/{pod.name}")
-                continue
-            for ip in pod.ips:
-                self.pods_by_ip[_canon(ip)].append(pod)
         self.pods = {p.key: p for p in inventory.pods}
-        self.node_by_ip = {_canon(a): n.name for n in inventory.nodes for a in n.addresses}
-        # Bridge CNIs (flannel, kubenet, the bridge plugin) give the node the first address of its
-        # pod range: the source of kubelet probes and host-network clients on the way to local pods.
-        for n in inventory.nodes:
-            for cidr in n.pod_cidrs:
-                try:
-                    net = ipaddress.ip_network(cidr, strict=False)
-                except ValueError:
-                    continue
-                if net.num_addresses > 2:
-                    self.node_by_ip.setdefault(str(net.network_address + 1), n.name)
-        self.service_by_ip: dict[str, Service] = {}
-        self.service_by_node_port: dict[tuple[int, str], Service] = {}
-        for svc in inventory.services:
-            for ip in (*svc.cluster_ips, *svc.external_ips, *svc.load_balancer_ips):
-                self.service_by_ip[_canon(ip)] = svc
-            for sp in svc.ports:
-                if sp.node_port:
-                    self.service_by_node_port[(int(sp.node_port), sp.protocol)] = svc
+        self.pods_by_ip, self.host_pods_by_node = _pod_addresses(inventory.pods)
+        self.node_by_ip = _node_addresses(inventory.nodes)
+        self.service_by_ip, self.service_by_node_port = _service_addresses(inventory.services)
         self.slices = defaultdict(list)
         for s in inventory.endpoint_slices:
             self.slices[(s.namespace, s.service)].append(s)
         self.workloads = {w.key: w for w in inventory.workloads}
+        self.pod_nets = [ipaddress.ip_network(c) for c in inventory.pod_cidrs]
+        self.service_nets = [ipaddress.ip_network(c) for c in inventory.service_cidrs]
+        self.dns_names = _dns_names(dns)
+        self.cluster_dns_pods = {p.key for p in inventory.pods if is_cluster_dns(p)}
+        # Lookups remembered: a capture names the same addresses and Services thousands of times.
         self._endpoint_cache: dict = {}
         self._fixed: dict = {}
         self._backend_cache: dict = {}
         self._pod_peers: dict = {}
         self._port_names: dict = {}
-        self.pod_nets = [ipaddress.ip_network(c) for c in inventory.pod_cidrs]
-        self.service_nets = [ipaddress.ip_network(c) for c in inventory.service_cidrs]
-        self.dns_names: dict[str, set[str]] = defaultdict(set)
-        for obs in dns:
-            for ans in obs.answers:
-                if ans.type in ("A", "AAAA"):
-                    self.dns_names[_canon(ans.data)].update({obs.qname, ans.name})
-        self.cluster_dns_pods = {
-            p.key for p in inventory.pods if p.namespace == "kube-system" and dict(p.labels).get("k8s-app") == "kube-dns"
-        }
 
     # --- one address ---------------------------------------------------------------------
 
@@ -151,8 +126,8 @@ class Resolver:
         if len(holders) == 1:
             return self._pod_peer(holders[0])
         if len(holders) > 1:
-            names = ", ".join(sorted(f"{p.namespace}/{p.name}" for p in holders))
-            return Peer(UNRESOLVED, address, reason=f"ambiguous: held by {names} at that time")
+            names = ", ".join(sorted(_pod_label(p) for p in holders))
+            return Peer(UNRESOLVED, address, reason=f"{AMBIGUOUS}: held by {names} at that time")
         fixed = self._fixed.get((address, port == 53))
         if fixed is None:
             fixed = self._fixed[(address, port == 53)] = self._timeless_peer(address, port)
@@ -167,7 +142,7 @@ class Resolver:
         if ip is not None and any(ip in net for net in _LINK_LOCAL) and port == 53:
             return Peer(NODE_LOCAL_DNS, address, cluster_dns=True)
         if address in self.pods_by_ip:
-            spans = "; ".join(sorted(f"{p.namespace}/{p.name} {_span(p)}" for p in self.pods_by_ip[address]))
+            spans = "; ".join(sorted(f"{_pod_label(p)} {_span(p)}" for p in self.pods_by_ip[address]))
             return Peer(UNRESOLVED, address, reason=f"no pod held it at that time (held by {spans})")
         if ip is not None:
             for net in self.pod_nets:
@@ -279,6 +254,67 @@ class Resolver:
         return self._port_names[key]
 
 
+def _pod_addresses(pods: Iterable[Pod]) -> tuple[dict[str, list[Pod]], dict[str, list[str]]]:
+    """The pods that held each address; and the host-network pods of each node, which hold the
+    node's addresses and are named by them (``namespace/name``)."""
+    by_ip: dict[str, list[Pod]] = defaultdict(list)
+    host_pods: dict[str, list[str]] = defaultdict(list)
+    for pod in pods:
+        if pod.host_network:
+            if pod.node:
+                host_pods[pod.node].append(_pod_label(pod))
+            continue
+        for ip in pod.ips:
+            by_ip[_canon(ip)].append(pod)
+    return by_ip, host_pods
+
+
+def _node_addresses(nodes: Iterable[Node]) -> dict[str, str]:
+    """Address -> node name: the nodes' own addresses, and the first address of each node's pod
+    range, which bridge CNIs (flannel, kubenet, the bridge plugin) give the node: the source of
+    kubelet probes and host-network clients on the way to local pods."""
+    nodes = list(nodes)
+    by_ip = {_canon(a): n.name for n in nodes for a in n.addresses}
+    for n in nodes:
+        for cidr in n.pod_cidrs:
+            try:
+                net = ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                continue
+            if net.num_addresses > 2:
+                by_ip.setdefault(str(net.network_address + 1), n.name)
+    return by_ip
+
+
+def _service_addresses(services: Iterable[Service]) -> tuple[dict[str, Service], dict[tuple[int, str], Service]]:
+    """The Service behind each ClusterIP, external and load-balancer IP; and behind each
+    (NodePort, protocol)."""
+    by_ip: dict[str, Service] = {}
+    by_node_port: dict[tuple[int, str], Service] = {}
+    for svc in services:
+        for ip in (*svc.cluster_ips, *svc.external_ips, *svc.load_balancer_ips):
+            by_ip[_canon(ip)] = svc
+        for sp in svc.ports:
+            if sp.node_port:
+                by_node_port[(int(sp.node_port), sp.protocol)] = svc
+    return by_ip, by_node_port
+
+
+def _dns_names(dns: Iterable) -> dict[str, set[str]]:
+    """Address -> the names that DNS answers (A, AAAA) gave it: the query and the answer's name."""
+    names: dict[str, set[str]] = defaultdict(set)
+    for obs in dns:
+        for ans in obs.answers:
+            if ans.type in ("A", "AAAA"):
+                names[_canon(ans.data)].update({obs.qname, ans.name})
+    return names
+
+
+def is_cluster_dns(pod: Pod) -> bool:
+    """A pod of the cluster DNS (CoreDNS, kube-dns): its usual namespace and label."""
+    return pod.namespace == CLUSTER_DNS_NAMESPACE and dict(pod.labels).get(CLUSTER_DNS_LABEL[0]) == CLUSTER_DNS_LABEL[1]
+
+
 def _target_port(pod: Pod, target: int | str, protocol: str) -> int | None:
     if isinstance(target, int):
         return target
@@ -294,9 +330,11 @@ def _canon(address: str) -> str:
     return str(ip) if ip is not None else address
 
 
-def _span(pod: Pod) -> str:
-    from netpol_learn._flowlog import format_time
+def _pod_label(pod: Pod) -> str:
+    return f"{pod.namespace}/{pod.name}"
 
+
+def _span(pod: Pod) -> str:
     start = format_time(pod.start) if pod.start else "?"
     end = format_time(pod.end) if pod.end else "now"
     return f"{start}..{end}"
@@ -320,24 +358,32 @@ def resolve(log: FlowLog, inventory: Inventory) -> Resolution:
         for server, port, port_name, via in servers:
             for peer in (client, server):
                 if peer.kind == UNRESOLVED:
-                    (ambiguous if peer.reason and peer.reason.startswith("ambiguous") else unresolved)[(peer.address, peer.reason)] += 1
+                    (ambiguous if peer.reason and peer.reason.startswith(AMBIGUOUS) else unresolved)[(peer.address, peer.reason)] += 1
             same_node = client.kind == NODE and server.kind == POD and client.node == server.node
-            key = (client, server, flow.proto, port, port_name, via, same_node)
-            acc = merged.get(key)
-            if acc is None:
-                merged[key] = [1, flow.packets, flow.bytes, flow.connections, flow.first_seen, flow.last_seen]
-            else:
-                acc[0] += 1
-                acc[1] += flow.packets
-                acc[2] += flow.bytes
-                acc[3] += flow.connections
-                acc[4] = min(acc[4], flow.first_seen)
-                acc[5] = max(acc[5], flow.last_seen)
+            _merge_flow(merged, (client, server, flow.proto, port, port_name, via, same_node), flow)
     connections = tuple(
         Connection(c, s, proto, port, name, via, *acc, same_node=same)
         for (c, s, proto, port, name, via, same), acc in sorted(merged.items(), key=lambda kv: _conn_sort(kv[0]))
     )
-    report = Report(
+    return Resolution(connections, _report(inventory, kinds, unresolved, ambiguous, not_expressible), dict(r.workloads))
+
+
+def _merge_flow(merged: dict[tuple, list], key: tuple, flow: Flow) -> None:
+    """Add a flow to the connection ``key``: flows, packets, bytes, connections, first and last seen."""
+    acc = merged.get(key)
+    if acc is None:
+        merged[key] = [1, flow.packets, flow.bytes, flow.connections, flow.first_seen, flow.last_seen]
+    else:
+        acc[0] += 1
+        acc[1] += flow.packets
+        acc[2] += flow.bytes
+        acc[3] += flow.connections
+        acc[4] = min(acc[4], flow.first_seen)
+        acc[5] = max(acc[5], flow.last_seen)
+
+
+def _report(inventory: Inventory, kinds: Counter, unresolved: Counter, ambiguous: Counter, not_expressible: int) -> Report:
+    return Report(
         flows_by_kind=dict(sorted(kinds.items())),
         unresolved=tuple(sorted((a, why, n) for (a, why), n in unresolved.items())),
         ambiguous=tuple(sorted((a, why, n) for (a, why), n in ambiguous.items())),
@@ -347,7 +393,6 @@ def resolve(log: FlowLog, inventory: Inventory) -> Resolution:
         not_expressible=not_expressible,
         notes=inventory.notes,
     )
-    return Resolution(connections, report, dict(r.workloads))
 
 
 def _conn_sort(key: tuple) -> str:
@@ -364,6 +409,19 @@ def _peer_sort(p: Peer) -> str:
 # --- output --------------------------------------------------------------------------------
 
 
+def workload_label(w: Workload) -> str:
+    """What a workload is called where namespaces mix: ``namespace/Kind/name``."""
+    return f"{w.namespace}/{w.ref}"
+
+
+def peer_label(p: Peer) -> str:
+    """A resolved peer for a person: a workload by its name (``namespace/Kind/name``), anything
+    else by its kind and address (``external 140.82.112.3``)."""
+    if p.kind == POD:
+        return f"{p.namespace}/{p.workload}"
+    return f"{p.kind} {p.address}"
+
+
 def peer_to_json(p: Peer) -> dict:
     out = {"kind": p.kind}
     for name in ("address", "namespace", "workload", "node", "service", "reason"):
@@ -378,8 +436,7 @@ def peer_to_json(p: Peer) -> dict:
 
 
 def resolution_to_json(res: Resolution) -> dict:
-    from netpol_learn._flowlog import format_time
-
+    """The resolved connections and the report, as `netpol-learn resolve --format json` writes them."""
     r = res.report
     return {
         "connections": [

@@ -34,9 +34,7 @@ import yaml
 
 from netpol_learn._errors import PolicyError
 from netpol_learn._inventory import PROTOCOLS, LabelSelector, labels_problem
-from netpol_learn._policy import IpBlock, NetworkPolicy, PolicyPeer, PortSpec, Rule
-
-
+from netpol_learn._policy import NAMESPACE_LABEL, IpBlock, NetworkPolicy, PolicyPeer, PortSpec, Rule
 
 # --- reading -------------------------------------------------------------------------------
 
@@ -44,27 +42,11 @@ from netpol_learn._policy import IpBlock, NetworkPolicy, PolicyPeer, PortSpec, R
 def load_policies(paths: Iterable[str | os.PathLike], notes: list[str] | None = None) -> list[NetworkPolicy]:
     """NetworkPolicies from files and directories (YAML or JSON; Lists, multi-document files,
     what ``kubectl kustomize`` prints). Other kinds are skipped with a note."""
-    files: list[Path] = []
-    for p in paths:
-        p = Path(p)
-        if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in (".yaml", ".yml", ".json") and f.name != "kustomization.yaml")
-        elif p.exists():
-            files.append(p)
-        else:
-            raise PolicyError(f"{p}: no such file or directory")
     policies: list[NetworkPolicy] = []
     skipped: dict[str, int] = {}
-    for f in files:
-        try:
-            docs = list(yaml.safe_load_all(f.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PolicyError(f"{f}: cannot read: {exc}") from exc
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            raise PolicyError(f"{f}:{f' line {mark.line + 1}:' if mark else ''} invalid YAML: {getattr(exc, 'problem', None) or exc}") from exc
+    for f in _policy_files(paths):
         index = 0
-        for doc in docs:
+        for doc in _documents(f):
             if isinstance(doc, Mapping) and str(doc.get("kind", "")).endswith("List") and not isinstance(doc.get("items", []), list):
                 raise PolicyError(f"{f}: document {index + 1} ({doc['kind']}): items: not a list")
             for obj in _items(doc):
@@ -82,6 +64,31 @@ def load_policies(paths: Iterable[str | os.PathLike], notes: list[str] | None = 
     if notes is not None:
         notes.extend(f"skipped {n} document(s) of kind {k}" for k, n in sorted(skipped.items()))
     return policies
+
+
+def _policy_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """The files given, and the YAML and JSON files under the directories given (but their
+    ``kustomization.yaml``), each directory's in name order."""
+    files: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in (".yaml", ".yml", ".json") and f.name != "kustomization.yaml")
+        elif p.exists():
+            files.append(p)
+        else:
+            raise PolicyError(f"{p}: no such file or directory")
+    return files
+
+
+def _documents(f: Path) -> list:
+    try:
+        return list(yaml.safe_load_all(f.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"{f}: cannot read: {exc}") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise PolicyError(f"{f}:{f' line {mark.line + 1}:' if mark else ''} invalid YAML: {getattr(exc, 'problem', None) or exc}") from exc
 
 
 def _items(doc) -> Iterable:
@@ -112,7 +119,22 @@ def _list(value, where: str) -> list:
 
 
 def policy_from_dict(obj: Mapping) -> NetworkPolicy:
-    meta = obj.get("metadata")
+    meta = _metadata(obj.get("metadata"))
+    spec = _spec(obj.get("spec"))
+    types = _policy_types(spec)
+    return NetworkPolicy(
+        namespace=meta.get("namespace") or "default",
+        name=meta["name"],
+        pod_selector=_selector(spec.get("podSelector"), "spec.podSelector"),
+        policy_types=types,
+        ingress=_rules(spec, "ingress"),
+        egress=_rules(spec, "egress"),
+        labels=tuple(sorted((meta.get("labels") or {}).items())),
+    )
+
+
+def _metadata(meta) -> Mapping:
+    """``metadata``, checked: a name, and where given a namespace (strings) and labels."""
     if meta is None:
         meta = {}
     if not isinstance(meta, Mapping):
@@ -127,7 +149,11 @@ def policy_from_dict(obj: Mapping) -> NetworkPolicy:
         bad = labels_problem(labels)
         if bad:
             raise ValueError(f"metadata.labels{bad[0]}: {bad[1]}")
-    spec = obj.get("spec")
+    return meta
+
+
+def _spec(spec) -> Mapping:
+    """``spec``, checked: a mapping of the known fields, with a podSelector."""
     if spec is None:
         raise ValueError("spec: missing")
     if not isinstance(spec, Mapping):
@@ -137,6 +163,10 @@ def policy_from_dict(obj: Mapping) -> NetworkPolicy:
         raise ValueError(f"spec: unknown field {sorted(unknown)[0]!r}")
     if "podSelector" not in spec:
         raise ValueError("spec.podSelector: missing (use {} to select every pod)")
+    return spec
+
+
+def _policy_types(spec: Mapping) -> tuple[str, ...]:
     types = spec.get("policyTypes")
     if types is not None:
         _list(types, "spec.policyTypes")
@@ -145,37 +175,30 @@ def policy_from_dict(obj: Mapping) -> NetworkPolicy:
     for t in types:
         if t not in ("Ingress", "Egress"):
             raise ValueError(f"spec.policyTypes: {t!r} is neither Ingress nor Egress")
+    return tuple(types)
 
-    def rules(direction: str):
-        if spec.get(direction) is None:
-            return None
-        out = []
-        for i, r in enumerate(_list(spec[direction], f"spec.{direction}")):
-            where = f"spec.{direction}[{i}]"
-            r = {} if r is None else r
-            if not isinstance(r, Mapping):
-                raise ValueError(f"{where}: not a mapping")
-            if set(r) - _RULE_KEYS[direction]:
-                raise ValueError(f"{where}: unknown field {sorted(set(r) - _RULE_KEYS[direction])[0]!r}")
-            key = "from" if direction == "ingress" else "to"
-            peers = None
-            if r.get(key) is not None:
-                peers = tuple(_peer(p, f"{where}.{key}[{j}]") for j, p in enumerate(_list(r[key], f"{where}.{key}")))
-            ports = None
-            if r.get("ports") is not None:
-                ports = tuple(_port(p, f"{where}.ports[{j}]") for j, p in enumerate(_list(r["ports"], f"{where}.ports")))
-            out.append(Rule(peers, ports))
-        return tuple(out)
 
-    return NetworkPolicy(
-        namespace=meta.get("namespace") or "default",
-        name=meta["name"],
-        pod_selector=_selector(spec.get("podSelector"), "spec.podSelector"),
-        policy_types=tuple(types),
-        ingress=rules("ingress"),
-        egress=rules("egress"),
-        labels=tuple(sorted((labels or {}).items())),
-    )
+def _rules(spec: Mapping, direction: str) -> tuple[Rule, ...] | None:
+    """``spec.ingress`` or ``spec.egress``: None when absent (no rule allows anything)."""
+    if spec.get(direction) is None:
+        return None
+    return tuple(_rule(r, direction, f"spec.{direction}[{i}]") for i, r in enumerate(_list(spec[direction], f"spec.{direction}")))
+
+
+def _rule(r, direction: str, where: str) -> Rule:
+    r = {} if r is None else r
+    if not isinstance(r, Mapping):
+        raise ValueError(f"{where}: not a mapping")
+    if set(r) - _RULE_KEYS[direction]:
+        raise ValueError(f"{where}: unknown field {sorted(set(r) - _RULE_KEYS[direction])[0]!r}")
+    key = "from" if direction == "ingress" else "to"
+    peers = None
+    if r.get(key) is not None:
+        peers = tuple(_peer(p, f"{where}.{key}[{j}]") for j, p in enumerate(_list(r[key], f"{where}.{key}")))
+    ports = None
+    if r.get("ports") is not None:
+        ports = tuple(_port(p, f"{where}.ports[{j}]") for j, p in enumerate(_list(r["ports"], f"{where}.ports")))
+    return Rule(peers, ports)
 
 
 def _peer(p, where: str) -> PolicyPeer:
@@ -272,6 +295,17 @@ class Verdict:
     why: str = ""
 
 
+def isolates(policy: NetworkPolicy, namespace: str, labels: Mapping[str, str], policy_type: str) -> bool:
+    """Whether ``policy`` isolates a pod of ``namespace`` with ``labels`` in the direction
+    ``policy_type`` (``Ingress``, ``Egress``): it is of that namespace, selects the pod and lists
+    the direction in its policyTypes."""
+    return policy.namespace == namespace and policy_type in policy.policy_types and policy.pod_selector.matches(labels)
+
+
+def _policy_label(p: NetworkPolicy) -> str:
+    return f"{p.namespace}/{p.name}"
+
+
 class PolicyEngine:
     def __init__(self, policies: Iterable[NetworkPolicy], namespace_labels: Mapping[str, Mapping[str, str]]):
         self.by_namespace: dict[str, list[NetworkPolicy]] = {}
@@ -288,7 +322,7 @@ class PolicyEngine:
         labels = self._ns_cache.get(ns)
         if labels is None:
             labels = dict(self.namespace_labels.get(ns, {}))
-            labels.setdefault("kubernetes.io/metadata.name", ns)  # set on every namespace since 1.21
+            labels.setdefault(NAMESPACE_LABEL, ns)  # set on every namespace since 1.21
             self._ns_cache[ns] = labels
         return labels
 
@@ -298,7 +332,7 @@ class PolicyEngine:
         if found is None:
             kind = "Ingress" if direction == "ingress" else "Egress"
             labels = dict(pod.labels)
-            found = [p for p in self.by_namespace.get(pod.namespace, ()) if kind in p.policy_types and p.pod_selector.matches(labels)]
+            found = [p for p in self.by_namespace.get(pod.namespace, ()) if isolates(p, pod.namespace, labels, kind)]
             self._selecting_cache[key] = found
         return found
 
@@ -316,9 +350,9 @@ class PolicyEngine:
                 continue
             matching = [p for p in isolating if any(self._rule_matches(r, p, peer, dst, protocol, port) for r in (getattr(p, direction) or ()))]
             if not matching:
-                names = ", ".join(f"{p.namespace}/{p.name}" for p in isolating)
+                names = ", ".join(_policy_label(p) for p in isolating)
                 return Verdict(False, denied_by=direction, why=f"{direction} of {subject.namespace}/{subject.name or subject.address} is isolated by {names}; none allows it")
-            allowed_by += [f"{p.namespace}/{p.name}" for p in matching]
+            allowed_by += [_policy_label(p) for p in matching]
         return Verdict(True, allowed_by=tuple(dict.fromkeys(allowed_by)), why="allowed")
 
     def _rule_matches(self, rule: Rule, policy: NetworkPolicy, peer: Endpoint, dst: Endpoint, protocol: str, port: int) -> bool:

@@ -6,6 +6,13 @@ One policy per workload that sent or received observed traffic, named after the 
 its ingress and egress rules; DNS to the cluster resolver in an ``allow-dns`` policy per namespace
 (or in each workload's policy); a default-deny per namespace that got policies. Within a policy,
 a peer's ports are one list, and peers with the same ports are one rule. Pure: no I/O.
+
+Three steps, each a plain function of plain data:
+
+    gather_traffic(resolution, options)  ->  Traffic: per workload its ingress and egress Side,
+                                             per namespace the DNS its pods asked; what was skipped
+    workload_policy(traffic of one workload, name, ...)  ->  its NetworkPolicy, hints
+    namespace_policies(namespaces, DNS, options)  ->  allow-dns, default-deny
 """
 
 from __future__ import annotations
@@ -13,30 +20,33 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from netpol_learn._flowlog import format_time
 from netpol_learn._inventory import PROTOCOLS, LabelSelector, Workload
-from netpol_learn._policy import MANAGED_BY, IpBlock, NetworkPolicy, PolicyPeer, PortSpec, Rule
-from netpol_learn._resolve import EXTERNAL, NODE, NODE_LOCAL_DNS, POD, SERVICE_ENDPOINT, UNRESOLVED, Connection, Peer, Resolution
+from netpol_learn._policy import MANAGED_BY, NAMESPACE_LABEL, IpBlock, NetworkPolicy, PolicyPeer, PortSpec, Rule, host_cidr
+from netpol_learn._resolve import (CLUSTER_DNS_LABEL, CLUSTER_DNS_NAMESPACE, EXTERNAL, NODE, NODE_LOCAL_DNS, POD, SERVICE_ENDPOINT,
+                                   UNRESOLVED, Connection, Peer, Resolution, peer_label, workload_label)
 
-NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 #: When --open-ingress-above is off, a port reached from more outside addresses than this is reported.
 OPEN_INGRESS_HINT = 10
 
 
 @dataclass(frozen=True)
 class GenerateOptions:
+    """How ``generate`` and ``synthesize`` write policies; each field is the option of
+    ``netpol-learn generate`` of the same name (``--default-deny``, ``--aggregate-prefix``, ...)."""
+
     default_deny: str = "both"  # both, ingress, egress, none
     dns: str = "namespace"  # namespace: an allow-dns policy per namespace; per-workload
     named_ports: bool = False
-    aggregate_prefix_v4: int | None = None  # collapse outside addresses into prefixes of this length ...
+    aggregate_prefix: int | None = None  # collapse outside IPv4 addresses into prefixes of this length ...
     aggregate_prefix_v6: int | None = None
     aggregate_threshold: int = 8  # ... when at least this many of a rule's addresses share one
     open_ingress_above: int | None = None  # open a port to any address past this many outside sources
-    exclude_namespaces: tuple[str, ...] = ("kube-system",)
+    include_namespaces: tuple[str, ...] = ()  # namespaces of LEFT_ALONE to write policies for all the same
     name_prefix: str = ""  # before every generated policy name, to keep clear of policies already there
 
     def __post_init__(self):
@@ -48,6 +58,11 @@ class GenerateOptions:
             raise ValueError(f"name prefix {self.name_prefix!r}: use lower-case letters, digits, '-' and '.', starting with a letter or digit")
         if len(self.name_prefix) > 200:
             raise ValueError("name prefix: at most 200 characters (policy names are at most 253)")
+
+    @property
+    def exclude_namespaces(self) -> tuple[str, ...]:
+        """The namespaces no policy is written for: LEFT_ALONE, but for those included."""
+        return tuple(n for n in LEFT_ALONE if n not in self.include_namespaces)
 
     @property
     def isolates(self) -> tuple[str, ...]:
@@ -66,6 +81,9 @@ class GenerateOptions:
         return self.dns == "namespace" and self.egress_denied
 
 
+#: Namespaces left alone unless included: the cluster's own components, whose traffic a capture
+#: rarely shows whole.
+LEFT_ALONE = ("kube-system",)
 #: --dns: one allow-dns policy per namespace, or a DNS rule in each workload's policy.
 DNS_MODES = ("namespace", "per-workload")
 #: --default-deny -> the policy types of each namespace's default-deny policy.
@@ -88,25 +106,33 @@ class PolicySet:
 
     @property
     def workload_policies(self) -> tuple[NetworkPolicy, ...]:
-        namespace_wide = {self.name_prefix + n for n in NAMESPACE_POLICIES}
-        return tuple(p for p in self.policies if not (p.pod_selector.empty and p.name in namespace_wide))
+        return tuple(p for p in self.policies if namespace_policy_of(p, self.name_prefix) is None)
+
+
+# --- gathering: resolved connections -> what each workload and namespace was seen doing -------
 
 
 @dataclass
-class _Side:
+class Side:
     """The rules of one direction of one workload's policy, before merging."""
 
     ports: dict = field(default_factory=lambda: defaultdict(set))  # PolicyPeer -> {PortSpec}
-    comments: dict = field(default_factory=dict)  # PolicyPeer -> comment
+    comments: dict = field(default_factory=dict)  # PolicyPeer -> comment (the first one seen)
     external_sources: dict = field(default_factory=lambda: defaultdict(set))  # PortSpec -> {address}
     external: set = field(default_factory=set)  # the peers that are addresses outside the cluster
 
+    def add(self, peer: PolicyPeer, port: PortSpec, comment: str) -> None:
+        self.ports[peer].add(port)
+        self.comments.setdefault(peer, comment)
+
 
 @dataclass
-class _WorkloadTraffic:
+class WorkloadTraffic:
+    """What one workload was seen doing: its two sides, flow counts, window, and whether it resolved names."""
+
     workload: Workload
-    ingress: _Side = field(default_factory=_Side)
-    egress: _Side = field(default_factory=_Side)
+    ingress: Side = field(default_factory=Side)
+    egress: Side = field(default_factory=Side)
     flows: int = 0
     first: int | None = None
     last: int | None = None
@@ -118,147 +144,238 @@ class _WorkloadTraffic:
         self.last = c.last_seen if self.last is None else max(self.last, c.last_seen)
 
 
-def synthesize(resolution: Resolution, options: GenerateOptions = GenerateOptions(), cluster_ranges: tuple[str, ...] = ()) -> PolicySet:
-    workloads = resolution.workloads
-    traffic: dict[tuple[str, str], _WorkloadTraffic] = {}
-    skipped: set[str] = set()
-    dns_peers: dict[str, dict] = defaultdict(dict)  # namespace -> {PolicyPeer: comment}
-    dns_ports: dict[str, set] = defaultdict(set)
-    flows_per_namespace: dict[str, int] = defaultdict(int)
+@dataclass
+class DnsTraffic:
+    """The cluster DNS that pods of one namespace asked: the peers and ports of its DNS rule."""
 
-    peer_cache: dict = {}
+    peers: dict = field(default_factory=dict)  # PolicyPeer -> comment
+    ports: set = field(default_factory=set)  # {PortSpec}
 
-    def policy_peer(p: Peer, home: str):
-        key = (p, home)
-        if key not in peer_cache:
-            peer_cache[key] = _peer(p, home, workloads)
-        return peer_cache[key]
+    def rule(self) -> Rule:
+        return _dns_rule(self.peers, self.ports)
 
-    def traffic_of(peer: Peer) -> _WorkloadTraffic | None:
-        if peer.kind != POD or peer.namespace in options.exclude_namespaces:
-            return None
-        w = workloads.get((peer.namespace, peer.workload))
-        if w is None:
-            return None
-        if w.selector is None:
-            skipped.add(f"{peer.namespace}/{peer.workload}: its pods share no label a selector could use; no policy for it")
-            return None
-        t = traffic.get(w.key)
-        if t is None:
-            t = traffic[w.key] = _WorkloadTraffic(w)
-        return t
 
+@dataclass
+class Traffic:
+    """Everything ``synthesize`` builds policies from, gathered from the resolved connections."""
+
+    workloads: dict[tuple[str, str], WorkloadTraffic] = field(default_factory=dict)  # Workload.key ->
+    dns: dict[str, DnsTraffic] = field(default_factory=dict)  # namespace ->
+    flows_per_namespace: Counter = field(default_factory=Counter)
+    skipped: set[str] = field(default_factory=set)  # what could not become a rule, and why
+
+
+class PolicyPeers:
+    """The policy peer of a resolved peer seen from a home namespace, and its comment
+    (``_policy_peer``), remembered: a busy peer is in thousands of connections."""
+
+    def __init__(self, workloads: Mapping[tuple[str, str], Workload]):
+        self.workloads = workloads
+        self._cache: dict = {}
+
+    def __call__(self, p: Peer, home_namespace: str) -> tuple[PolicyPeer, str] | None:
+        key = (p, home_namespace)
+        if key not in self._cache:
+            self._cache[key] = _policy_peer(p, home_namespace, self.workloads)
+        return self._cache[key]
+
+
+def gather_traffic(resolution: Resolution, options: GenerateOptions = GenerateOptions()) -> Traffic:
+    """Each resolved connection onto the ingress side of its server's workload and the egress
+    side of its client's, in the directions the options isolate; DNS onto its namespace."""
+    traffic = Traffic()
+    peers = PolicyPeers(resolution.workloads)
     for c in resolution.connections:
-        if c.protocol not in PROTOCOLS:
-            skipped.add(f"{_describe(c.client)} -> {_describe(c.server)} {c.protocol}: NetworkPolicy cannot express {c.protocol}")
-            continue
-        if c.same_node:
-            continue  # kubelet probes from the pod's own node are always allowed
-        port = _port_spec(c, options.named_ports)
-        server = traffic_of(c.server)
-        client = traffic_of(c.client)
-        for ns in {t.workload.namespace for t in (server, client) if t is not None}:
-            flows_per_namespace[ns] += c.flows  # once per namespace, even when both ends are in it
-        if server is not None and "Ingress" in options.isolates:
-            server.saw(c)
-            peer = policy_peer(c.client, server.workload.namespace)
-            if peer is None:
-                skipped.add(f"ingress of {server.workload.namespace}/{server.workload.ref} from {_describe(c.client)}: {_why_not(c.client)}")
-            else:
-                server.ingress.ports[peer[0]].add(port)
-                server.ingress.comments.setdefault(peer[0], peer[1])
-                if c.client.kind == EXTERNAL:
-                    server.ingress.external_sources[port].add(c.client.address)
-                    server.ingress.external.add(peer[0])
-        if c.client.kind == POD and c.client.namespace not in options.exclude_namespaces and _is_dns(c):
-            # allow-dns selects every pod of the namespace: it serves even a workload no selector can pick.
-            ns = c.client.namespace
-            dns_ports[ns].update({PortSpec("UDP", c.port), PortSpec("TCP", c.port)})  # TCP too: large answers
-            peer = policy_peer(c.server, ns)
-            if peer is not None:
-                dns_peers[ns].setdefault(peer[0], peer[1])
-        if client is None or "Egress" not in options.isolates:
-            continue
-        client.saw(c)
-        if _is_dns(c):
-            client.dns = True
-            continue
-        peer = policy_peer(c.server, client.workload.namespace)
-        if peer is None:
-            skipped.add(f"egress of {client.workload.namespace}/{client.workload.ref} to {_describe(c.server)}: {_why_not(c.server)}")
-            continue
-        client.egress.ports[peer[0]].add(port)
-        client.egress.comments.setdefault(peer[0], peer[1])
-        if c.server.kind == EXTERNAL:
-            client.egress.external.add(peer[0])
+        _gather(c, traffic, peers, options)
+    return traffic
 
-    hints: list[str] = []
+
+def _gather(c: Connection, traffic: Traffic, peers: PolicyPeers, options: GenerateOptions) -> None:
+    if c.protocol not in PROTOCOLS:
+        traffic.skipped.add(f"{peer_label(c.client)} -> {peer_label(c.server)} {c.protocol}: NetworkPolicy cannot express {c.protocol}")
+        return
+    if c.same_node:
+        return  # kubelet probes from the pod's own node are always allowed
+    port = _port_spec(c, options.named_ports)
+    server = _workload_traffic(c.server, traffic, peers.workloads, options)
+    client = _workload_traffic(c.client, traffic, peers.workloads, options)
+    for ns in {t.workload.namespace for t in (server, client) if t is not None}:
+        traffic.flows_per_namespace[ns] += c.flows  # once per namespace, even when both ends are in it
+    if server is not None and "Ingress" in options.isolates:
+        _add_skip(traffic, _add_ingress(server, c, port, peers))
+    if c.client.kind == POD and c.client.namespace not in options.exclude_namespaces and _is_dns(c):
+        # allow-dns selects every pod of the namespace: it serves even a workload no selector can pick.
+        _add_dns(traffic.dns.setdefault(c.client.namespace, DnsTraffic()), c, peers)
+    if client is not None and "Egress" in options.isolates:
+        _add_skip(traffic, _add_egress(client, c, port, peers))
+
+
+def _add_skip(traffic: Traffic, why: str | None) -> None:
+    if why is not None:
+        traffic.skipped.add(why)
+
+
+def _workload_traffic(peer: Peer, traffic: Traffic, workloads, options: GenerateOptions) -> WorkloadTraffic | None:
+    """The traffic record of the workload a peer is, when it gets a policy."""
+    if peer.kind != POD or peer.namespace in options.exclude_namespaces:
+        return None
+    w = workloads.get((peer.namespace, peer.workload))
+    if w is None:
+        return None
+    if w.selector is None:
+        traffic.skipped.add(f"{peer_label(peer)}: its pods share no label a selector could use; no policy for it")
+        return None
+    t = traffic.workloads.get(w.key)
+    if t is None:
+        t = traffic.workloads[w.key] = WorkloadTraffic(w)
+    return t
+
+
+def _add_ingress(t: WorkloadTraffic, c: Connection, port: PortSpec, peers: PolicyPeers) -> str | None:
+    """``c`` into the ingress of its server's workload; what did not become a rule, and why."""
+    t.saw(c)
+    found = peers(c.client, t.workload.namespace)
+    if found is None:
+        return f"ingress of {workload_label(t.workload)} from {peer_label(c.client)}: {_why_not(c.client)}"
+    peer, comment = found
+    t.ingress.add(peer, port, comment)
+    if c.client.kind == EXTERNAL:
+        t.ingress.external_sources[port].add(c.client.address)
+        t.ingress.external.add(peer)
+    return None
+
+
+def _add_egress(t: WorkloadTraffic, c: Connection, port: PortSpec, peers: PolicyPeers) -> str | None:
+    """``c`` into the egress of its client's workload (DNS: the mark that it resolved names)."""
+    t.saw(c)
+    if _is_dns(c):
+        t.dns = True
+        return None
+    found = peers(c.server, t.workload.namespace)
+    if found is None:
+        return f"egress of {workload_label(t.workload)} to {peer_label(c.server)}: {_why_not(c.server)}"
+    peer, comment = found
+    t.egress.add(peer, port, comment)
+    if c.server.kind == EXTERNAL:
+        t.egress.external.add(peer)
+    return None
+
+
+def _add_dns(dns: DnsTraffic, c: Connection, peers: PolicyPeers) -> None:
+    dns.ports.update({PortSpec("UDP", c.port), PortSpec("TCP", c.port)})  # TCP too: large answers
+    found = peers(c.server, c.client.namespace)
+    if found is not None:
+        dns.peers.setdefault(*found)
+
+
+# --- building: the policies ---------------------------------------------------------------
+
+
+def synthesize(resolution: Resolution, options: GenerateOptions = GenerateOptions(), cluster_ranges: tuple[str, ...] = ()) -> PolicySet:
+    """The policies that allow what was observed. ``cluster_ranges``: the pod and Service ranges
+    and node addresses, which a wide ipBlock (open ingress, aggregation) never covers."""
+    traffic = gather_traffic(resolution, options)
+    names = _policy_names([t.workload for t in traffic.workloads.values()], options.name_prefix)
     policies: list[NetworkPolicy] = []
-    # Without a namespace-wide allow-dns (options.namespace_dns), DNS goes into each workload's
-    # own policy, and only where that policy isolates egress (open egress needs no DNS rule).
-    namespace_dns = options.namespace_dns
-    names = _policy_names([t.workload for t in traffic.values()], options.name_prefix)
-    for key in sorted(traffic):
-        t = traffic[key]
-        w = t.workload
-        ingress_rules = _rules(t.ingress, options, cluster_ranges, w, hints, ingress=True)
-        egress_rules = _rules(t.egress, options, cluster_ranges, w, hints, ingress=False)
-        if t.dns and not namespace_dns and (egress_rules or options.egress_denied):
-            egress_rules = (_dns_rule(dns_peers[w.namespace], dns_ports[w.namespace]), *egress_rules)
-        types = tuple(x for x, rules in (("Ingress", ingress_rules), ("Egress", egress_rules)) if rules)
-        if not types:
-            continue  # only DNS, covered by the namespace's allow-dns policy (or egress stays open)
-        policies.append(
-            NetworkPolicy(
-                namespace=w.namespace,
-                name=names[w.key],
-                pod_selector=w.selector,
-                policy_types=types,
-                ingress=ingress_rules if ingress_rules else None,
-                egress=egress_rules if egress_rules else None,
-                labels=tuple(MANAGED_BY.items()),
-                annotations=(
-                    ("netpol-learn.io/flows", str(t.flows)),
-                    ("netpol-learn.io/observed", f"{format_time(t.first)}/{format_time(t.last)}"),
-                    ("netpol-learn.io/workload", w.ref),
-                ),
-                comment=_workload_comment(w),
-            )
-        )
+    hints: set[str] = set()
+    for key in sorted(traffic.workloads):
+        t = traffic.workloads[key]
+        # Without a namespace-wide allow-dns, DNS goes into each resolving workload's own policy.
+        dns = traffic.dns.get(t.workload.namespace, DnsTraffic()).rule() if t.dns and not options.namespace_dns else None
+        policy, found = workload_policy(t, names[key], options, cluster_ranges, dns)
+        hints.update(found)
+        if policy is not None:
+            policies.append(policy)
     # Every namespace with an observed workload gets its default-deny, whichever direction it was
     # seen in: what was not seen is denied there too.
-    namespaces = {p.namespace for p in policies} | {ns for ns, _ in traffic}
-    if namespace_dns:
-        for ns in sorted(dns_ports):
-            namespaces.add(ns)
-            policies.append(
-                NetworkPolicy(
-                    namespace=ns,
-                    name=options.name_prefix + "allow-dns",
-                    pod_selector=LabelSelector(),
-                    policy_types=("Egress",),
-                    egress=(_dns_rule(dns_peers[ns], dns_ports[ns]),),
-                    labels=tuple(MANAGED_BY.items()),
-                    comment="Every pod of the namespace may ask the cluster DNS: some of them resolved names (UDP, and TCP for large answers).",
-                )
-            )
+    namespaces = {ns for ns, _ in traffic.workloads}
+    if options.namespace_dns:
+        namespaces |= set(traffic.dns)
+    policies += namespace_policies(namespaces, traffic.dns, options)
+    policies.sort(key=lambda p: _policy_order(p, options.name_prefix))
+    return PolicySet(tuple(policies), tuple(sorted(traffic.skipped)), tuple(sorted(hints)),
+                     {ns: traffic.flows_per_namespace[ns] for ns in sorted(namespaces)}, options.name_prefix)
+
+
+def workload_policy(t: WorkloadTraffic, name: str, options: GenerateOptions = GenerateOptions(),
+                    cluster_ranges: tuple[str, ...] = (), dns: Rule | None = None) -> tuple[NetworkPolicy | None, tuple[str, ...]]:
+    """One workload's policy (None when it would hold no rule), and the hints for options that
+    would change it. ``dns``: the rule to the cluster DNS when it belongs in this policy; it is
+    written only where the policy isolates egress (open egress needs no DNS rule)."""
+    w = t.workload
+    ingress, hints = _ingress_rules(t.ingress, options, cluster_ranges, w)
+    egress = _rules(t.egress, options, cluster_ranges)
+    if dns is not None and (egress or options.egress_denied):
+        egress = (dns, *egress)
+    types = tuple(x for x, rules in (("Ingress", ingress), ("Egress", egress)) if rules)
+    if not types:
+        return None, hints  # only DNS, covered by the namespace's allow-dns policy (or egress stays open)
+    return NetworkPolicy(
+        namespace=w.namespace,
+        name=name,
+        pod_selector=w.selector,
+        policy_types=types,
+        ingress=ingress if ingress else None,
+        egress=egress if egress else None,
+        labels=tuple(MANAGED_BY.items()),
+        annotations=(
+            ("netpol-learn.io/flows", str(t.flows)),
+            ("netpol-learn.io/observed", f"{format_time(t.first)}/{format_time(t.last)}"),
+            ("netpol-learn.io/workload", w.ref),
+        ),
+        comment=_workload_comment(w),
+    ), hints
+
+
+def namespace_policies(namespaces: Iterable[str], dns: Mapping[str, DnsTraffic], options: GenerateOptions = GenerateOptions()) -> list[NetworkPolicy]:
+    """The policies that select every pod of a namespace: ``allow-dns`` where pods asked the
+    cluster DNS (when DNS is namespace-wide), and ``default-deny`` in each of ``namespaces``."""
+    out = []
+    if options.namespace_dns:
+        out += [_allow_dns(ns, dns[ns], options.name_prefix) for ns in sorted(dns)]
     types = DENIES[options.default_deny]
     if types:
-        for ns in sorted(namespaces):
-            policies.append(
-                NetworkPolicy(
-                    namespace=ns,
-                    name=options.name_prefix + "default-deny",
-                    pod_selector=LabelSelector(),
-                    policy_types=types,
-                    labels=tuple(MANAGED_BY.items()),
-                    comment=f"Deny all {' and '.join(t.lower() for t in types)} traffic of the namespace that no other policy here allows.",
-                )
-            )
-    order = {options.name_prefix + n: i for i, n in enumerate(NAMESPACE_POLICIES)}
-    policies.sort(key=lambda p: (p.namespace, order.get(p.name, len(order)) if p.pod_selector.empty else len(order), p.name))
-    return PolicySet(tuple(policies), tuple(sorted(skipped)), tuple(sorted(set(hints))),
-                     {ns: flows_per_namespace[ns] for ns in sorted(namespaces)}, options.name_prefix)
+        out += [_default_deny(ns, types, options.name_prefix) for ns in sorted(namespaces)]
+    return out
+
+
+def _allow_dns(namespace: str, dns: DnsTraffic, prefix: str) -> NetworkPolicy:
+    return NetworkPolicy(
+        namespace=namespace,
+        name=prefix + "allow-dns",
+        pod_selector=LabelSelector(),
+        policy_types=("Egress",),
+        egress=(dns.rule(),),
+        labels=tuple(MANAGED_BY.items()),
+        comment="Every pod of the namespace may ask the cluster DNS: some of them resolved names (UDP, and TCP for large answers).",
+    )
+
+
+def _default_deny(namespace: str, types: tuple[str, ...], prefix: str) -> NetworkPolicy:
+    return NetworkPolicy(
+        namespace=namespace,
+        name=prefix + "default-deny",
+        pod_selector=LabelSelector(),
+        policy_types=types,
+        labels=tuple(MANAGED_BY.items()),
+        comment=f"Deny all {' and '.join(t.lower() for t in types)} traffic of the namespace that no other policy here allows.",
+    )
+
+
+def namespace_policy_of(policy: NetworkPolicy, prefix: str = "") -> str | None:
+    """Which of the namespace-wide policies (``default-deny``, ``allow-dns``) a generated policy
+    is, or None for a workload's own."""
+    if policy.pod_selector.empty:
+        for base in NAMESPACE_POLICIES:
+            if policy.name == prefix + base:
+                return base
+    return None
+
+
+def _policy_order(p: NetworkPolicy, prefix: str) -> tuple:
+    """By namespace; in each, default-deny, allow-dns, then the workloads' policies by name."""
+    base = namespace_policy_of(p, prefix)
+    return (p.namespace, NAMESPACE_POLICIES.index(base) if base else len(NAMESPACE_POLICIES), p.name)
 
 
 def _is_dns(c: Connection) -> bool:
@@ -272,12 +389,6 @@ def _port_spec(c: Connection, named: bool) -> PortSpec:
     return PortSpec(c.protocol, c.port)
 
 
-def _describe(p: Peer) -> str:
-    if p.kind == POD:
-        return f"{p.namespace}/{p.workload}"
-    return f"{p.kind} {p.address}"
-
-
 def _why_not(p: Peer) -> str:
     if p.kind == UNRESOLVED:
         return f"unresolved ({p.reason}); no rule"
@@ -286,13 +397,7 @@ def _why_not(p: Peer) -> str:
     return "no rule"
 
 
-@lru_cache(maxsize=1 << 16)
-def _host(address: str) -> str:
-    ip = ipaddress.ip_address(address)
-    return f"{ip}/{ip.max_prefixlen}"
-
-
-def _peer(p: Peer, home_namespace: str, workloads) -> tuple[PolicyPeer, str] | None:
+def _policy_peer(p: Peer, home_namespace: str, workloads) -> tuple[PolicyPeer, str] | None:
     """The policy peer for a resolved peer, and the comment a reviewer sees beside it."""
     if p.kind == POD:
         w = workloads.get((p.namespace, p.workload))
@@ -301,19 +406,19 @@ def _peer(p: Peer, home_namespace: str, workloads) -> tuple[PolicyPeer, str] | N
         ns_selector = None
         if p.namespace != home_namespace:
             ns_selector = LabelSelector(((NAMESPACE_LABEL, p.namespace),))
-        comment = w.ref if p.namespace == home_namespace else f"{p.namespace}/{w.ref}"
+        comment = w.ref if p.namespace == home_namespace else workload_label(w)
         if not w.unique:
             comment += f" (this selector also picks {', '.join(w.also_selects)})"
         return PolicyPeer(pod_selector=w.selector, namespace_selector=ns_selector), comment
     if p.kind == NODE:
         comment = f"node {p.node}" + (f" (host network: {', '.join(p.names)})" if p.names else "")
-        return PolicyPeer(ip_block=IpBlock(_host(p.address))), comment
+        return PolicyPeer(ip_block=IpBlock(host_cidr(p.address))), comment
     if p.kind == SERVICE_ENDPOINT:
-        return PolicyPeer(ip_block=IpBlock(_host(p.address))), f"endpoint of Service {p.service}"
+        return PolicyPeer(ip_block=IpBlock(host_cidr(p.address))), f"endpoint of Service {p.service}"
     if p.kind == NODE_LOCAL_DNS:
-        return PolicyPeer(ip_block=IpBlock(_host(p.address))), "NodeLocal DNSCache"
+        return PolicyPeer(ip_block=IpBlock(host_cidr(p.address))), "NodeLocal DNSCache"
     if p.kind == EXTERNAL:
-        return PolicyPeer(ip_block=IpBlock(_host(p.address))), ", ".join(p.names) if p.names else "outside the cluster"
+        return PolicyPeer(ip_block=IpBlock(host_cidr(p.address))), ", ".join(p.names) if p.names else "outside the cluster"
     return None
 
 
@@ -322,60 +427,73 @@ def _dns_rule(peers: dict, ports: set) -> Rule:
         # The DNS Service's backends were not in the inventory: CoreDNS's conventional labels.
         peers = {
             PolicyPeer(
-                pod_selector=LabelSelector((("k8s-app", "kube-dns"),)),
-                namespace_selector=LabelSelector(((NAMESPACE_LABEL, "kube-system"),)),
+                pod_selector=LabelSelector((CLUSTER_DNS_LABEL,)),
+                namespace_selector=LabelSelector(((NAMESPACE_LABEL, CLUSTER_DNS_NAMESPACE),)),
             ): "cluster DNS (CoreDNS's usual labels: its pods were not in the inventory)"
         }
     ordered = sorted(peers, key=PolicyPeer.sort_key)
     return Rule(
         peers=tuple(PolicyPeer(p.pod_selector, p.namespace_selector, p.ip_block, peers[p]) for p in ordered),
-        ports=tuple(sorted(ports or {PortSpec("UDP", 53), PortSpec("TCP", 53)}, key=_port_sort)),
+        ports=tuple(sorted(ports or {PortSpec("UDP", 53), PortSpec("TCP", 53)}, key=PortSpec.sort_key)),
         comment="cluster DNS",
     )
 
 
-def _port_sort(p: PortSpec) -> tuple:
-    return (p.protocol, isinstance(p.port, str), str(p.port).zfill(5))
+def _ingress_rules(side: Side, options: GenerateOptions, cluster_ranges, w: Workload) -> tuple[tuple[Rule, ...], tuple[str, ...]]:
+    """The ingress rules, ports that many outside addresses reached opened first; and the hints."""
+    ports_of, comments = _working_copy(side)
+    hints = _open_ingress(side.external_sources, ports_of, comments, options, cluster_ranges, w)
+    return _merged_rules(ports_of, comments, side.external, options, cluster_ranges), hints
 
 
-def _rules(side: _Side, options: GenerateOptions, cluster_ranges, w: Workload, hints: list, ingress: bool) -> tuple[Rule, ...]:
-    ports_of = {peer: set(ports) for peer, ports in side.ports.items()}
-    comments = dict(side.comments)
-    if ingress:
-        _open_ingress(side, ports_of, comments, options, cluster_ranges, w, hints)
-    if options.aggregate_prefix_v4 or options.aggregate_prefix_v6:
-        _aggregate(ports_of, comments, side.external, options, cluster_ranges)
+def _rules(side: Side, options: GenerateOptions, cluster_ranges) -> tuple[Rule, ...]:
+    return _merged_rules(*_working_copy(side), side.external, options, cluster_ranges)
+
+
+def _working_copy(side: Side) -> tuple[dict, dict]:
+    return {peer: set(ports) for peer, ports in side.ports.items()}, dict(side.comments)
+
+
+def _merged_rules(ports_of: dict, comments: dict, external: set, options: GenerateOptions, cluster_ranges) -> tuple[Rule, ...]:
+    """Rules merged both ways: a peer's ports are one list, and peers with the same ports one
+    rule; outside addresses aggregated first where the options ask (``ports_of`` and ``comments``
+    change in place)."""
+    if options.aggregate_prefix or options.aggregate_prefix_v6:
+        _aggregate(ports_of, comments, external, options, cluster_ranges)
     groups: dict[tuple, list[PolicyPeer]] = defaultdict(list)
     for peer, ports in ports_of.items():
         if ports:
-            groups[tuple(sorted(ports, key=_port_sort))].append(peer)
+            groups[tuple(sorted(ports, key=PortSpec.sort_key))].append(peer)
     rules = []
     for ports, peers in groups.items():
         peers.sort(key=PolicyPeer.sort_key)
         rules.append(Rule(tuple(PolicyPeer(p.pod_selector, p.namespace_selector, p.ip_block, comments.get(p)) for p in peers), ports))
-    rules.sort(key=lambda r: (r.peers[0].sort_key(), [_port_sort(p) for p in r.ports]))
+    rules.sort(key=lambda r: (r.peers[0].sort_key(), [p.sort_key() for p in r.ports]))
     return tuple(rules)
 
 
-def _open_ingress(side: _Side, ports_of: dict, comments: dict, options, cluster_ranges, w: Workload, hints: list) -> None:
+def _open_ingress(external_sources: dict, ports_of: dict, comments: dict, options, cluster_ranges, w: Workload) -> tuple[str, ...]:
     """A port that many outside addresses reached (an ingress controller, a public API) opened to
-    any address, the cluster's own ranges excepted; off by default, reported when it would apply."""
-    for port, sources in side.external_sources.items():
+    any address, the cluster's own ranges excepted (``ports_of`` and ``comments`` change in
+    place); off by default: then the hints say where it would apply."""
+    hints = []
+    for port, sources in external_sources.items():
         n = len(sources)
         if options.open_ingress_above is None:
             if n > OPEN_INGRESS_HINT:
-                hints.append(f"{w.namespace}/{w.ref} {port.protocol}/{port.port} was reached from {n} outside addresses: --open-ingress-above {OPEN_INGRESS_HINT} would allow any address instead")
+                hints.append(f"{workload_label(w)} {port.protocol}/{port.port} was reached from {n} outside addresses: --open-ingress-above {OPEN_INGRESS_HINT} would allow any address instead")
             continue
         if n <= options.open_ingress_above:
             continue
         for address in sources:
-            peer = PolicyPeer(ip_block=IpBlock(_host(address)))
+            peer = PolicyPeer(ip_block=IpBlock(host_cidr(address)))
             ports_of.get(peer, set()).discard(port)
         for cidr in ("0.0.0.0/0", "::/0"):
             excepts = tuple(r for r in cluster_ranges if ipaddress.ip_network(r).version == ipaddress.ip_network(cidr).version)
             peer = PolicyPeer(ip_block=IpBlock(cidr, excepts))
             ports_of.setdefault(peer, set()).add(port)
             comments[peer] = f"any address outside the cluster: {n} outside addresses reached this port"
+    return tuple(hints)
 
 
 def _aggregate(ports_of: dict, comments: dict, external: set, options, cluster_ranges) -> None:
@@ -390,7 +508,7 @@ def _aggregate(ports_of: dict, comments: dict, external: set, options, cluster_r
         buckets: dict = defaultdict(list)
         for peer in peers:
             net = ipaddress.ip_network(peer.ip_block.cidr)
-            length = options.aggregate_prefix_v4 if net.version == 4 else options.aggregate_prefix_v6
+            length = options.aggregate_prefix if net.version == 4 else options.aggregate_prefix_v6
             if length and net.prefixlen > length:
                 buckets[net.supernet(new_prefix=length)].append(peer)
         for wide, members in buckets.items():

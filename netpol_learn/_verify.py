@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from netpol_learn._text import counted
 from netpol_learn._flowlog import FlowLog
-from netpol_learn._inventory import PROTOCOLS, Inventory, Pod
-from netpol_learn._policy import NetworkPolicy
-from netpol_learn._resolve import EXTERNAL, NODE, NODE_LOCAL_DNS, POD, SERVICE_ENDPOINT, Peer, resolve
-from netpol_learn._semantics import Endpoint, PolicyEngine
-
+from netpol_learn._inventory import PROTOCOLS, Inventory, Pod, Workload
+from netpol_learn._policy import NetworkPolicy, Rule
+from netpol_learn._resolve import EXTERNAL, NODE, NODE_LOCAL_DNS, POD, SERVICE_ENDPOINT, Peer, peer_label, resolve, workload_label
+from netpol_learn._semantics import Endpoint, PolicyEngine, isolates
 
 
 def engine_for(policies: Iterable[NetworkPolicy], inventory: Inventory) -> PolicyEngine:
@@ -39,6 +38,15 @@ def pod_endpoint(pod: Pod, name: str | None = None) -> Endpoint:
     )
 
 
+def workload_endpoint(w: Workload, pods: Mapping[tuple[str, str], Pod]) -> Endpoint:
+    """A workload as one of its pods (the first by name), named by the workload."""
+    return pod_endpoint(pods[(w.namespace, w.pods[0])], w.ref)
+
+
+#: The peer kinds that are addresses outside the pod network, evaluated as such.
+_ADDRESS_KINDS = (EXTERNAL, SERVICE_ENDPOINT, NODE_LOCAL_DNS)
+
+
 class _Endpoints:
     def __init__(self, inventory: Inventory):
         self.pods = {p.key: p for p in inventory.pods}
@@ -49,20 +57,18 @@ class _Endpoints:
             w = self.workloads.get((peer.namespace, peer.workload))
             if w is None or not w.pods:
                 return None
-            return pod_endpoint(self.pods[(peer.namespace, w.pods[0])], f"{peer.workload}")
+            return workload_endpoint(w, self.pods)
         if peer.kind == NODE:
             return Endpoint(peer.address, node=peer.node)
-        if peer.kind in (EXTERNAL, SERVICE_ENDPOINT, NODE_LOCAL_DNS):
+        if peer.kind in _ADDRESS_KINDS:
             return Endpoint(peer.address)
         return None  # unresolved: nothing to evaluate
 
 
 def _label(peer: Peer) -> str:
-    if peer.kind == POD:
-        return f"{peer.namespace}/{peer.workload}"
     if peer.kind == NODE:
         return f"node {peer.node} ({peer.address})"
-    return f"{peer.kind} {peer.address}"
+    return peer_label(peer)
 
 
 @dataclass(frozen=True)
@@ -85,13 +91,15 @@ class VerifyResult:
 
 
 def verify(log: FlowLog, inventory: Inventory, policies: Iterable[NetworkPolicy]) -> VerifyResult:
+    """Which observed connections of ``log`` would ``policies`` deny (and which they allow), with
+    the direction that denies each and the policies that isolate its pods."""
     engine = engine_for(policies, inventory)
     endpoints = _Endpoints(inventory)
     denied: dict[tuple, list] = {}
     allowed = 0
     skipped: set[str] = set()
     for c in resolve(log, inventory).connections:
-        what = f"{_label(c.client)} -> {_label(c.server)} {c.protocol}/{c.port}"
+        what = f"{_label(c.client)} -> {_label(c.server)} {c.protocol}" + (f"/{c.port}" if c.port is not None else "")
         if c.protocol not in PROTOCOLS or c.port is None:
             skipped.add(f"{what}: NetworkPolicy cannot express {c.protocol}")
             continue
@@ -115,6 +123,7 @@ def verify(log: FlowLog, inventory: Inventory, policies: Iterable[NetworkPolicy]
 
 
 def verify_text(r: VerifyResult) -> str:
+    """The result as `netpol-learn verify` prints it."""
     if not r.denied:
         lines = [{0: "No observed connection could be evaluated.", 1: "The one observed connection is allowed.",
                   2: "Both observed connections are allowed."}.get(r.allowed, f"All {r.allowed} observed connections are allowed.")]
@@ -129,6 +138,7 @@ def verify_text(r: VerifyResult) -> str:
 
 
 def verify_json(r: VerifyResult) -> dict:
+    """The result as `netpol-learn verify --format json` writes it."""
     return {
         "denied": [d.__dict__ for d in r.denied],
         "allowed": r.allowed,
@@ -158,6 +168,14 @@ class DiffResult:
         return not self.added and not self.removed
 
 
+def _rules_of(policy_sets: Iterable[Iterable[NetworkPolicy]]) -> Iterator[Rule]:
+    """Every ingress and egress rule of the policy sets."""
+    for policies in policy_sets:
+        for p in policies:
+            yield from p.ingress or ()
+            yield from p.egress or ()
+
+
 def _ports(policy_sets: Iterable[Iterable[NetworkPolicy]], inventory: Inventory, extra: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
     """Ports at which what a policy set allows can change: what it allows is constant between
     the edges of the port ranges its rules name, so each edge (a range's first port, and the port
@@ -166,15 +184,13 @@ def _ports(policy_sets: Iterable[Iterable[NetworkPolicy]], inventory: Inventory,
     ports = set(extra)
     for proto in PROTOCOLS:
         ports |= {(proto, 1), (proto, 65535)}
-    for policies in policy_sets:
-        for p in policies:
-            for rule in (*(p.ingress or ()), *(p.egress or ())):
-                for spec in rule.ports or ():
-                    if isinstance(spec.port, int):
-                        last = spec.end_port if spec.end_port is not None else spec.port
-                        ports |= {(spec.protocol, spec.port), (spec.protocol, last)}
-                        if last < 65535:
-                            ports.add((spec.protocol, last + 1))
+    for rule in _rules_of(policy_sets):
+        for spec in rule.ports or ():
+            if isinstance(spec.port, int):
+                last = spec.end_port if spec.end_port is not None else spec.port
+                ports |= {(spec.protocol, spec.port), (spec.protocol, last)}
+                if last < 65535:
+                    ports.add((spec.protocol, last + 1))
     for pod in inventory.pods:
         for cp in pod.ports:
             ports.add((cp.protocol, cp.port))
@@ -186,12 +202,10 @@ def _outside(policy_sets: Iterable[Iterable[NetworkPolicy]], extra: Iterable[str
     narrowest block that holds it: the first and last address of every block and except, and
     the addresses just outside them (what is allowed is constant in between)."""
     blocks = set()
-    for policies in policy_sets:
-        for p in policies:
-            for rule in (*(p.ingress or ()), *(p.egress or ())):
-                for peer in rule.peers or ():
-                    if peer.ip_block is not None:
-                        blocks |= {ipaddress.ip_network(c) for c in (peer.ip_block.cidr, *peer.ip_block.except_)}
+    for rule in _rules_of(policy_sets):
+        for peer in rule.peers or ():
+            if peer.ip_block is not None:
+                blocks |= {ipaddress.ip_network(c) for c in (peer.ip_block.cidr, *peer.ip_block.except_)}
     probes = set()
     for net in blocks:
         probes |= {net.network_address, net.broadcast_address}
@@ -217,56 +231,79 @@ def _outside(policy_sets: Iterable[Iterable[NetworkPolicy]], extra: Iterable[str
 def diff(base: list[NetworkPolicy], new: list[NetworkPolicy], inventory: Inventory, log: FlowLog | None = None) -> DiffResult:
     """Connectivity between workloads (and to/from the outside addresses the policies name) that
     ``new`` allows and ``base`` does not (added), and the reverse (removed)."""
-    eb, en = engine_for(base, inventory), engine_for(new, inventory)
-    pods = {p.key: p for p in inventory.pods}
-    workloads = [w for w in inventory.workloads if w.pods and not pods[(w.namespace, w.pods[0])].host_network]
-    ends: list[tuple[str, Endpoint]] = [(f"{w.namespace}/{w.ref}", pod_endpoint(pods[(w.namespace, w.pods[0])], w.ref)) for w in workloads]
-    # Observed connections by their ends: a workload by its name, an outside end by its address
-    # (the change that names it may name the wider block that holds it).
-    observed: set[tuple] = set()
-    extra_ports: set[tuple[str, int]] = set()
-    extra_addresses: set[str] = set()
-    if log is not None:
-        endpoints = _Endpoints(inventory)
-
-        def end(peer: Peer) -> str:
-            return _label(peer) if peer.kind == POD else peer.address
-
-        for c in resolve(log, inventory).connections:
-            if c.protocol in PROTOCOLS and c.port is not None:
-                observed.add((end(c.client), end(c.server), c.protocol, c.port))
-                extra_ports.add((c.protocol, c.port))
-                for peer in (c.client, c.server):
-                    if peer.kind in (EXTERNAL, SERVICE_ENDPOINT, NODE_LOCAL_DNS) and endpoints.of(peer):
-                        extra_addresses.add(peer.address)
+    observed, extra_ports, extra_addresses = _observed(log, inventory) if log is not None else (set(), set(), set())
+    ends = _workload_ends(inventory)
     outside = [(name, Endpoint(address)) for address, name in _outside((base, new), extra_addresses).items()]
-    outside_ids = {id(e) for _, e in outside}  # several probes of one block share its name
-
-    def key(name: str, e: Endpoint) -> str:
-        return e.address if id(e) in outside_ids else name
-
     ports = _ports((base, new), inventory, extra_ports)
-    # A pair can only change where a policy that differs between the sets selects its source
-    # (egress) or its destination (ingress): only those pairs are evaluated.
-    changed = _changed(base, new)
+    pairs = _pairs(ends, outside, _changed(base, new))
+    changes = _changes(pairs, ports, engine_for(base, inventory), engine_for(new, inventory), observed, {id(e) for _, e in outside})
+    return _diff_result(changes, ports)
+
+
+def _observed(log: FlowLog, inventory: Inventory) -> tuple[set[tuple], set[tuple[str, int]], set[str]]:
+    """The observed connections by their ends (a workload by its name, an outside end by its
+    address: the change that names it may name the wider block that holds it), protocol and
+    port; their ports; and their addresses outside the pod network."""
+    observed: set[tuple] = set()
+    ports: set[tuple[str, int]] = set()
+    addresses: set[str] = set()
+    for c in resolve(log, inventory).connections:
+        if c.protocol in PROTOCOLS and c.port is not None:
+            observed.add((_observed_end(c.client), _observed_end(c.server), c.protocol, c.port))
+            ports.add((c.protocol, c.port))
+            addresses.update(peer.address for peer in (c.client, c.server) if peer.kind in _ADDRESS_KINDS)
+    return observed, ports, addresses
+
+
+def _observed_end(peer: Peer) -> str:
+    return peer_label(peer) if peer.kind == POD else peer.address
+
+
+def _workload_ends(inventory: Inventory) -> list[tuple[str, Endpoint]]:
+    """Every workload by its name and one of its pods; host-network ones are addresses, not pods."""
+    pods = {p.key: p for p in inventory.pods}
+    return [(workload_label(w), workload_endpoint(w, pods)) for w in inventory.workloads
+            if w.pods and not pods[(w.namespace, w.pods[0])].host_network]
+
+
+def _pairs(ends: list[tuple[str, Endpoint]], outside: list[tuple[str, Endpoint]], changed: list[NetworkPolicy]) -> list[tuple]:
+    """The (client, server) pairs to evaluate: a pair can only change where a policy that differs
+    between the sets selects its source (egress) or its destination (ingress)."""
     src_changed = {n for n, e in ends if _selected_by(changed, e, "Egress")}
     dst_changed = {n for n, e in ends if _selected_by(changed, e, "Ingress")}
     every = ends + outside
     pairs = [(a, b) for a in ends if a[0] in src_changed for b in every]
     pairs += [(a, b) for b in ends if b[0] in dst_changed for a in every if a[0] not in src_changed]
-    probes_of: dict[str, set[int]] = defaultdict(set)
-    for proto, port in ports:
-        probes_of[proto].add(port)
-    # (client, server, protocol) -> added or removed -> {probe port: observed}
+    return pairs
+
+
+def _changes(pairs: list[tuple], ports: list[tuple[str, int]], base: PolicyEngine, new: PolicyEngine,
+             observed: set[tuple], outside_ids: set[int]) -> dict[tuple, dict[bool, dict[int, bool]]]:
+    """(client, server, protocol) -> allowed by ``new`` (True: added, False: removed) -> {probe
+    port: observed}, for every probe whose verdict differs between the two engines."""
     changes: dict[tuple, dict[bool, dict[int, bool]]] = defaultdict(lambda: {True: {}, False: {}})
     for (sname, src), (dname, dst) in pairs:
         for proto, port in ports:
-            before = eb.evaluate(src, dst, proto, port).allowed
-            after = en.evaluate(src, dst, proto, port).allowed
+            before = base.evaluate(src, dst, proto, port).allowed
+            after = new.evaluate(src, dst, proto, port).allowed
             if before != after:
                 seen = changes[(sname, dname, proto)][after]
                 # Several probe addresses of one block name the same change once.
-                seen[port] = seen.get(port, False) or (key(sname, src), key(dname, dst), proto, port) in observed
+                key = (_probe_end(sname, src, outside_ids), _probe_end(dname, dst, outside_ids), proto, port)
+                seen[port] = seen.get(port, False) or key in observed
+    return changes
+
+
+def _probe_end(name: str, e: Endpoint, outside_ids: set[int]) -> str:
+    """A probed end as ``_observed`` names it: an outside probe by its address (several probes of
+    one block share the block's name), a workload by its name."""
+    return e.address if id(e) in outside_ids else name
+
+
+def _diff_result(changes: dict[tuple, dict[bool, dict[int, bool]]], ports: list[tuple[str, int]]) -> DiffResult:
+    probes_of: dict[str, set[int]] = defaultdict(set)
+    for proto, port in ports:
+        probes_of[proto].add(port)
     added, removed = [], []
     for (sname, dname, proto), by_way in changes.items():
         for way, seen in by_way.items():
@@ -293,10 +330,11 @@ def _changed(base: list[NetworkPolicy], new: list[NetworkPolicy]) -> list[Networ
 
 def _selected_by(policies: list[NetworkPolicy], e: Endpoint, kind: str) -> bool:
     labels = dict(e.labels)
-    return any(p.namespace == e.namespace and kind in p.policy_types and p.pod_selector.matches(labels) for p in policies)
+    return any(isolates(p, e.namespace, labels, kind) for p in policies)
 
 
 def diff_text(r: DiffResult, markdown: bool = False) -> str:
+    """The differences as `netpol-learn diff` prints them; ``markdown``: for a pull request."""
     if r.equal:
         return "No change in connectivity.\n"
     lines = []
@@ -320,4 +358,5 @@ def _port_text(c: Change) -> str:
 
 
 def diff_json(r: DiffResult) -> dict:
+    """The differences as `netpol-learn diff --format json` writes them."""
     return {"equal": r.equal, "added": [c.__dict__ for c in r.added], "removed": [c.__dict__ for c in r.removed]}
