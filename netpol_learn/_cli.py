@@ -16,10 +16,9 @@ from pathlib import Path
 import click
 
 from netpol_learn._errors import NetpolLearnError, SniffError
-from netpol_learn._capture import capture_files
 from netpol_learn._output import write_text
 from netpol_learn._text import counted
-from netpol_learn._flowlog import FlowLog, merge_logs, read_flow_log, write_flow_log
+from netpol_learn import FlowLog, capture_files, merge_logs, read_flow_log, write_flow_log
 from netpol_learn._manifests import DEFAULT_IMAGE, DEFAULT_NAMESPACE, SNIFFER_SELECTOR
 
 
@@ -156,7 +155,7 @@ def _format_option(*choices: str, help: str | None = None):
 
 
 def _dedup_option(help: str = "Seconds within which the same packet seen again (another interface, a tunnel, after NAT) counts once."):
-    from netpol_learn._capture import DEFAULT_DEDUP_WINDOW
+    from netpol_learn import DEFAULT_DEDUP_WINDOW
 
     return click.option("--dedup-window", type=click.FloatRange(min=0), default=DEFAULT_DEDUP_WINDOW, show_default=True, help=help)
 
@@ -169,6 +168,24 @@ _kube_options = _options(
 
 def _namespace_option(default: str, help: str):
     return click.option("-n", "--namespace", default=default, show_default=True, help=help)
+
+
+def _sniff_default(name: str):
+    """The default of the sniffer's option ``name`` (netpol_learn._sniff.Options)."""
+    from dataclasses import fields
+
+    from netpol_learn._sniff import Options
+
+    return next(f.default for f in fields(Options) if f.name == name)
+
+
+def _inventory_default(name: str):
+    """The default of fetch_inventory's parameter ``name``."""
+    import inspect
+
+    from netpol_learn import fetch_inventory
+
+    return inspect.signature(fetch_inventory).parameters[name].default
 
 
 def _shown(output: str) -> str:
@@ -187,7 +204,7 @@ def _write_json(output: str, value) -> None:
 
 
 def _load_inventory(inventories, pod_cidr=(), service_cidr=()):
-    from netpol_learn._inventory import load_inventory
+    from netpol_learn import load_inventory
 
     return load_inventory(inventories, pod_cidrs=pod_cidr, service_cidrs=service_cidr, warn=_warn)
 
@@ -260,7 +277,7 @@ def _listing_progress():
 
 @main.command()
 @_kube_options
-@click.option("--page-size", type=click.IntRange(min=1), default=500, show_default=True, help="Objects per list request (continue tokens fetch the rest).")
+@click.option("--page-size", type=click.IntRange(min=1), default=_inventory_default("page_size"), show_default=True, help="Objects per list request (continue tokens fetch the rest).")
 @_output_option("Inventory to write (YAML List); '-' is stdout.")
 def inventory(kubeconfig: Path | None, context: str | None, page_size: int, output: str) -> None:
     """Snapshot the cluster's namespaces, nodes, pods, services and workloads from its API.
@@ -276,7 +293,7 @@ def inventory(kubeconfig: Path | None, context: str | None, page_size: int, outp
       netpol-learn inventory -o inventory.yaml
       netpol-learn inventory --kubeconfig ~/.kube/prod --context admin@prod -o prod.yaml
     """
-    from netpol_learn._inventory import fetch_inventory, write_inventory
+    from netpol_learn import fetch_inventory, write_inventory
 
     started = _now()  # pods listed held their addresses at least until then
     with _listing_progress() as report:
@@ -305,8 +322,8 @@ def resolve(flow_logs, inventories, pod_cidr, service_cidr, fmt: str, output: st
       netpol-learn resolve --flows flows.jsonl --inventory inventory.yaml
       netpol-learn resolve --flows a.jsonl --flows b.jsonl --inventory snap.yaml --format json -o resolved.json
     """
-    from netpol_learn._resolve import resolution_to_json, report_text
-    from netpol_learn._resolve import resolve as resolve_flows
+    from netpol_learn import report_text, resolution_to_json
+    from netpol_learn import resolve as resolve_flows
 
     log = _read_flows(flow_logs)
     res = resolve_flows(log, _load_inventory(inventories, pod_cidr, service_cidr))
@@ -326,7 +343,7 @@ def _generate_options(f):
     default = GenerateOptions()
     options = [
         _inventory_option(),
-        click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path), help="Directory for the policies: one file per namespace, kustomization.yaml, REPORT.md."),
+        click.option("-o", "--output", "output", required=True, type=click.Path(), help="Directory for the policies: one file per namespace, kustomization.yaml, REPORT.md."),
         click.option("--default-deny", type=click.Choice(list(DENIES)), default=default.default_deny, show_default=True, help="A default-deny policy in each namespace that gets policies."),
         click.option("--dns", type=click.Choice(DNS_MODES), default=default.dns, show_default=True, help="DNS to the cluster resolver: one allow-dns policy per namespace, or a rule in each workload's policy."),
         click.option("--named-ports", is_flag=True, help="Name ports as the pods declare them (e.g. http) instead of numbers."),
@@ -334,7 +351,7 @@ def _generate_options(f):
         click.option("--aggregate-prefix-v6", type=click.IntRange(1, 128), default=None, help="... and outside IPv6 addresses into prefixes of this length (e.g. 64) ..."),
         click.option("--aggregate-threshold", type=click.IntRange(min=2), default=default.aggregate_threshold, show_default=True, help="... when at least this many of them share one."),
         click.option("--open-ingress-above", type=click.IntRange(min=1), default=None, help="Allow any outside address to a port that more than this many outside addresses reached (the cluster's ranges excepted). Off by default; REPORT.md says where it would apply."),
-        click.option("--include-namespace", multiple=True, help="Also write policies for this namespace (kube-system is left alone by default)."),
+        click.option("--include-namespace", "include_namespaces", multiple=True, help="Also write policies for this namespace (kube-system is left alone by default)."),
         click.option("--name-prefix", default="", help="Prefix for the name of every generated policy (e.g. learned-), so they cannot clash with policies already in the cluster."),
         _address_options,
         click.option("--templates", "template_dir", type=click.Path(file_okay=False, exists=False, path_type=Path), default=None, help="Directory of Jinja templates that replace the built-in ones by name."),
@@ -346,24 +363,16 @@ def _generate_options(f):
 
 
 def _generate_options_of(kw: dict):
-    from netpol_learn._synthesize import GenerateOptions
+    """GenerateOptions from the command's options: each is the field of the same name."""
+    from dataclasses import fields
 
-    return GenerateOptions(
-        default_deny=kw["default_deny"],
-        dns=kw["dns"],
-        named_ports=kw["named_ports"],
-        aggregate_prefix_v4=kw["aggregate_prefix"],
-        aggregate_prefix_v6=kw["aggregate_prefix_v6"],
-        aggregate_threshold=kw["aggregate_threshold"],
-        open_ingress_above=kw["open_ingress_above"],
-        exclude_namespaces=tuple(n for n in ("kube-system",) if n not in kw["include_namespace"]),
-        name_prefix=kw["name_prefix"],
-    )
+    from netpol_learn import GenerateOptions
+
+    return GenerateOptions(**{f.name: kw[f.name] for f in fields(GenerateOptions)})
 
 
 def _write_policies(log: FlowLog, kw: dict) -> None:
-    from netpol_learn._generate import generate
-    from netpol_learn._render import write_directory
+    from netpol_learn import generate, write_directory
 
     try:
         options = _generate_options_of(kw)
@@ -424,8 +433,8 @@ def learn(pcaps, dedup_window: float, **kw) -> None:
 
 @main.command()
 @click.option("-i", "--interface", "interfaces", multiple=True, help="Interface to capture on, a glob pattern (quoted), or any; repeatable [default: the pod-facing ones: veth*, cali*, lxc*, cni0, flannel*, vxlan*, genev*].")
-@click.option("--interval", type=click.FloatRange(min=0.1), default=60, show_default=True, help="Seconds between flow-log segments.")
-@click.option("--max-connections", type=click.IntRange(min=1), default=200_000, show_default=True, help="Distinct connections kept per interval; packets of more are dropped and counted (dropped_connections).")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=_sniff_default("interval"), show_default=True, help="Seconds between flow-log segments.")
+@click.option("--max-connections", type=click.IntRange(min=1), default=_sniff_default("max_connections"), show_default=True, help="Distinct connections kept per interval; packets of more are dropped and counted (dropped_connections).")
 @_output_option("Flow log to append segments to (fsync'd, whole segments only); '-' is stdout.")
 @click.option("--node", default=None, help="Name of this node in the segments' sources [default: $NODE_NAME, else the host name].")
 @click.option("--pods/--no-pods", "watch_pods", default=None, help="Name the pods of each flow from a watch of the API [default: when in a cluster].")
@@ -450,39 +459,24 @@ def sniff(interfaces, interval: float, max_connections: int, output: str, node: 
     import os
     import socket
 
-    from netpol_learn._sniff import Options, Sniffer, run_until_signalled
+    from netpol_learn._sniff import Options, sniff as run_sniffer
 
     def info(message: str) -> None:
         click.echo(f"sniff: {message}", err=True)
 
+    def started(sniffer) -> None:
+        names = sorted(sniffer.rings)
+        shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
+        info(f"listening on {counted(len(names), 'interface')}{f' ({shown})' if names else ''}; "
+             f"a segment every {interval:g}s to {_shown(output)}")
+
     options = Options(
         interfaces=tuple(interfaces), interval=interval, max_connections=max_connections, output=output,
         source=f"sniff:{node or os.environ.get('NODE_NAME') or socket.gethostname()}", dedup_window=dedup_window,
-        buffer_kib=buffer_size,
+        buffer_size=buffer_size,
     )
-    pods = None
-    if watch_pods is not False:
-        from netpol_learn._podwatch import PodWatcher
-
-        pods = PodWatcher.in_cluster(warn=_warn, info=info)
-        if pods is None and watch_pods:
-            raise SniffError("--pods: not in a cluster (no KUBERNETES_SERVICE_HOST or service account token)")
-    sniffer = Sniffer(options, warn=_warn, pods=pods, info=info)
-    if pods is not None:
-        pods.start()
-
-    def started() -> None:
-        names = sorted(sniffer.rings)
-        shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
-        info(f"listening on {len(names)} interface{'' if len(names) == 1 else 's'}{f' ({shown})' if names else ''}; "
-             f"a segment every {interval:g}s to {_shown(output)}")
-
-    try:
-        run_until_signalled(sniffer, started)
-    finally:
-        if pods is not None:
-            pods.stop()
-    info(f"stopped: {sniffer.segments} segment{'' if sniffer.segments == 1 else 's'}, {sniffer.totals['packets']} packets, "
+    sniffer = run_sniffer(options, watch_pods=watch_pods, warn=_warn, info=info, started=started)
+    info(f"stopped: {counted(sniffer.segments, 'segment')}, {sniffer.totals['packets']} packets, "
          f"{sniffer.totals['flows']} flow lines -> {_shown(output)}")
 
 
@@ -504,9 +498,8 @@ def verify(policy_paths, inventories, flow_logs, pod_cidr, service_cidr, fmt: st
     Example:
       netpol-learn verify --policies policies/ --inventory inventory.yaml --flows flows.jsonl
     """
-    from netpol_learn._semantics import load_policies
-    from netpol_learn._verify import verify as verify_flows
-    from netpol_learn._verify import verify_json, verify_text
+    from netpol_learn import load_policies, verify_json, verify_text
+    from netpol_learn import verify as verify_flows
 
     notes: list[str] = []
     policies = load_policies(policy_paths, notes)
@@ -540,9 +533,8 @@ def diff(base: Path, new: Path, inventories, flow_logs, pod_cidr, service_cidr, 
     Example:
       netpol-learn diff policies/ new-policies/ --inventory inventory.yaml --format markdown >> "$GITHUB_STEP_SUMMARY"
     """
-    from netpol_learn._semantics import load_policies
-    from netpol_learn._verify import diff as diff_policies
-    from netpol_learn._verify import diff_json, diff_text
+    from netpol_learn import diff_json, diff_text, load_policies
+    from netpol_learn import diff as diff_policies
 
     inv = _load_inventory(inventories, pod_cidr, service_cidr)
     log = _read_flows(flow_logs) if flow_logs else None
@@ -576,7 +568,8 @@ def manifests(namespace: str, image: str, template_dir: Path | None, output: str
       docker build -t registry.example/netpol-learn:0.1.0 . && docker push registry.example/netpol-learn:0.1.0
       netpol-learn manifests --image registry.example/netpol-learn:0.1.0 | kubectl apply -f -
     """
-    from netpol_learn._manifests import document_kinds, render_manifests
+    from netpol_learn import render_manifests
+    from netpol_learn._manifests import document_kinds
 
     text = render_manifests(namespace, image, template_dir)
     write_text(output, text)
@@ -617,7 +610,7 @@ def collect(namespace: str, selector: str, kubeconfig: Path | None, context: str
       netpol-learn collect -o flows.jsonl
       netpol-learn collect --context admin@prod --since 1h -o last-hour.jsonl
     """
-    from netpol_learn._collect import collect as collect_logs
+    from netpol_learn import collect as collect_logs
 
     got = collect_logs(namespace, selector, kubeconfig, context, since_seconds, warn=_warn)
     write_flow_log(got.log, output)

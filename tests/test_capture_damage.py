@@ -372,7 +372,7 @@ def _chunks(path: Path):
     for c in _files.read_chunks(path, warnings.append):
         data = bytes(c.data)
         packets += [(data[o : o + n], t) for o, n, t in zip(c.off.tolist(), c.caplen.tolist(), c.ts.tolist())]
-    return packets, [w.split(": ", 1)[1] for w in warnings]
+    return packets, [(w.offset, w.reason, w.detail) for w in warnings]  # all but the path
 
 
 def test_plain_and_gzip_read_alike(tmp_path, monkeypatch):
@@ -437,6 +437,51 @@ def test_many_warnings_are_capped_in_the_stats(tmp_path, monkeypatch):
     log = capture_file(path, warn=warnings.append)
     assert len(warnings) == 4
     assert log.stats["warnings"] == {warnings[0]: 1, warnings[1]: 1, f"{path}: 2 more warnings, not recorded here": 1}
+
+
+def test_the_readers_warnings_are_structured(tmp_path):
+    """``read_chunks`` reports each warning as a ``CaptureWarning``: path, byte offset, reason and
+    detail, whose text is the message printed and recorded."""
+    data = _pcap(666)
+    at = g.pcap_record_offsets(data)
+    orig = struct.unpack_from("<I", data, at[100] + 12)[0]
+    path = g.write_bytes(tmp_path / "one.pcap", _set_u32(data, at[100] + 8, 70000))
+    warnings = []
+    for _chunk in _files.read_chunks(path, warnings.append):
+        pass
+    (w,) = warnings
+    assert isinstance(w, capture_pkg.CaptureWarning)
+    assert (w.path, w.offset) == (path, at[100])
+    assert w.reason == f"record at byte {at[100]} has an implausible length (captured length 70000 over its original length {orig})"
+    assert w.detail == f"skipped {at[101] - at[100]} bytes to the next plausible record, at byte {at[101]}"
+    assert str(w) == f"{path}: {w.reason}; {w.detail}"
+    assert capture_file(path).stats["warnings"] == {str(w): 1}
+
+
+def test_a_path_with_colon_space_is_named_whole_in_messages(tmp_path, monkeypatch):
+    """The path of a capture may hold ": " (a directory named after a node and its interface):
+    the error of a file that yields nothing gives the reason, and the stats' closing entry of
+    capped warnings names the whole path."""
+    where = tmp_path / "node-a: eth0"
+    where.mkdir()
+    data = _pcap(10)
+    at = g.pcap_record_offsets(data)
+    orig = struct.unpack_from("<I", data, at[0] + 12)[0]
+    empty = g.write_bytes(where / "x.pcap", _set_u32(data[: at[1]], at[0] + 8, 70000))
+    with pytest.raises(CaptureError) as exc:
+        capture_file(empty)
+    assert str(exc.value) == (f"{empty}: nothing usable read (record at byte {at[0]} has an implausible length (captured "
+                              f"length 70000 over its original length {orig}))")
+
+    monkeypatch.setattr(capture_pkg, "MAX_RECORDED_WARNINGS", 1)
+    data = _pcap(666)
+    at = g.pcap_record_offsets(data)
+    for i in (100, 200):
+        data = _set_u32(data, at[i] + 8, 70000)
+    many = g.write_bytes(where / "many.pcap", data)
+    warnings = []
+    log = capture_file(many, warn=warnings.append)
+    assert log.stats["warnings"] == {warnings[0]: 1, f"{many}: 1 more warnings, not recorded here": 1}
 
 
 # --------------------------------------------------------------------------------------------

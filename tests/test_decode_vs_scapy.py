@@ -27,7 +27,7 @@ from scapy.layers.vxlan import VXLAN
 from scapy.packet import Raw
 
 from netpol_learn._capture import _decode as d
-from netpol_learn._capture._files import PAD  # decode's contract: PAD readable bytes after every packet
+from netpol_learn._capture import PAD  # decode's contract: PAD readable bytes after every packet
 
 v4 = st.integers(min_value=0x0B000000, max_value=0x7EFFFFFF).map(lambda n: str(ipaddress.IPv4Address(n)))
 v6 = st.integers(min_value=1 << 120, max_value=(1 << 128) - 1).map(lambda n: str(ipaddress.IPv6Address(n)))

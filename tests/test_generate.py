@@ -10,7 +10,9 @@ import yaml
 from click.testing import CliRunner
 
 import k8s
+from fresh_process import SEEDS, netpol_learn
 from netpol_learn._cli import main
+from netpol_learn._errors import OutputError
 from netpol_learn._generate import generate
 from netpol_learn._inventory import load_inventory
 from netpol_learn._render import MARKER, write_directory
@@ -58,21 +60,31 @@ def test_rendered_yaml_is_exactly_the_model(tmp_path, options):
 
 
 def test_same_inputs_give_byte_identical_files(tmp_path):
+    """In processes with different hash seeds (set and dict orders differ), and the same as the library here."""
+    from netpol_learn._flowlog import write_flow_log
+
     log, inv = shop(tmp_path)
-    assert generate(log, inv).files == generate(log, inv).files
+    write_flow_log(log, tmp_path / "flows.jsonl")
+    runs = []
+    for seed in SEEDS:
+        out = tmp_path / f"out-{seed}"
+        r = netpol_learn(["generate", "--flows", tmp_path / "flows.jsonl", "--inventory", tmp_path / "inventory.yaml", "-o", out], seed)
+        assert r.returncode == 0, r.stderr
+        runs.append({p.name: p.read_text(encoding="utf-8") for p in sorted(out.iterdir())})
+    assert runs[0] == runs[1] == generate(log, inv).files
 
 
 def test_output_directory_is_ours_alone_unless_forced(tmp_path):
     out = tmp_path / "policies"
     write_directory(out, {"a.yaml": f"{MARKER}\n", "kustomization.yaml": f"{MARKER}\n"})
     (out / "notes.txt").write_text("mine\n")
-    with pytest.raises(Exception, match="did not write"):
+    with pytest.raises(OutputError, match="did not write"):
         write_directory(out, {"b.yaml": f"{MARKER}\n"})
     assert (out / "a.yaml").exists()
     stale = write_directory(out, {"b.yaml": f"{MARKER}\n"}, force=True)
     assert stale == ["a.yaml", "kustomization.yaml"]
     assert sorted(p.name for p in out.iterdir()) == ["b.yaml", "notes.txt"]
-    with pytest.raises(Exception, match="not overwriting"):
+    with pytest.raises(OutputError, match="not overwriting"):
         write_directory(out, {"notes.txt": f"{MARKER}\n"}, force=True)
     assert (out / "notes.txt").read_text() == "mine\n"
 

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import k8s  # noqa: E402
 from k8s import ns  # noqa: E402
 
-from netpol_learn._errors import InventoryError, NetpolLearnError  # noqa: E402
+from netpol_learn._errors import InventoryError  # noqa: E402
 from netpol_learn._inventory import PER_REPLICA_LABELS, LabelSelector, Requirement, load_inventory  # noqa: E402
 
 KIND_INVENTORY = Path(__file__).resolve().parent.parent / "captures" / "kind" / "inventory.yaml"
@@ -325,7 +325,7 @@ def test_unknown_operator_in_a_snapshot_is_one_clear_line(tmp_path):
              k8s.replicaset(f"web-{HASH}", "shop", {"app": "web", "pod-template-hash": HASH}, owner=("Deployment", "web")),
              k8s.pod(f"web-{HASH}-x2v9k", "shop", "10.244.1.11", labels={"app": "web", "pod-template-hash": HASH},
                      owner=("ReplicaSet", f"web-{HASH}"))]
-    with pytest.raises(NetpolLearnError) as exc:  # not a bare ValueError: the CLI turns these into one line
+    with pytest.raises(InventoryError) as exc:  # not a bare ValueError: the CLI turns these into one line
         load(tmp_path, items)
     assert "Gt" in str(exc.value) and "\n" not in str(exc.value)
 

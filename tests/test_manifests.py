@@ -146,11 +146,10 @@ def test_bad_parameters_are_one_line_and_exit_2(tmp_path, args, line):
     assert not out.exists()
 
 
-def test_output_is_byte_identical(tmp_path):
-    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+def test_stdout_is_the_file(tmp_path):
+    # byte-identical on every run: tests/cases/manifests-default (a fresh process, a random hash seed, pinned bytes)
+    first = tmp_path / "a.yaml"
     assert run(["manifests", "-o", first]).exit_code == 0
-    assert run(["manifests", "-o", second]).exit_code == 0
-    assert first.read_bytes() == second.read_bytes()
     stdout = run(["manifests"])
     assert stdout.exit_code == 0 and stdout.stdout.encode() == first.read_bytes()
     assert stdout.stderr.strip().endswith("-> stdout")

@@ -58,7 +58,7 @@ def test_a_character_device_stays_a_device(tmp_path, flows):
     for args in (("capture", PCAP), ("merge", flows), ("resolve", "--flows", flows, "--inventory", INVENTORY),
                  ("manifests",), ("verify", "--policies", policies, "--inventory", INVENTORY, "--flows", flows)):
         r = cli(*args, "-o", dev, check=False)
-        assert r.returncode in (0, 1), r.stderr
+        assert r.returncode == 0, r.stderr  # verify too: the policies were generated from these flows
         st = os.lstat(dev)
         assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3), f"{args[0]} replaced the device node"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["null"]  # no temporary file left beside it
