@@ -19,7 +19,9 @@ from netpol_learn._errors import NetpolLearnError, SniffError
 from netpol_learn._output import write_text
 from netpol_learn._text import counted
 from netpol_learn import FlowLog, capture_files, merge_logs, read_flow_log, write_flow_log
+from netpol_learn._inventory import DEFAULT_PAGE_SIZE
 from netpol_learn._manifests import DEFAULT_IMAGE, DEFAULT_NAMESPACE, SNIFFER_SELECTOR
+from netpol_learn._sniff import DEFAULT_INTERVAL, DEFAULT_MAX_CONNECTIONS
 
 
 class _Group(click.Group):
@@ -121,8 +123,10 @@ class _Cidr(click.ParamType):
 
 def _address_options(f):
     """The cluster's address ranges, for every command that resolves addresses."""
-    f = click.option("--service-cidr", multiple=True, type=_Cidr(), help="The Service address range (else read from the API server's flags in the snapshot); repeatable.")(f)
-    return click.option("--pod-cidr", multiple=True, type=_Cidr(), help="A pod address range, beside the nodes' podCIDRs; repeatable.")(f)
+    return _options(
+        click.option("--pod-cidr", multiple=True, type=_Cidr(), help="A pod address range, beside the nodes' podCIDRs; repeatable."),
+        click.option("--service-cidr", multiple=True, type=_Cidr(), help="The Service address range (else read from the API server's flags in the snapshot); repeatable."),
+    )(f)
 
 
 def _options(*decorators):
@@ -168,24 +172,6 @@ _kube_options = _options(
 
 def _namespace_option(default: str, help: str):
     return click.option("-n", "--namespace", default=default, show_default=True, help=help)
-
-
-def _sniff_default(name: str):
-    """The default of the sniffer's option ``name`` (netpol_learn._sniff.Options)."""
-    from dataclasses import fields
-
-    from netpol_learn._sniff import Options
-
-    return next(f.default for f in fields(Options) if f.name == name)
-
-
-def _inventory_default(name: str):
-    """The default of fetch_inventory's parameter ``name``."""
-    import inspect
-
-    from netpol_learn import fetch_inventory
-
-    return inspect.signature(fetch_inventory).parameters[name].default
 
 
 def _shown(output: str) -> str:
@@ -277,7 +263,7 @@ def _listing_progress():
 
 @main.command()
 @_kube_options
-@click.option("--page-size", type=click.IntRange(min=1), default=_inventory_default("page_size"), show_default=True, help="Objects per list request (continue tokens fetch the rest).")
+@click.option("--page-size", type=click.IntRange(min=1), default=DEFAULT_PAGE_SIZE, show_default=True, help="Objects per list request (continue tokens fetch the rest).")
 @_output_option("Inventory to write (YAML List); '-' is stdout.")
 def inventory(kubeconfig: Path | None, context: str | None, page_size: int, output: str) -> None:
     """Snapshot the cluster's namespaces, nodes, pods, services and workloads from its API.
@@ -357,9 +343,7 @@ def _generate_options(f):
         click.option("--templates", "template_dir", type=click.Path(file_okay=False, exists=False, path_type=Path), default=None, help="Directory of Jinja templates that replace the built-in ones by name."),
         click.option("--force", is_flag=True, help="Write into a directory that holds files netpol-learn did not write (they are left alone)."),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    return _options(*options)(f)
 
 
 def _generate_options_of(kw: dict):
@@ -433,8 +417,8 @@ def learn(pcaps, dedup_window: float, **kw) -> None:
 
 @main.command()
 @click.option("-i", "--interface", "interfaces", multiple=True, help="Interface to capture on, a glob pattern (quoted), or any; repeatable [default: the pod-facing ones: veth*, cali*, lxc*, cni0, flannel*, vxlan*, genev*].")
-@click.option("--interval", type=click.FloatRange(min=0.1), default=_sniff_default("interval"), show_default=True, help="Seconds between flow-log segments.")
-@click.option("--max-connections", type=click.IntRange(min=1), default=_sniff_default("max_connections"), show_default=True, help="Distinct connections kept per interval; packets of more are dropped and counted (dropped_connections).")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=DEFAULT_INTERVAL, show_default=True, help="Seconds between flow-log segments.")
+@click.option("--max-connections", type=click.IntRange(min=1), default=DEFAULT_MAX_CONNECTIONS, show_default=True, help="Distinct connections kept per interval; packets of more are dropped and counted (dropped_connections).")
 @_output_option("Flow log to append segments to (fsync'd, whole segments only); '-' is stdout.")
 @click.option("--node", default=None, help="Name of this node in the segments' sources [default: $NODE_NAME, else the host name].")
 @click.option("--pods/--no-pods", "watch_pods", default=None, help="Name the pods of each flow from a watch of the API [default: when in a cluster].")

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from netpol_learn._inventory._live import fetch_inventory, write_inventory
+from netpol_learn._inventory._live import DEFAULT_PAGE_SIZE, fetch_inventory, write_inventory
 from netpol_learn._inventory._load import load_inventory
 from netpol_learn._inventory._model import (
     PER_REPLICA_LABELS,
@@ -27,6 +27,7 @@ from netpol_learn._inventory._model import (
 )
 
 __all__ = sorted([
+    "DEFAULT_PAGE_SIZE",
     "PER_REPLICA_LABELS",
     "PROTOCOLS",
     "SNAPSHOT_ANNOTATION",
