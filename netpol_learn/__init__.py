@@ -10,7 +10,8 @@ The public API. Every stage of the command line runs from Python too; the CLI
     inventory = nl.load_inventory(["inventory.yaml"])                # or nl.fetch_inventory()
     resolution = nl.resolve(log, inventory)                          # who talked to whom
     generated = nl.generate(log, inventory, nl.GenerateOptions(default_deny="ingress"))
-    nl.write_directory("policies", generated.files)                  # the policy directory
+    nl.write_directory("policies", generated.directory)              # the policy directory
+    status = nl.learning_status(log, inventory, resolution)          # is learning done?
     result = nl.verify(log, inventory, nl.load_policies(["policies"]))
     assert not result.denied
 
@@ -31,6 +32,7 @@ _HOMES = {
     "capture_files": "netpol_learn._capture",
     "Collected": "netpol_learn._collect",
     "collect": "netpol_learn._collect",
+    "learning_chart": "netpol_learn._chart",
     "CaptureError": "netpol_learn._errors",
     "CollectError": "netpol_learn._errors",
     "FlowLogError": "netpol_learn._errors",
@@ -56,21 +58,35 @@ _HOMES = {
     "Node": "netpol_learn._inventory",
     "Pod": "netpol_learn._inventory",
     "Service": "netpol_learn._inventory",
+    "Watched": "netpol_learn._inventory",
     "Workload": "netpol_learn._inventory",
     "fetch_inventory": "netpol_learn._inventory",
     "load_inventory": "netpol_learn._inventory",
+    "watch_inventory": "netpol_learn._inventory",
     "write_inventory": "netpol_learn._inventory",
     "render_manifests": "netpol_learn._manifests",
     "NetworkPolicy": "netpol_learn._policy",
     "render_files": "netpol_learn._render",
     "write_directory": "netpol_learn._render",
     "Connection": "netpol_learn._resolve",
+    "DEFAULT_CLOCK_SKEW": "netpol_learn._resolve",
     "Peer": "netpol_learn._resolve",
     "Resolution": "netpol_learn._resolve",
+    "ResolveOptions": "netpol_learn._resolve",
     "report_text": "netpol_learn._resolve",
     "resolution_to_json": "netpol_learn._resolve",
     "resolve": "netpol_learn._resolve",
     "load_policies": "netpol_learn._semantics",
+    "DEFAULT_STABLE_AFTER": "netpol_learn._status",
+    "AddressSeen": "netpol_learn._status",
+    "Edge": "netpol_learn._status",
+    "NameChange": "netpol_learn._status",
+    "Status": "netpol_learn._status",
+    "WorkloadStatus": "netpol_learn._status",
+    "learning_status": "netpol_learn._status",
+    "status_markdown": "netpol_learn._status",
+    "status_text": "netpol_learn._status",
+    "status_to_json": "netpol_learn._status",
     "GenerateOptions": "netpol_learn._synthesize",
     "PolicySet": "netpol_learn._synthesize",
     "synthesize": "netpol_learn._synthesize",
@@ -104,15 +120,17 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eagerly
     from netpol_learn._capture import DEFAULT_DEDUP_WINDOW, capture_file, capture_files
+    from netpol_learn._chart import learning_chart
     from netpol_learn._collect import Collected, collect
     from netpol_learn._errors import CaptureError, CollectError, FlowLogError, InventoryError, ManifestError, NetpolLearnError, OutputError, PolicyError, SniffError, TemplateError
     from netpol_learn._flowlog import DnsAnswer, DnsObservation, Flow, FlowLog, Translation, merge_logs, read_flow_log, write_flow_log
     from netpol_learn._generate import Generated, generate
-    from netpol_learn._inventory import Inventory, LabelSelector, Node, Pod, Service, Workload, fetch_inventory, load_inventory, write_inventory
+    from netpol_learn._inventory import Inventory, LabelSelector, Node, Pod, Service, Watched, Workload, fetch_inventory, load_inventory, watch_inventory, write_inventory
     from netpol_learn._manifests import render_manifests
     from netpol_learn._policy import NetworkPolicy
     from netpol_learn._render import render_files, write_directory
-    from netpol_learn._resolve import Connection, Peer, Resolution, report_text, resolution_to_json, resolve
+    from netpol_learn._resolve import DEFAULT_CLOCK_SKEW, Connection, Peer, Resolution, ResolveOptions, report_text, resolution_to_json, resolve
     from netpol_learn._semantics import load_policies
+    from netpol_learn._status import DEFAULT_STABLE_AFTER, AddressSeen, Edge, NameChange, Status, WorkloadStatus, learning_status, status_markdown, status_text, status_to_json
     from netpol_learn._synthesize import GenerateOptions, PolicySet, synthesize
     from netpol_learn._verify import Change, Denied, DiffResult, VerifyResult, diff, diff_json, diff_text, verify, verify_json, verify_text

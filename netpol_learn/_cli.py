@@ -21,7 +21,7 @@ from netpol_learn._text import counted
 from netpol_learn import FlowLog, capture_files, merge_logs, read_flow_log, write_flow_log
 from netpol_learn._inventory import DEFAULT_PAGE_SIZE
 from netpol_learn._manifests import DEFAULT_IMAGE, DEFAULT_NAMESPACE, SNIFFER_SELECTOR
-from netpol_learn._sniff import DEFAULT_INTERVAL, DEFAULT_MAX_CONNECTIONS
+from netpol_learn._sniff import DEFAULT_INTERVAL, DEFAULT_MAX_CONNECTIONS, DEFAULT_PROC
 
 
 class _Group(click.Group):
@@ -119,6 +119,41 @@ class _Cidr(click.ParamType):
             return parse_cidr(value)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+
+
+class _Duration(click.ParamType):
+    """A duration: 30s, 15m, 24h, 7d, 1h30m (a bare number is seconds); the value is nanoseconds."""
+
+    name = "DURATION"
+
+    def convert(self, value, param, ctx):
+        from netpol_learn._time import parse_duration
+
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _time_options(f):
+    """How resolution treats time, for every command that resolves addresses."""
+    from netpol_learn import DEFAULT_CLOCK_SKEW
+    from netpol_learn._time import format_duration
+
+    return _options(
+        click.option("--clock-skew", type=_Duration(), default=format_duration(DEFAULT_CLOCK_SKEW), show_default=True,
+                     help="How far the capture's clock may be off the API's: traffic this close to an address changing hands is ambiguous, never attributed."),
+        click.option("--no-inference", "inference", is_flag=True, flag_value=False, default=True,
+                     help="Do not attribute traffic to a pod only because two snapshots bracket it (report it as unresolved instead)."),
+    )(f)
+
+
+def _resolve_options_of(kw: dict):
+    from netpol_learn import ResolveOptions
+
+    return ResolveOptions(clock_skew=kw["clock_skew"], inference=kw["inference"])
 
 
 def _address_options(f):
@@ -264,8 +299,12 @@ def _listing_progress():
 @main.command()
 @_kube_options
 @click.option("--page-size", type=click.IntRange(min=1), default=DEFAULT_PAGE_SIZE, show_default=True, help="Objects per list request (continue tokens fetch the rest).")
-@_output_option("Inventory to write (YAML List); '-' is stdout.")
-def inventory(kubeconfig: Path | None, context: str | None, page_size: int, output: str) -> None:
+@click.option("--watch", is_flag=True, help="After listing, watch every kind and record each change with its time (the file's history), until SIGTERM, SIGINT or --for.")
+@click.option("--for", "duration", type=_Duration(), default=None, help="With --watch: stop after this long, e.g. 30s, 15m, 24h, 7d [default: until SIGTERM or SIGINT].")
+@click.option("--write-every", type=_Duration(), default=None, help="With --watch: write the file this often, e.g. 30s, 5m (a kill loses at most this much) [default: 60s].")
+@_output_option("Inventory to write (a YAML List, JSON when named *.json); '-' is stdout.")
+def inventory(kubeconfig: Path | None, context: str | None, page_size: int, watch: bool, duration: int | None,
+              write_every: int | None, output: str) -> None:
     """Snapshot the cluster's namespaces, nodes, pods, services and workloads from its API.
 
     Lists cluster-wide, read-only, the namespaces, nodes, pods, services, endpointslices,
@@ -274,29 +313,68 @@ def inventory(kubeconfig: Path | None, context: str | None, page_size: int, outp
     listing started. Kinds the server does not serve are skipped with a warning; the credentials
     need list permission on all the others.
 
+    With --watch it then watches every kind and adds each change, with the time it was seen, to
+    the file's history (docs/resolution.md, "Watch history"), so that each address resolves to
+    the pod that held it when the traffic happened. The file is replaced whole every
+    --write-every and once more at the end; watches that drop or fail resume by themselves.
+    The credentials then also need watch permission.
+
     \b
     Example:
       netpol-learn inventory -o inventory.yaml
       netpol-learn inventory --kubeconfig ~/.kube/prod --context admin@prod -o prod.yaml
+      netpol-learn inventory --watch --for 24h -o history.json
     """
-    from netpol_learn import fetch_inventory, write_inventory
+    if not watch:
+        if duration is not None or write_every is not None:
+            raise click.UsageError("--for and --write-every need --watch", ctx=click.get_current_context())
+        from netpol_learn import fetch_inventory, write_inventory
 
-    started = _now()  # pods listed held their addresses at least until then
-    with _listing_progress() as report:
-        items = fetch_inventory(kubeconfig, context, page_size, warn=_warn, progress=report)
-    write_inventory(items, output, started)
-    counts = Counter(item["kind"] for item in items)  # items come sorted by kind
-    per_kind = ", ".join(f"{n} {kind}" for kind, n in counts.items())
-    click.echo(f"{len(items)} objects ({per_kind}) -> {_shown(output)}", err=True)
+        started = _now()  # pods listed held their addresses at least until then
+        with _listing_progress() as report:
+            items = fetch_inventory(kubeconfig, context, page_size, warn=_warn, progress=report)
+        write_inventory(items, output, started)
+        counts = Counter(item["kind"] for item in items)  # items come sorted by kind
+        per_kind = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+        click.echo(f"{len(items)} objects ({per_kind}) -> {_shown(output)}", err=True)
+        return
+    _watch_inventory(kubeconfig, context, page_size, duration, write_every, output)
+
+
+def _watch_inventory(kubeconfig, context, page_size: int, duration: int | None, write_every: int | None, output: str) -> None:
+    """inventory --watch: until SIGTERM or SIGINT (which only set the stop event) or --for."""
+    import signal
+    import threading
+
+    ctx = click.get_current_context()
+    if output == "-":
+        raise click.UsageError("--watch writes its file again and again: give -o FILE", ctx=ctx)
+    for name, value in (("--for", duration), ("--write-every", write_every)):
+        if value is not None and value < 10**9:
+            raise click.BadParameter("must be at least 1s", ctx=ctx, param_hint=f"'{name}'")
+    from netpol_learn import watch_inventory
+    from netpol_learn._inventory import DEFAULT_WRITE_EVERY, summary_line
+
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda signum, frame: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        watched = watch_inventory(output, kubeconfig, context, page_size, duration=None if duration is None else duration / 1e9,
+                                  write_every=DEFAULT_WRITE_EVERY if write_every is None else write_every / 1e9,
+                                  stop=stop, warn=_warn, info=lambda line: click.echo(line, err=True))
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    click.echo(summary_line(watched, output), err=True)
 
 
 @main.command()
 @_flows_option()
 @_inventory_option()
 @_address_options
+@_time_options
 @_format_option("text", "json", help="text: the report; json: resolved connections and the report.")
 @_output_option("Where to write it; '-' is stdout.")
-def resolve(flow_logs, inventories, pod_cidr, service_cidr, fmt: str, output: str) -> None:
+def resolve(flow_logs, inventories, pod_cidr, service_cidr, fmt: str, output: str, **kw) -> None:
     """Map the addresses of flow logs to pods, workloads, Services, nodes and outside hosts.
 
     Prints what every flow's client and server resolved to, by kind of peer, and what needs a
@@ -312,13 +390,70 @@ def resolve(flow_logs, inventories, pod_cidr, service_cidr, fmt: str, output: st
     from netpol_learn import resolve as resolve_flows
 
     log = _read_flows(flow_logs)
-    res = resolve_flows(log, _load_inventory(inventories, pod_cidr, service_cidr))
+    res = resolve_flows(log, _load_inventory(inventories, pod_cidr, service_cidr), _resolve_options_of(kw))
+    if res.report.clock_warning:
+        _warn(res.report.clock_warning)
     if fmt == "json":
         _write_json(output, resolution_to_json(res))
     else:
         write_text(output, report_text(res))
     if output != "-":
         click.echo(f"{counted(len(log.flows), 'flow')} -> {counted(len(res.connections), 'connection')} -> {output}", err=True)
+
+
+@main.command()
+@_flows_option()
+@_inventory_option()
+@_address_options
+@_time_options
+@click.option("--stable-after", type=_Duration(), default="24h", show_default=True,
+              help="A workload is stable when no new edge appeared for this long before the capture ended (30s, 15m, 24h, 7d); stabilizing after half of it.")
+@_format_option("text", "markdown", "json", help="text: for a terminal; markdown: for a pull request or a wiki; json: for a script.")
+@_output_option("Where to write it; '-' is stdout.")
+@click.option("--chart", type=_FILE, default=None, help="Also draw the new edges over time into this PNG file.")
+def status(flow_logs, inventories, pod_cidr, service_cidr, stable_after: int, fmt: str, output: str, chart: Path | None, **kw) -> None:
+    """Is learning done? Per workload: its traffic, its edges and when the last new one appeared.
+
+    An edge is one rule's worth of traffic (a peer, a direction, a protocol and a port). A
+    workload is stable when no new edge appeared for --stable-after before the capture ended,
+    stabilizing after half of that, else learning; the cluster is as settled as its least settled
+    workload. Also lists workloads never seen in traffic, partial ones (only connections open
+    before the capture), attempts that are no need, inferred attributions and outside names whose
+    addresses changed. Exit 0. See docs/learning.md.
+
+    \b
+    Example:
+      netpol-learn status --flows flows.jsonl --inventory inventory.yaml
+      netpol-learn status --flows day-*.jsonl --inventory inventory.yaml --stable-after 3d --chart learning.png
+    """
+    import shutil
+
+    from netpol_learn import learning_chart, learning_status, status_markdown, status_text, status_to_json
+    from netpol_learn import resolve as resolve_flows
+    from netpol_learn._output import write_data
+
+    if stable_after <= 0:
+        raise click.BadParameter("must be longer than 0 seconds", param_hint="'--stable-after'")
+    log = _read_flows(flow_logs)
+    inv = _load_inventory(inventories, pod_cidr, service_cidr)
+    res = resolve_flows(log, inv, _resolve_options_of(kw))
+    if res.report.clock_warning:
+        _warn(res.report.clock_warning)
+    result = learning_status(log, inv, res, stable_after)
+    if fmt == "json":
+        _write_json(output, status_to_json(result))
+    elif fmt == "markdown":
+        write_text(output, status_markdown(result))
+    elif output == "-" and sys.stdout.isatty():
+        write_text(output, status_text(result, width=shutil.get_terminal_size().columns, color=True))
+    else:
+        write_text(output, status_text(result))
+    if chart is not None:
+        write_data(chart, learning_chart(result))
+    if output != "-" or chart is not None:
+        written = ", ".join(_shown(p) for p in ([output] if output != "-" else []) + ([str(chart)] if chart is not None else []))
+        click.echo(f"learning status: {result.verdict} ({counted(len(result.workloads), 'workload')}, "
+                   f"{counted(result.edges, 'edge')}) -> {written}", err=True)
 
 
 def _generate_options(f):
@@ -340,6 +475,7 @@ def _generate_options(f):
         click.option("--include-namespace", "include_namespaces", multiple=True, help="Also write policies for this namespace (kube-system is left alone by default)."),
         click.option("--name-prefix", default="", help="Prefix for the name of every generated policy (e.g. learned-), so they cannot clash with policies already in the cluster."),
         _address_options,
+        _time_options,
         click.option("--templates", "template_dir", type=click.Path(file_okay=False, exists=False, path_type=Path), default=None, help="Directory of Jinja templates that replace the built-in ones by name."),
         click.option("--force", is_flag=True, help="Write into a directory that holds files netpol-learn did not write (they are left alone)."),
     ]
@@ -364,8 +500,10 @@ def _write_policies(log: FlowLog, kw: dict) -> None:
         raise click.UsageError(str(exc), ctx=click.get_current_context()) from exc
     inv = _load_inventory(kw["inventories"], kw["pod_cidr"], kw["service_cidr"])
     out = kw["output"]
-    generated = generate(log, inv, options, kw["template_dir"])
-    stale = write_directory(out, generated.files, force=kw["force"], warn=_warn)
+    generated = generate(log, inv, options, kw["template_dir"], _resolve_options_of(kw))
+    if generated.resolution.report.clock_warning:
+        _warn(generated.resolution.report.clock_warning)
+    stale = write_directory(out, generated.directory, force=kw["force"], warn=_warn)
     policies = generated.policies
     workload_policies = len(policies.workload_policies)
     namespaces = len({p.namespace for p in policies.policies})
@@ -423,9 +561,10 @@ def learn(pcaps, dedup_window: float, **kw) -> None:
 @click.option("--node", default=None, help="Name of this node in the segments' sources [default: $NODE_NAME, else the host name].")
 @click.option("--pods/--no-pods", "watch_pods", default=None, help="Name the pods of each flow from a watch of the API [default: when in a cluster].")
 @click.option("--buffer-size", type=click.IntRange(min=64, max=1 << 20), default=None, help="Kernel ring per interface, in KiB [default: 1024 on a pod's interface, 8192 else].")
+@click.option("--proc", "proc", metavar="PATH", default=DEFAULT_PROC, show_default=True, help="Proc file system of the node's processes, whose TCP socket tables are read at the start and every interval for connections opened before the start (the DaemonSet mounts the host's at /host/proc); '' for no scan.")
 @_dedup_option()
 def sniff(interfaces, interval: float, max_connections: int, output: str, node: str | None, watch_pods: bool | None,
-          buffer_size: int | None, dedup_window: float) -> None:
+          buffer_size: int | None, proc: str, dedup_window: float) -> None:
     """Capture live on this node's interfaces and write a flow-log segment every interval.
 
     Needs CAP_NET_RAW (root, or the DaemonSet of `netpol-learn manifests`), in the node's network
@@ -433,12 +572,14 @@ def sniff(interfaces, interval: float, max_connections: int, output: str, node: 
     tunnels; the rest of the pipeline is capture's. Interfaces that appear later and match are
     picked up; one that vanishes (a pod deleted) is a warning and capture goes on. SIGTERM or
     SIGINT writes the last segment and exits 0. In a cluster, flows name the pods that held their
-    addresses (src_pods, dst_pods). See docs/sniffer.md.
+    addresses (src_pods, dst_pods). TCP connections that were open before the start are found
+    in the socket tables under --proc (evidence socket-scan). See docs/sniffer.md.
 
     \b
     Example:
       netpol-learn sniff --interval 30 -o /var/log/flows.jsonl
       netpol-learn sniff -i cni0 -i 'veth*' --max-connections 50000 | tee flows.jsonl
+      netpol-learn sniff --proc /host/proc --interval 30
     """
     import os
     import socket
@@ -452,12 +593,12 @@ def sniff(interfaces, interval: float, max_connections: int, output: str, node: 
         names = sorted(sniffer.rings)
         shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
         info(f"listening on {counted(len(names), 'interface')}{f' ({shown})' if names else ''}; "
-             f"a segment every {interval:g}s to {_shown(output)}")
+             f"a segment every {interval:g}s to {_shown(output)}{f'; socket tables from {proc}' if proc else ''}")
 
     options = Options(
         interfaces=tuple(interfaces), interval=interval, max_connections=max_connections, output=output,
         source=f"sniff:{node or os.environ.get('NODE_NAME') or socket.gethostname()}", dedup_window=dedup_window,
-        buffer_size=buffer_size,
+        buffer_size=buffer_size, proc=proc,
     )
     sniffer = run_sniffer(options, watch_pods=watch_pods, warn=_warn, info=info, started=started)
     info(f"stopped: {counted(sniffer.segments, 'segment')}, {sniffer.totals['packets']} packets, "
@@ -469,9 +610,10 @@ def sniff(interfaces, interval: float, max_connections: int, output: str, node: 
 @_inventory_option("Inventory snapshot(s); repeatable.")
 @_flows_option("Flow log(s) of the traffic that must keep working; repeatable.")
 @_address_options
+@_time_options
 @_format_option("text", "json")
 @_output_option("Where to write the result; '-' is stdout.")
-def verify(policy_paths, inventories, flow_logs, pod_cidr, service_cidr, fmt: str, output: str) -> None:
+def verify(policy_paths, inventories, flow_logs, pod_cidr, service_cidr, fmt: str, output: str, **kw) -> None:
     """Which observed connections would a policy set deny? Exit 1 if any.
 
     The migration check: run it on a generated directory, or on existing policies plus a
@@ -490,7 +632,7 @@ def verify(policy_paths, inventories, flow_logs, pod_cidr, service_cidr, fmt: st
     for note in notes:
         _warn(note)
     inv = _load_inventory(inventories, pod_cidr, service_cidr)
-    result = verify_flows(_read_flows(flow_logs), inv, policies)
+    result = verify_flows(_read_flows(flow_logs), inv, policies, _resolve_options_of(kw))
     if fmt == "json":
         _write_json(output, verify_json(result))
     else:
@@ -504,9 +646,10 @@ def verify(policy_paths, inventories, flow_logs, pod_cidr, service_cidr, fmt: st
 @_inventory_option("Inventory snapshot(s): the pods and namespaces to compare connectivity between; repeatable.")
 @_flows_option("Flow log(s): mark the differences that touch observed traffic; repeatable.", required=False)
 @_address_options
+@_time_options
 @_format_option("text", "markdown", "json", help="markdown: for a pull-request comment or $GITHUB_STEP_SUMMARY.")
 @_output_option("Where to write the result; '-' is stdout.")
-def diff(base: Path, new: Path, inventories, flow_logs, pod_cidr, service_cidr, fmt: str, output: str) -> None:
+def diff(base: Path, new: Path, inventories, flow_logs, pod_cidr, service_cidr, fmt: str, output: str, **kw) -> None:
     """Compare two policy sets by meaning: which connections NEW allows or denies that BASE did not.
 
     Compares connectivity between every pair of workloads of the inventory, on every port the
@@ -523,7 +666,7 @@ def diff(base: Path, new: Path, inventories, flow_logs, pod_cidr, service_cidr, 
     inv = _load_inventory(inventories, pod_cidr, service_cidr)
     log = _read_flows(flow_logs) if flow_logs else None
     notes: list[str] = []
-    result = diff_policies(load_policies([base], notes), load_policies([new], notes), inv, log)
+    result = diff_policies(load_policies([base], notes), load_policies([new], notes), inv, log, _resolve_options_of(kw))
     for note in dict.fromkeys(notes):
         _warn(note)
     if fmt == "json":
@@ -561,20 +704,6 @@ def manifests(namespace: str, image: str, template_dir: Path | None, output: str
     click.echo(f"{len(kinds)} objects ({', '.join(kinds)}) in namespace {namespace} -> {_shown(output)}", err=True)
 
 
-class _Duration(click.ParamType):
-    name = "DURATION"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, int):
-            return value
-        from netpol_learn._collect import parse_duration
-
-        try:
-            return parse_duration(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
 @main.command()
 @_namespace_option(DEFAULT_NAMESPACE, "Namespace of the sniffer pods.")
 @click.option("-l", "--selector", default=SNIFFER_SELECTOR, show_default=True, help="Label selector of the sniffer pods.")
@@ -596,6 +725,10 @@ def collect(namespace: str, selector: str, kubeconfig: Path | None, context: str
     """
     from netpol_learn import collect as collect_logs
 
+    if since_seconds is not None:  # a duration in ns: collect takes whole seconds
+        if since_seconds < 10**9:
+            raise click.BadParameter("the duration must be at least 1s", param_hint="'--since'")
+        since_seconds = -(-since_seconds // 10**9)
     got = collect_logs(namespace, selector, kubeconfig, context, since_seconds, warn=_warn)
     write_flow_log(got.log, output)
     left = f" ({got.incomplete} incomplete left out)" if got.incomplete else ""

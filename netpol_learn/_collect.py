@@ -20,7 +20,6 @@ kubeconfig, ``--context``, or the pod's service account; its errors worded the s
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from netpol_learn._kube import (
     transport_errors,
 )
 from netpol_learn._manifests import DEFAULT_NAMESPACE, SNIFFER_SELECTOR
+from netpol_learn._time import parse_duration as time_duration
 
 __all__ = ["DEFAULT_NAMESPACE", "SNIFFER_SELECTOR", "Collected", "ContainerLog", "collect", "parse_duration"]
 
@@ -50,19 +50,15 @@ _MERGE_BATCH = 64
 
 # --- durations ---------------------------------------------------------------------------------
 
-_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
 
 def parse_duration(text: str) -> int:
-    """Seconds in a duration such as ``90s``, ``15m``, ``1h``, ``2h30m`` or ``7d``."""
-    match = _DURATION.fullmatch(text.strip())
-    if not text.strip() or match is None:
-        raise ValueError(f"{text!r} is not a duration such as 30m, 1h, 2h30m or 7d")
-    d, h, m, s = (int(g or 0) for g in match.groups())
-    seconds = ((d * 24 + h) * 60 + m) * 60 + s
-    if seconds <= 0:
-        raise ValueError(f"{text!r}: the duration must be longer than 0 seconds")
-    return seconds
+    """Whole seconds in a duration such as ``90s``, ``15m``, ``1h``, ``2h30m`` or ``7d``
+    (``netpol_learn._time.parse_duration``), longer than 0."""
+    ns = time_duration(text)
+    if ns <= 0 or ns % 10**9:
+        raise ValueError(f"{text!r}: the duration must be a whole number of seconds, longer than 0")
+    return ns // 10**9
 
 
 # --- segments in a log ---------------------------------------------------------------------------

@@ -26,7 +26,9 @@ from netpol_learn._output import write_text
 from netpol_learn._time import format_time, parse_time
 
 FORMAT = "netpol-learn/flows"
-VERSION = 1
+VERSION = 2
+#: The versions a reader reads: version 1 logs have no evidence and no runs (docs/flow-log.md).
+READABLE_VERSIONS = (1, 2)
 
 #: Direction methods, strongest evidence first (docs/flow-log.md).
 DIRECTION_METHODS = (
@@ -35,11 +37,23 @@ DIRECTION_METHODS = (
     "sctp-init",
     "icmp-echo",
     "dns",
+    "listen",
     "port-heuristic",
     "first-packet",
 )
 HEURISTIC_METHODS = frozenset({"port-heuristic", "first-packet"})
 MAX_CLIENT_PORTS = 8
+
+#: What a flow line's connections showed of the server's answer (docs/flow-log.md, "Evidence").
+#: The first four are evidence of a need; the next three are attempts, reported and never a rule;
+#: ``observed`` is a version 1 line's, which did not record it (taken as a need, as then).
+EVIDENCE = ("established", "answered", "repeated", "socket-scan", "refused", "unanswered", "stale", "observed")
+NEEDS = frozenset({"established", "answered", "repeated", "socket-scan", "observed"})
+ATTEMPTS = ("refused", "unanswered", "stale")
+#: Connections of a flow closer in time than this make one run of activity (docs/flow-log.md, "Runs").
+RUN_GAP = 120 * 10**9
+
+Run = tuple[int, int, int]  # (first seen, last seen, connections): ns since the epoch, UTC
 
 
 @dataclass(frozen=True, order=True)
@@ -71,10 +85,18 @@ class Flow:
     # sniffer saw the flow, when it could ask the API; empty when unknown (docs/flow-log.md).
     src_pods: tuple[str, ...] = ()
     dst_pods: tuple[str, ...] = ()
+    evidence: str = "observed"  # one of EVIDENCE
+    # When the connections happened: runs of activity, sorted, no two within RUN_GAP of each
+    # other; empty when built by hand: then the one run (first_seen, last_seen, connections).
+    runs: tuple[Run, ...] = ()
+
+    def __post_init__(self):
+        if not self.runs:
+            object.__setattr__(self, "runs", ((self.first_seen, self.last_seen, self.connections),))
 
     @property
     def key(self) -> tuple:
-        return (self.src, self.dst, self.proto, self.port)
+        return (self.src, self.dst, self.proto, self.port, self.evidence, self.src_pods, self.dst_pods)
 
 
 @dataclass(frozen=True, order=True)
@@ -125,8 +147,27 @@ def _address_sort(address: str) -> tuple:
     return (":" in address, address)
 
 
+_EVIDENCE_ORDER = {e: i for i, e in enumerate(EVIDENCE)}
+
+
 def flow_sort_key(flow: Flow) -> tuple:
-    return (_address_sort(flow.src), _address_sort(flow.dst), flow.proto, _port_sort(flow.port))
+    return (_address_sort(flow.src), _address_sort(flow.dst), flow.proto, _port_sort(flow.port),
+            _EVIDENCE_ORDER[flow.evidence], flow.src_pods, flow.dst_pods)
+
+
+def merge_runs(runs: Iterable[Run], gap: int = RUN_GAP) -> tuple[Run, ...]:
+    """Runs of activity united: two that overlap or lie within ``gap`` of each other become one,
+    their connections added. The result depends only on the set of connections' runs, so merging
+    stays associative and order-free."""
+    out: list[list[int]] = []
+    for first, last, n in sorted(runs):
+        if out and first <= out[-1][1] + gap:
+            cur = out[-1]
+            cur[1] = max(cur[1], last)
+            cur[2] += n
+        else:
+            out.append([first, last, n])
+    return tuple((a, b, n) for a, b, n in out)
 
 
 def _merge_direction(a: Iterable[tuple[str, int]], b: Iterable[tuple[str, int]]):
@@ -147,8 +188,7 @@ def merge_flow(a: Flow, b: Flow) -> Flow:
         direction=_merge_direction(a.direction, b.direction),
         client_ports=tuple(sorted(set(a.client_ports) | set(b.client_ports)))[:MAX_CLIENT_PORTS],
         translated=tuple(sorted(set(a.translated) | set(b.translated), key=translation_sort_key)),
-        src_pods=tuple(sorted(set(a.src_pods) | set(b.src_pods))),
-        dst_pods=tuple(sorted(set(a.dst_pods) | set(b.dst_pods))),
+        runs=merge_runs((*a.runs, *b.runs)),
     )
 
 
@@ -234,6 +274,8 @@ def flow_to_json(f: Flow) -> dict:
         "direction": dict(f.direction),
         "client_ports": list(f.client_ports),
         "translated": [{"src": t.src, "dst": t.dst, "port": t.port} for t in f.translated],
+        "evidence": f.evidence,
+        "runs": [[format_time(a), format_time(b), n] for a, b, n in f.runs],
     }
     # Optional: only the live sniffer knows them, and only when it can reach the API.
     if f.src_pods:
@@ -359,8 +401,9 @@ class Segment:
 class _Open:
     """The segment being read."""
 
-    def __init__(self, headed: bool, sources: tuple[str, ...] = (), problem: str | None = None):
+    def __init__(self, headed: bool, sources: tuple[str, ...] = (), problem: str | None = None, version: int = VERSION):
         self.headed = headed
+        self.version = version
         self.sources = sources
         self.problem = problem
         self.flows: list[Flow] = []
@@ -375,14 +418,16 @@ class _Unsupported(ValueError):
     """A header of another version of the format."""
 
 
-def _header_sources(obj: Mapping) -> tuple[str, ...]:
-    """The sources of a header line, which must be of this ``VERSION``."""
-    if obj.get("version") != VERSION:
-        raise _Unsupported(f"flow log version {obj.get('version')!r} is not supported (this tool reads {VERSION})")
+def _header(obj: Mapping) -> tuple[int, tuple[str, ...]]:
+    """The version and the sources of a header line, of a version in ``READABLE_VERSIONS``."""
+    version = obj.get("version")
+    if type(version) is not int or version not in READABLE_VERSIONS:
+        readable = " and ".join(str(v) for v in READABLE_VERSIONS)
+        raise _Unsupported(f"flow log version {version!r} is not supported (this tool reads {readable})")
     sources = obj.get("sources", [])
     if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
         raise ValueError("sources: not a list of names")
-    return tuple(sources)
+    return version, tuple(sources)
 
 
 class SegmentReader:
@@ -441,7 +486,7 @@ class SegmentReader:
             return None
         try:
             if kind == "flow":
-                seg.flows.append(_flow_from_json(obj))
+                seg.flows.append(_flow_from_json(obj, seg.version))
             else:
                 seg.dns.append(_dns_from_json(obj))
         except _BAD_LINE as exc:
@@ -460,7 +505,8 @@ class SegmentReader:
     def _start(self, obj: dict) -> _Open:
         self._headers += 1
         try:
-            return _Open(headed=True, sources=_header_sources(obj))
+            version, sources = _header(obj)
+            return _Open(headed=True, sources=sources, version=version)
         except _Unsupported as exc:
             if self.strict:
                 raise FlowLogError(f"{self.name}: {exc}") from None
@@ -548,9 +594,10 @@ def _mappings(o: Mapping, key: str):
         yield i, item
 
 
-def _flow_from_json(o: dict) -> Flow:
+def _flow_from_json(o: dict, version: int = VERSION) -> Flow:
     """A flow line's fields, checked: a ValueError names the field (``src: '999.1.1.1' is not an
-    IP address``); the callers add the file and line."""
+    IP address``); the callers add the file and line. A ``version`` 1 line has no evidence and no
+    runs: ``observed``, and its one run from first to last seen."""
     direction = o.get("direction")
     if not isinstance(direction, Mapping):
         raise ValueError("direction: missing" if direction is None else "direction: not a mapping")
@@ -562,6 +609,13 @@ def _flow_from_json(o: dict) -> Flow:
     for i, t in _mappings(o, "translated"):
         translated.append(Translation(_address(t, "src", f"translated[{i}]."), _address(t, "dst", f"translated[{i}]."),
                                       _port(t.get("port"), f"translated[{i}].port")))
+    connections = _count(o, "connections")
+    evidence, runs = "observed", ((first_seen, last_seen, connections),)
+    if version >= 2:
+        evidence = _field(o, "evidence", "")
+        if evidence not in EVIDENCE:
+            raise ValueError(f"evidence: {evidence!r} is not one of {', '.join(EVIDENCE)}")
+        runs = _runs(o, first_seen, last_seen, connections)
     return Flow(
         src=_address(o, "src"),
         dst=_address(o, "dst"),
@@ -569,7 +623,7 @@ def _flow_from_json(o: dict) -> Flow:
         port=_port(o.get("port", _MISSING), "port"),
         packets=_count(o, "packets"),
         bytes=_count(o, "bytes"),
-        connections=_count(o, "connections"),
+        connections=connections,
         first_seen=first_seen,
         last_seen=last_seen,
         direction=tuple((m, _count(direction, m, "direction.")) for m in DIRECTION_METHODS if m in direction),
@@ -577,7 +631,35 @@ def _flow_from_json(o: dict) -> Flow:
         translated=tuple(sorted(translated, key=translation_sort_key)),
         src_pods=tuple(sorted(set(_strings(o, "src_pods")))),
         dst_pods=tuple(sorted(set(_strings(o, "dst_pods")))),
+        evidence=evidence,
+        runs=runs,
     )
+
+
+def _runs(o: Mapping, first_seen: int, last_seen: int, connections: int) -> tuple[Run, ...]:
+    """A version 2 flow line's runs, checked: each ``[first, last, connections]``, together
+    spanning exactly first to last seen and adding up to the line's connections."""
+    runs = []
+    for i, r in enumerate(_list(o, "runs")):
+        if not isinstance(r, list) or len(r) != 3:
+            raise ValueError(f"runs[{i}]: not [first, last, connections]")
+        try:
+            a, b = parse_time(r[0]), parse_time(r[1])
+        except (TypeError, ValueError):
+            raise ValueError(f"runs[{i}]: {r[0]!r} or {r[1]!r} is not an RFC 3339 UTC time") from None
+        if b < a:
+            raise ValueError(f"runs[{i}]: ends before it starts")
+        n = r[2]
+        if type(n) is not int or n < 0:
+            raise ValueError(f"runs[{i}]: {n!r} is not a count of connections")
+        runs.append((a, b, n))
+    if not runs:
+        raise ValueError("runs: missing" if "runs" not in o else "runs: empty")
+    if min(a for a, _, _ in runs) != first_seen or max(b for _, b, _ in runs) != last_seen:
+        raise ValueError("runs: do not span first_seen to last_seen")
+    if sum(n for _, _, n in runs) != connections:
+        raise ValueError("runs: connections do not add up to the line's")
+    return merge_runs(runs)
 
 
 def _dns_from_json(o: dict) -> DnsObservation:

@@ -2,27 +2,50 @@
 
     resolve  ->  synthesize  ->  render
 
-``generate`` is what ``netpol-learn generate`` and ``learn`` call; a Python user can too.
+``generate`` is what ``netpol-learn generate`` and ``learn`` call; a Python user can too. Its
+REPORT.md ends with the learning status (``_status``), and the chart of new edges over time
+(``_chart``) goes beside it as ``learning.png`` when there is any edge to draw.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
+from netpol_learn._chart import CHART, learning_chart
 from netpol_learn._text import counted
 from netpol_learn._flowlog import FlowLog
 from netpol_learn._inventory import Inventory
 from netpol_learn._policy import host_cidr
 from netpol_learn._render import MARKER, render_files
-from netpol_learn._resolve import Resolution, report_text, resolve
+from netpol_learn._resolve import Resolution, ResolveOptions, report_text, resolve
+from netpol_learn._status import DEFAULT_STABLE_AFTER, Status, learning_status, status_markdown
 from netpol_learn._synthesize import GenerateOptions, PolicySet, synthesize
 
 
 @dataclass(frozen=True)
 class Generated:
+    """What ``generate`` made: the text files of a policy directory, the policies and the
+    resolution behind them, and the learning status (with its chart in ``images``)."""
+
     files: dict[str, str]  # file name -> text
     policies: PolicySet
     resolution: Resolution
+    status: Status | None = None
+
+    @cached_property
+    def images(self) -> dict[str, bytes]:
+        """The chart REPORT.md shows (``learning.png``), drawn on first use; none without edges."""
+        return {CHART: learning_chart(self.status)} if _charted(self.status) else {}
+
+    @property
+    def directory(self) -> dict[str, str | bytes]:
+        """Every file of the policy directory, for ``write_directory``: the files and the images."""
+        return {**self.files, **self.images}
+
+
+def _charted(status: Status | None) -> bool:
+    return status is not None and status.edges > 0
 
 
 def cluster_ranges(inventory: Inventory) -> tuple[str, ...]:
@@ -31,17 +54,21 @@ def cluster_ranges(inventory: Inventory) -> tuple[str, ...]:
     return tuple(dict.fromkeys((*inventory.pod_cidrs, *inventory.service_cidrs, *nodes)))
 
 
-def generate(log: FlowLog, inventory: Inventory, options: GenerateOptions = GenerateOptions(), template_dir=None) -> Generated:
-    """Resolve ``log`` against ``inventory``, synthesize the policies ``options`` ask for and render
-    them (with the templates of ``template_dir`` replacing the built-in ones by name): the files of
-    a policy directory, by name, for ``write_directory``."""
-    resolution = resolve(log, inventory)
+def generate(log: FlowLog, inventory: Inventory, options: GenerateOptions = GenerateOptions(), template_dir=None,
+             resolve_options: ResolveOptions = ResolveOptions(), stable_after: int = DEFAULT_STABLE_AFTER) -> Generated:
+    """Resolve ``log`` against ``inventory`` (as ``resolve_options`` say), synthesize the policies
+    ``options`` ask for and render them (with the templates of ``template_dir`` replacing the
+    built-in ones by name): the files of a policy directory, by name, for ``write_directory``
+    (``Generated.directory`` adds the chart). REPORT.md says whether learning is done, a
+    workload being stable after ``stable_after`` ns without a new edge."""
+    resolution = resolve(log, inventory, resolve_options)
     policies = synthesize(resolution, options, cluster_ranges(inventory))
-    files = render_files(policies, _report(log, resolution, policies, options), template_dir)
-    return Generated(files, policies, resolution)
+    status = learning_status(log, inventory, resolution, stable_after)
+    files = render_files(policies, _report(log, resolution, policies, options, status), template_dir)
+    return Generated(files, policies, resolution, status)
 
 
-def _report(log: FlowLog, resolution: Resolution, policies: PolicySet, options: GenerateOptions) -> str:
+def _report(log: FlowLog, resolution: Resolution, policies: PolicySet, options: GenerateOptions, status: Status) -> str:
     workload_policies = policies.workload_policies
     if options.default_deny == "ingress":
         dns = "not needed (egress stays open)"
@@ -58,6 +85,7 @@ def _report(log: FlowLog, resolution: Resolution, policies: PolicySet, options: 
         f"- {counted(len(workload_policies), 'workload policy', 'workload policies')} in {counted(len({p.namespace for p in policies.policies}), 'namespace')}"
         + (f"; namespaces left alone: {', '.join(options.exclude_namespaces)}" if options.exclude_namespaces else ""),
         f"- default deny: {options.default_deny}; DNS: {dns}",
+        f"- learning: {status.verdict} (see Learning status below)",
         "",
     ]
     warnings = log.stats.get("warnings") or {}
@@ -73,5 +101,6 @@ def _report(log: FlowLog, resolution: Resolution, policies: PolicySet, options: 
     if policies.hints:
         lines += ["", "## Options that would change these policies", ""]
         lines += [f"- {h}" for h in policies.hints]
+    lines += ["", status_markdown(status, level=2, chart=CHART if _charted(status) else None).rstrip("\n")]
     lines += ["", "## Resolution", "", "```", report_text(resolution).rstrip("\n"), "```", ""]
     return "\n".join(lines)

@@ -2,9 +2,10 @@
 
 One YAML stream, rendered from ``templates/sniffer.yaml.j2`` (overridable with ``--templates``):
 the Namespace, the ServiceAccount, a read-only ClusterRole and its ClusterRoleBinding, and the
-DaemonSet that runs ``netpol-learn sniff`` on every node with the node's network and no
-capability but NET_RAW. ``netpol-learn collect`` finds its pods by ``SNIFFER_SELECTOR``. The same
-parameters always give the same bytes. See docs/sniffer.md.
+DaemonSet that runs ``netpol-learn sniff`` on every node with the node's network, the host's
+``/proc`` mounted read-only for its socket scan (``--proc /host/proc``), and no capability but
+NET_RAW. ``netpol-learn collect`` finds its pods by ``SNIFFER_SELECTOR``. The same parameters
+always give the same bytes. See docs/sniffer.md.
 """
 
 from __future__ import annotations

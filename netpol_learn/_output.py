@@ -73,8 +73,17 @@ def write_text(path: str | os.PathLike, text: str | Iterable[str]) -> None:
         sys.stdout.writelines(chunks)
         sys.stdout.flush()
         return
+    write_data(path, (text if isinstance(text, str) else "".join(text)).encode("utf-8"))
+
+
+def write_data(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` (an image, say) to ``path`` by the rules above; '-' is stdout."""
+    if str(path) == "-":
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
     path = Path(path)
-    data = (text if isinstance(text, str) else "".join(text)).encode("utf-8")
     if _direct(path):
         _write_in_place(path, data)
         return
@@ -195,10 +204,16 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def write_directory(directory: str | os.PathLike, files: Mapping[str, str], remove: Iterable[str] = (), last: str | None = None) -> dict[str, str]:
-    """Write ``files`` (name -> text) into ``directory``, whole or not at all, and then remove the
-    files named in ``remove``; ``last`` (an index such as kustomization.yaml) is renamed into place
-    after all the others. Returns the names in ``remove`` that could not be removed, with why."""
+def _encoded(content: str | bytes) -> bytes:
+    return content if isinstance(content, bytes) else content.encode("utf-8")
+
+
+def write_directory(directory: str | os.PathLike, files: Mapping[str, str | bytes], remove: Iterable[str] = (),
+                    last: str | None = None) -> dict[str, str]:
+    """Write ``files`` (name -> text, or bytes written as they are, such as an image) into
+    ``directory``, whole or not at all, and then remove the files named in ``remove``; ``last`` (an
+    index such as kustomization.yaml) is renamed into place after all the others. Returns the
+    names in ``remove`` that could not be removed, with why."""
     directory = Path(directory)
     if directory.is_dir():
         _replace_files(directory, files, last)
@@ -215,12 +230,12 @@ def write_directory(directory: str | os.PathLike, files: Mapping[str, str], remo
     return left
 
 
-def _replace_files(directory: Path, files: Mapping[str, str], last: str | None) -> None:
+def _replace_files(directory: Path, files: Mapping[str, str | bytes], last: str | None) -> None:
     order = sorted(files, key=lambda name: (name == last, name))
     staged: list[tuple[str, Path]] = []
     try:
         for name in order:
-            staged.append((_stage(directory / name, files[name].encode("utf-8")), directory / name))
+            staged.append((_stage(directory / name, _encoded(files[name])), directory / name))
     except BaseException:
         for tmp, _ in staged:
             _unlink_quietly(tmp)
@@ -235,7 +250,7 @@ def _replace_files(directory: Path, files: Mapping[str, str], last: str | None) 
     _fsync_directory(directory)
 
 
-def _new_directory(directory: Path, files: Mapping[str, str]) -> None:
+def _new_directory(directory: Path, files: Mapping[str, str | bytes]) -> None:
     parent = directory.parent if str(directory.parent) else Path(".")
     created: list[Path] = []  # parents made here, removed again on failure
     for p in reversed([parent, *parent.parents]):
@@ -256,7 +271,7 @@ def _new_directory(directory: Path, files: Mapping[str, str]) -> None:
     try:
         os.chmod(building, 0o777 & ~current_umask())
         for name in sorted(files):
-            os.replace(_stage(building / name, files[name].encode("utf-8")), building / name)
+            os.replace(_stage(building / name, _encoded(files[name])), building / name)
         _fsync_directory(building)
         os.rename(building, directory)
         _fsync_directory(parent)

@@ -2,9 +2,10 @@
 
 The templates live in ``netpol_learn/templates/`` (``templates/`` at the top of the repository)
 and can be overridden one by one with ``--templates DIR``. Output: one file per namespace, a
-``kustomization.yaml`` listing them, and ``REPORT.md`` with what could not become a rule. Every
-file starts with ``MARKER``: that is how a later run knows which files are its own; it never
-touches the others.
+``kustomization.yaml`` listing them, and ``REPORT.md`` with what could not become a rule and the
+learning status, beside the chart ``learning.png`` (``_chart``). Every text file starts with
+``MARKER``, the chart carries netpol-learn's PNG text chunk: that is how a later run knows which
+files are its own; it never touches the others.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import jinja2
 import yaml
 
+from netpol_learn._chart import is_chart
 from netpol_learn._errors import OutputError, TemplateError
 from netpol_learn import _output as output
 from netpol_learn._policy import NetworkPolicy
@@ -100,12 +102,12 @@ def _line_ended(text: str) -> str:
     return text if text.endswith("\n") else text + "\n"
 
 
-def write_directory(directory: str | os.PathLike, new_files: dict[str, str], force: bool = False,
+def write_directory(directory: str | os.PathLike, new_files: dict[str, str | bytes], force: bool = False,
                     warn: Callable[[str], None] = lambda message: None) -> list[str]:
-    """Write the files, whole or not at all (``_output.write_directory``); remove files of an
-    earlier run that are no longer produced; refuse (unless ``force``) when the directory holds
-    files netpol-learn did not write, and never touch those. Returns the names of the stale files
-    removed."""
+    """Write the files (text, or the chart's bytes), whole or not at all (``_output.write_directory``);
+    remove files of an earlier run that are no longer produced; refuse (unless ``force``) when the
+    directory holds files netpol-learn did not write, and never touch those. Returns the names of
+    the stale files removed."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise OutputError(f"{directory}: exists and is not a directory")
@@ -129,8 +131,10 @@ def write_directory(directory: str | os.PathLike, new_files: dict[str, str], for
 
 
 def _is_ours(path: Path) -> bool:
+    """A text file whose first line starts with MARKER, or a chart netpol-learn drew."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.readline().startswith(MARKER)
-    except (OSError, UnicodeDecodeError):
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError:
         return False
+    return head.startswith(MARKER.encode()) or is_chart(head)

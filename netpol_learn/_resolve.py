@@ -17,11 +17,12 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
-from netpol_learn._flowlog import Flow, FlowLog, format_time
+from netpol_learn._flowlog import HEURISTIC_METHODS, NEEDS, Flow, FlowLog, format_time
 from netpol_learn._inventory import PROTOCOLS, Inventory, Node, Pod, Service, Workload
+from netpol_learn._text import counted
 
 POD, NODE, SERVICE_ENDPOINT, NODE_LOCAL_DNS, EXTERNAL, UNRESOLVED = (
     "pod", "node", "service-endpoint", "node-local-dns", "external", "unresolved",
@@ -33,6 +34,13 @@ CLUSTER_DNS_LABEL = ("k8s-app", "kube-dns")
 #: How an unresolved peer's reason starts when several pods held the address at that time.
 AMBIGUOUS = "ambiguous"
 _LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
+#: The default tolerance between the capture clock and the API's (``--clock-skew``), ns.
+DEFAULT_CLOCK_SKEW = 2 * 10**9
+#: Traffic this close before an address's first pod started (or after its last one ended), with
+#: no pod holding it then, is evidence that the capture clock is off.
+CLOCK_CHECK_WINDOW = 10 * 60 * 10**9
+#: The lowest port of the ephemeral range, where clients' ports come from.
+EPHEMERAL_LOW = 32768
 
 
 @dataclass(frozen=True, order=True)
@@ -65,6 +73,11 @@ class Connection:
     first_seen: int
     last_seen: int
     same_node: bool = False  # a node talking to a pod on itself (kubelet probes): always allowed
+    # Every connection of it was seen only mid-stream (its direction from a port heuristic) or
+    # found by the sniffer's socket scan: it was open before the capture began.
+    mid_stream: bool = False
+    # An end was attributed by inference between two snapshots (docs/resolution.md).
+    inferred: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,6 +90,15 @@ class Report:
     workloads_inferred: tuple[tuple[str, str, str], ...]
     not_expressible: int  # flows of protocols NetworkPolicy cannot express (ICMP, ...)
     notes: tuple[str, ...] = ()
+    # Traffic that is no evidence of a need: (client, server, protocol, port, evidence, connections)
+    # with peers as ``peer_label`` names them and evidence refused, unanswered or stale.
+    attempts: tuple[tuple[str, str, str, int | None, str, int], ...] = ()
+    # Rules not written: (client, server, protocol, port, why), such as a port-heuristic flow to an
+    # ephemeral port the server pod does not declare.
+    not_written: tuple[tuple[str, str, str, int | None, str], ...] = ()
+    # Attributions made by inference between snapshots: (peer, address, flows).
+    inferred: tuple[tuple[str, str, int], ...] = ()
+    clock_warning: str | None = None  # "the capture clock looks about 30 s behind the API's"
 
 
 @dataclass(frozen=True)
@@ -93,13 +115,43 @@ def _ip(text: str):
         return None
 
 
+@dataclass(frozen=True)
+class ResolveOptions:
+    """How resolution treats time: ``clock_skew`` (ns) is the tolerance between the capture's
+    clock and the API's: traffic within it of an address handover is ambiguous, never attributed;
+    ``inference`` allows attributing traffic to a pod that two snapshots bracket (it was shown by
+    the earlier and gone by the later): with it off, such traffic is unresolved."""
+
+    clock_skew: int = DEFAULT_CLOCK_SKEW
+    inference: bool = True
+
+
+@dataclass(frozen=True)
+class _Tenure:
+    """When one pod held one address: certainly from ``start`` to ``end`` (None: open), and by
+    inference up to ``end_by``."""
+
+    pod: Pod
+    start: float
+    end: float
+    end_by: float
+
+
+_INF = float("inf")
+
+
 class Resolver:
     """Indexes of an inventory, and lookups of addresses at a time."""
 
-    def __init__(self, inventory: Inventory, dns: Iterable = ()):
+    def __init__(self, inventory: Inventory, dns: Iterable = (), options: ResolveOptions = ResolveOptions()):
         self.inv = inventory
+        self.options = options
+        self.skew = options.clock_skew
         self.pods = {p.key: p for p in inventory.pods}
         self.pods_by_ip, self.host_pods_by_node = _pod_addresses(inventory.pods)
+        self.tenures = {
+            ip: sorted((_tenure(p) for p in pods), key=lambda t: (t.start, t.pod.key)) for ip, pods in self.pods_by_ip.items()
+        }
         self.node_by_ip = _node_addresses(inventory.nodes)
         self.service_by_ip, self.service_by_node_port = _service_addresses(inventory.services)
         self.slices = defaultdict(list)
@@ -113,21 +165,95 @@ class Resolver:
         # Lookups remembered: a capture names the same addresses and Services thousands of times.
         self._endpoint_cache: dict = {}
         self._fixed: dict = {}
-        self._backend_cache: dict = {}
         self._pod_peers: dict = {}
         self._port_names: dict = {}
+        self._declared: dict = {}
+        # (address, ns its traffic came before its pod's start) for the clock check.
+        self.early: list[tuple[str, int]] = []
 
     # --- one address ---------------------------------------------------------------------
 
-    def peer(self, address: str, first: int, last: int, port: int | None = None) -> Peer:
+    def peer(self, address: str, first: int, last: int | None = None, port: int | None = None) -> Peer:
+        """What ``address`` was from ``first`` to ``last`` (ns; one instant when ``last`` is None):
+        the first of ``peers_at``."""
+        return self.peers_at(address, first, first if last is None else last, port)[0][0]
+
+    def peers_at(self, address: str, first: int, last: int, port: int | None = None,
+                 pods: tuple[str, ...] = ()) -> list[tuple[Peer, bool]]:
+        """[(peer, inferred)] for the address in a run of activity from ``first`` to ``last``: one,
+        or two when the address changed hands within the run.
+
+        ``pods`` are the pods that a live sniffer recorded for the address then: one that the
+        inventory knows decides. Otherwise the holders at the run's start and at its end, each
+        within the clock tolerance (two candidates at one instant are ambiguous); when neither
+        instant had a holder, the one pod that held the address in between."""
         address = _canon(address)
-        candidates = self.pods_by_ip.get(address, ())
-        holders = [p for p in candidates if p.holds(first, last)]
-        if len(holders) == 1:
-            return self._pod_peer(holders[0])
-        if len(holders) > 1:
-            names = ", ".join(sorted(_pod_label(p) for p in holders))
-            return Peer(UNRESOLVED, address, reason=f"{AMBIGUOUS}: held by {names} at that time")
+        if len(pods) == 1:
+            ns, _, name = pods[0].partition("/")
+            pod = self.pods.get((ns, name))
+            if pod is not None and not pod.host_network:
+                return [(self._pod_peer(pod), False)]
+        tenures = self.tenures.get(address)
+        if not tenures:
+            return [(self._timeless(address, port), False)]
+        skew = self.skew
+        if len(tenures) == 1:  # the usual case: one pod ever held it
+            t = tenures[0]
+            if t.start - skew <= first and last <= t.end + skew:
+                return [(self._pod_peer(t.pod), False)]
+        ends = [self._at(address, tenures, first)]
+        if last != first:
+            ends.append(self._at(address, tenures, last))
+        if all(peer is None for peer, _ in ends):
+            inside = [t for t in tenures if t.start <= last and first <= t.end]
+            if len(inside) == 1:
+                return [(self._pod_peer(inside[0].pod), False)]
+            if len(inside) > 1:
+                return [(self._ambiguous(address, [t.pod for t in inside]), False)]
+        out = []
+        for (peer, inferred), instant in zip(ends, (first, last)):
+            if peer is None:
+                peer = self._timeless(address, port)
+                if instant == first:
+                    self._clock_evidence(address, tenures, first)
+            if (peer, inferred) not in out:
+                out.append((peer, inferred))
+        return out
+
+    def _at(self, address: str, tenures: list[_Tenure], t: int) -> tuple[Peer | None, bool]:
+        """(peer, inferred) of the address at the instant ``t``: a pod, an ambiguous or refused
+        attribution (unresolved), or None when no pod held it then."""
+        skew = self.skew
+        near = [x for x in tenures if x.start - skew <= t <= x.end_by + skew]
+        if len(near) > 1:
+            return self._ambiguous(address, [x.pod for x in near], within=skew), False
+        if not near:
+            return None, False
+        x = near[0]
+        if t <= x.end + skew:
+            return self._pod_peer(x.pod), False
+        if not self.options.inference:
+            return Peer(UNRESOLVED, address, reason=(
+                f"held by {_pod_label(x.pod)} until {format_time(int(x.end))} (the last snapshot that showed it); "
+                "after that only by inference between snapshots, refused by --no-inference")), False
+        return self._pod_peer(x.pod), True
+
+    def _clock_evidence(self, address: str, tenures: list[_Tenure], first: int) -> None:
+        """A run that began before the pod it ran into existed, with no pod holding the address
+        before: by how much (ns), as evidence that the capture clock is off."""
+        later = [x for x in tenures if x.start > first]
+        earlier = [x for x in tenures if x.end_by < first]
+        if later and (not earlier or first - max(x.end_by for x in earlier) > CLOCK_CHECK_WINDOW):
+            offset = int(min(x.start for x in later) - first)
+            if offset <= CLOCK_CHECK_WINDOW:
+                self.early.append((address, offset))
+
+    def _ambiguous(self, address: str, pods: list[Pod], within: int = 0) -> Peer:
+        names = ", ".join(sorted({_pod_label(p) for p in pods}))
+        near = f" (within the clock tolerance of {within / 1e9:g} s)" if within else ""
+        return Peer(UNRESOLVED, address, reason=f"{AMBIGUOUS}: held by {names} at that time{near}")
+
+    def _timeless(self, address: str, port: int | None) -> Peer:
         fixed = self._fixed.get((address, port == 53))
         if fixed is None:
             fixed = self._fixed[(address, port == 53)] = self._timeless_peer(address, port)
@@ -165,9 +291,11 @@ class Resolver:
 
     # --- a server: an address and port, through Services --------------------------------
 
-    def servers(self, flow: Flow) -> list[tuple[Peer, int | None, str | None, str | None]]:
-        """(peer, server port, port name, via) for the server end of a flow."""
-        first, last = flow.first_seen, flow.last_seen
+    def servers(self, flow: Flow, first: int | None = None, last: int | None = None) -> list[tuple[Peer, int | None, str | None, str | None, bool]]:
+        """(peer, server port, port name, via, inferred) for the server end of a flow in its run
+        from ``first`` to ``last`` (default: its whole time)."""
+        first = flow.first_seen if first is None else first
+        last = flow.last_seen if last is None else last
         address = _canon(flow.dst)
         svc = self.service_by_ip.get(address)
         node_port = None
@@ -177,47 +305,49 @@ class Resolver:
         if svc is not None:
             sp = next((p for p in svc.ports if (p.node_port if node_port else p.port) == flow.port and p.protocol == flow.proto), None)
             if sp is None:
-                return [(Peer(UNRESOLVED, address, reason=f"Service {svc.namespace}/{svc.name} has no port {flow.proto}/{flow.port}"), flow.port, None, None)]
+                return [(Peer(UNRESOLVED, address, reason=f"Service {svc.namespace}/{svc.name} has no port {flow.proto}/{flow.port}"), flow.port, None, None, False)]
             return self._backends(svc, sp, flow, first, last)
-        peer = self.peer(address, first, last, flow.port)
-        return [(peer, flow.port, self._port_name(peer, flow.port, flow.proto), None)]
+        return [(peer, flow.port, self._port_name(peer, flow.port, flow.proto), None, inferred)
+                for peer, inferred in self.peers_at(address, first, last, flow.port, flow.dst_pods)]
 
-    def _endpoints(self, svc: Service, sp) -> list[tuple[str, Pod | None, int]]:
-        """(address, pod, target port) of a Service port's endpoints, from its EndpointSlices."""
-        cached = self._endpoint_cache.get((svc.key, sp))
+    def _endpoints(self, svc: Service, sp, first: int, last: int) -> list[tuple[str, Pod | None, int]]:
+        """(address, pod, target port) of a Service port's endpoints from ``first`` to ``last``:
+        the EndpointSlice versions in force at some time then (within the clock tolerance)."""
+        skew = self.skew
+        versions = tuple(
+            i for i, s in enumerate(self.slices.get((svc.namespace, svc.name), ()))
+            if (s.start is None or s.start - skew <= last) and (s.end is None or first <= s.end + skew)
+        )
+        cached = self._endpoint_cache.get((svc.key, sp, versions))
         if cached is None:
             cached = []
-            for s in self.slices.get((svc.namespace, svc.name), []):
+            slices = self.slices.get((svc.namespace, svc.name), [])
+            for s in (slices[i] for i in versions):
                 eport = next((p for p in s.ports if p.protocol == sp.protocol and (p.name == sp.name or len(s.ports) == 1)), None)
                 if eport is None:
                     continue
                 for e in s.endpoints:
                     pod = self.pods.get((s.namespace, e.pod)) if e.pod else None
                     cached.append((_canon(e.address), pod, eport.port))
-            self._endpoint_cache[(svc.key, sp)] = cached
+            cached = list(dict.fromkeys(cached))
+            self._endpoint_cache[(svc.key, sp, versions)] = cached
         return cached
 
     def _backends(self, svc: Service, sp, flow: Flow, first: int, last: int):
         # The capture's view after DNAT names the backend that really served the connection.
         seen = {_canon(t.dst) for t in flow.translated}
-        if not seen and (svc.key, sp) in self._backend_cache:
-            return self._backend_cache[(svc.key, sp)]
         via = f"{svc.namespace}/{svc.name}:{sp.port}"
-        timeless = True
         out = []
-        for address, pod, port in self._endpoints(svc, sp):
+        for address, pod, port in self._endpoints(svc, sp, first, last):
             if seen and address not in seen:
                 continue
             if pod is not None and not pod.host_network:
-                peer = self._pod_peer(pod)
+                out.append((self._pod_peer(pod), port, via, False))
             elif svc.selector is None:
-                peer = Peer(SERVICE_ENDPOINT, address, service=f"{svc.namespace}/{svc.name}")
+                out.append((Peer(SERVICE_ENDPOINT, address, service=f"{svc.namespace}/{svc.name}"), port, via, False))
             else:
-                peer = self.peer(address, first, last, port)
-                timeless = False
-            out.append((peer, port, self._port_name(peer, port, sp.protocol), via))
+                out.extend((peer, port, via, inferred) for peer, inferred in self.peers_at(address, first, last, port))
         if not out and svc.selector is not None:
-            timeless = False
             # No endpoints in the inventory: the selector and the target port say it.
             for pod in self.inv.pods:
                 if pod.namespace == svc.namespace and not pod.host_network and pod.holds(first, last) and all(
@@ -225,33 +355,56 @@ class Resolver:
                 ):
                     port = _target_port(pod, sp.target_port, sp.protocol)
                     if port is not None:
-                        peer = self._pod_peer(pod)
-                        out.append((peer, port, self._port_name(peer, port, sp.protocol), via))
+                        out.append((self._pod_peer(pod), port, via, False))
         if not out:
-            out.append((Peer(UNRESOLVED, _canon(flow.dst), reason=f"Service {svc.namespace}/{svc.name} has no known endpoints"), sp.port, None, via))
+            out.append((Peer(UNRESOLVED, _canon(flow.dst), reason=f"Service {svc.namespace}/{svc.name} has no known endpoints"), sp.port, via, False))
         # One entry per backend workload (replicas are one peer).
-        unique = {}
-        for peer, port, name, v in out:
-            unique.setdefault((peer, port), (peer, port, name, v))
-        result = list(unique.values())
-        if timeless and not seen:
-            self._backend_cache[(svc.key, sp)] = result
-        return result
+        unique: dict = {}
+        for peer, port, v, inferred in out:
+            if (peer, port) not in unique or not inferred:
+                unique[(peer, port)] = (peer, port, self._port_name(peer, port, sp.protocol), v, inferred)
+        return list(unique.values())
 
     def _port_name(self, peer: Peer, port: int | None, protocol: str) -> str | None:
         if peer.kind != POD or port is None:
             return None
         key = (peer.namespace, peer.workload, port, protocol)
         if key not in self._port_names:
-            w = self.workloads.get((peer.namespace, peer.workload))
-            names = {
-                cp.name
-                for name in (w.pods if w else ())
-                for cp in (self.pods[(peer.namespace, name)].ports if (peer.namespace, name) in self.pods else ())
-                if cp.port == port and cp.protocol == protocol and cp.name
-            }
+            names = {cp.name for cp in self._workload_ports(peer) if cp.port == port and cp.protocol == protocol and cp.name}
             self._port_names[key] = min(names) if names else None
         return self._port_names[key]
+
+    def _workload_ports(self, peer: Peer):
+        w = self.workloads.get((peer.namespace, peer.workload))
+        return [cp for name in (w.pods if w else ()) for cp in (self.pods[(peer.namespace, name)].ports if (peer.namespace, name) in self.pods else ())]
+
+    def declares(self, peer: Peer, port: int | None, protocol: str) -> bool:
+        """Whether the pods of a pod peer's workload declare ``port`` (a containerPort)."""
+        if peer.kind != POD or port is None:
+            return False
+        key = (peer.namespace, peer.workload, port, protocol)
+        if key not in self._declared:
+            self._declared[key] = any(cp.port == port and cp.protocol == protocol for cp in self._workload_ports(peer))
+        return self._declared[key]
+
+    def declared_port(self, address: str, port: int, protocol: str, first: int, last: int, pods: tuple[str, ...] = ()) -> bool:
+        """Whether ``address:port`` is a port the cluster declares: a Service port of a Service
+        address, a Service's target port of an endpoint address then, or a containerPort of the
+        pod that held the address then."""
+        address = _canon(address)
+        svc = self.service_by_ip.get(address)
+        if svc is not None:
+            return any(p.port == port and p.protocol == protocol for p in svc.ports)
+        if address in self.node_by_ip and (port, protocol) in self.service_by_node_port:
+            return True
+        return any(self.declares(peer, port, protocol) for peer, _ in self.peers_at(address, first, last, port, pods))
+
+
+def _tenure(pod: Pod) -> _Tenure:
+    start = -_INF if pod.start is None else pod.start
+    end = _INF if pod.end is None else pod.end
+    end_by = end if pod.end_by is None else max(end, pod.end_by)
+    return _Tenure(pod, start, end, end_by)
 
 
 def _pod_addresses(pods: Iterable[Pod]) -> tuple[dict[str, list[Pod]], dict[str, list[str]]]:
@@ -340,59 +493,148 @@ def _span(pod: Pod) -> str:
     return f"{start}..{end}"
 
 
-def resolve(log: FlowLog, inventory: Inventory) -> Resolution:
-    """Resolve every flow of the log; flows through a Service become connections to its backends."""
-    r = Resolver(inventory, log.dns)
-    merged: dict[tuple, list] = {}
-    kinds: Counter = Counter()
-    unresolved: Counter = Counter()
-    ambiguous: Counter = Counter()
-    not_expressible = 0
+def resolve(log: FlowLog, inventory: Inventory, options: ResolveOptions = ResolveOptions()) -> Resolution:
+    """Resolve every flow of the log, each run of activity against who held its addresses then;
+    flows through a Service become connections to the backends it had then. Traffic that is no
+    evidence of a need (refused, unanswered, stale) is reported as attempts, never a connection."""
+    r = Resolver(inventory, log.dns, options)
+    acc = _Accumulated()
     for flow in log.flows:
-        client = r.peer(flow.src, flow.first_seen, flow.last_seen)
-        if flow.proto not in PROTOCOLS:
-            not_expressible += 1
-        servers = r.servers(flow)
-        for kind in {f"{client.kind} -> {server.kind}" for server, _, _, _ in servers}:
-            kinds[kind] += 1  # a flow counts once, however many backends its Service has
-        for server, port, port_name, via in servers:
-            for peer in (client, server):
-                if peer.kind == UNRESOLVED:
-                    (ambiguous if peer.reason and peer.reason.startswith(AMBIGUOUS) else unresolved)[(peer.address, peer.reason)] += 1
-            same_node = client.kind == NODE and server.kind == POD and client.node == server.node
-            _merge_flow(merged, (client, server, flow.proto, port, port_name, via, same_node), flow)
+        _resolve_flow(r, flow, acc)
     connections = tuple(
-        Connection(c, s, proto, port, name, via, *acc, same_node=same)
-        for (c, s, proto, port, name, via, same), acc in sorted(merged.items(), key=lambda kv: _conn_sort(kv[0]))
+        Connection(c, s, proto, port, name, via, *counts, same_node=same, mid_stream=mid, inferred=inferred)
+        for (c, s, proto, port, name, via, same), (counts, mid, inferred) in sorted(acc.merged.items(), key=lambda kv: _conn_sort(kv[0]))
     )
-    return Resolution(connections, _report(inventory, kinds, unresolved, ambiguous, not_expressible), dict(r.workloads))
+    return Resolution(connections, _report(inventory, acc, _clock_warning(r.early, options.clock_skew)), dict(r.workloads))
 
 
-def _merge_flow(merged: dict[tuple, list], key: tuple, flow: Flow) -> None:
-    """Add a flow to the connection ``key``: flows, packets, bytes, connections, first and last seen."""
-    acc = merged.get(key)
-    if acc is None:
-        merged[key] = [1, flow.packets, flow.bytes, flow.connections, flow.first_seen, flow.last_seen]
-    else:
-        acc[0] += 1
-        acc[1] += flow.packets
-        acc[2] += flow.bytes
-        acc[3] += flow.connections
-        acc[4] = min(acc[4], flow.first_seen)
-        acc[5] = max(acc[5], flow.last_seen)
+class _Accumulated:
+    """What resolving the flows adds up: connections by key, and the report's counters."""
+
+    def __init__(self):
+        self.merged: dict[tuple, list] = {}  # key -> [counts, mid_stream, inferred]
+        self.kinds: Counter = Counter()
+        self.unresolved: Counter = Counter()
+        self.ambiguous: Counter = Counter()
+        self.attempts: Counter = Counter()
+        self.not_written: Counter = Counter()
+        self.inferred: Counter = Counter()
+        self.not_expressible = 0
+
+    def add(self, key: tuple, flow: Flow, first_of_flow: bool, connections: int, first: int, last: int,
+            mid_stream: bool, inferred: bool) -> None:
+        entry = self.merged.get(key)
+        if entry is None:
+            entry = self.merged[key] = [[0, 0, 0, 0, first, last], mid_stream, inferred]
+        entry[1] = entry[1] and mid_stream  # mid-stream only when every connection was
+        entry[2] = entry[2] or inferred
+        counts = entry[0]
+        if first_of_flow:  # a flow line counts its packets and bytes once, whatever its runs
+            counts[0] += 1
+            counts[1] += flow.packets
+            counts[2] += flow.bytes
+        counts[3] += connections
+        counts[4] = min(counts[4], first)
+        counts[5] = max(counts[5], last)
 
 
-def _report(inventory: Inventory, kinds: Counter, unresolved: Counter, ambiguous: Counter, not_expressible: int) -> Report:
+def _is_need(flow: Flow) -> bool:
+    """Whether a flow line is evidence of a need: answered traffic, or UDP a client sent again and again."""
+    return flow.evidence in NEEDS or (flow.evidence == "unanswered" and flow.proto == "UDP" and flow.connections >= 2)
+
+
+def _resolve_flow(r: Resolver, flow: Flow, acc: _Accumulated) -> None:
+    methods = [m for m, _ in flow.direction]
+    heuristic = bool(methods) and all(m in HEURISTIC_METHODS for m in methods)
+    mid_stream = flow.evidence == "socket-scan" or (bool(methods) and all(m in HEURISTIC_METHODS or m == "listen" for m in methods))
+    if heuristic and flow.port is not None and flow.proto in PROTOCOLS:
+        flow = _redecided(r, flow)
+    need = _is_need(flow)
+    if flow.proto not in PROTOCOLS:
+        acc.not_expressible += 1
+    kinds: set[str] = set()
+    problems: set[tuple[str, str]] = set()
+    counted: set[tuple] = set()
+    inferred_peers: set[tuple[str, str]] = set()
+    for first, last, n in flow.runs:
+        clients = r.peers_at(flow.src, first, last, None, flow.src_pods)
+        servers = r.servers(flow, first, last)
+        for client, client_inferred in clients:
+            for server, port, port_name, via, server_inferred in servers:
+                kinds.add(f"{client.kind} -> {server.kind}")  # a flow counts once, however many backends its Service has
+                for peer in (client, server):
+                    if peer.kind == UNRESOLVED:
+                        problems.add((peer.address, peer.reason))
+                if not need:
+                    acc.attempts[(peer_label(client), peer_label(server), flow.proto, port, flow.evidence)] += n
+                    continue
+                if heuristic and server.kind == POD and port is not None and port >= EPHEMERAL_LOW and not r.declares(server, port, flow.proto):
+                    acc.not_written[(peer_label(client), peer_label(server), flow.proto, port,
+                                     "seen only mid-stream, to an ephemeral port the server's pods do not declare")] += 1
+                    continue
+                if client_inferred:
+                    inferred_peers.add((peer_label(client), _canon(flow.src)))
+                if server_inferred:
+                    inferred_peers.add((peer_label(server), _canon(flow.dst)))
+                same_node = client.kind == NODE and server.kind == POD and client.node == server.node
+                key = (client, server, flow.proto, port, port_name, via, same_node)
+                acc.add(key, flow, key not in counted, n, first, last, mid_stream, client_inferred or server_inferred)
+                counted.add(key)
+    for kind in kinds:
+        acc.kinds[kind] += 1
+    for address, why in problems:
+        (acc.ambiguous if why and why.startswith(AMBIGUOUS) else acc.unresolved)[(address, why)] += 1
+    for label, address in inferred_peers:
+        acc.inferred[(label, address)] += 1
+
+
+def _redecided(r: Resolver, flow: Flow) -> Flow:
+    """A flow whose direction came from a heuristic, turned around when its server's port is not
+    one the cluster declares and one of its client ports is (DESIGN rule 4)."""
+    first, last = flow.first_seen, flow.last_seen
+    if r.declared_port(flow.dst, flow.port, flow.proto, first, last, flow.dst_pods):
+        return flow
+    for client_port in flow.client_ports:
+        if r.declared_port(flow.src, client_port, flow.proto, first, last, flow.src_pods):
+            return replace(flow, src=flow.dst, dst=flow.src, port=client_port, client_ports=(flow.port,),
+                           src_pods=flow.dst_pods, dst_pods=flow.src_pods, translated=())
+    return flow
+
+
+def _clock_warning(early: list[tuple[str, int]], skew: int) -> str | None:
+    """A warning when traffic of several addresses consistently began before the API says their
+    pods existed, by about the same time: the capture clock is behind the API's."""
+    offsets = sorted(o for _, o in early if o > skew)
+    addresses = {a for a, o in early if o > skew}
+    if len(addresses) < 2:
+        return None
+    median = offsets[len(offsets) // 2]
+    if any(abs(o - median) > max(median // 4, 2 * 10**9) for o in offsets):
+        return None
+    return (f"traffic of {len(addresses)} addresses began about {median / 1e9:.0f} s before the API says their pods existed: "
+            f"the capture clock looks about {median / 1e9:.0f} s behind the API's (traffic near an address handover may be "
+            "given to the wrong pod; fix the clock, or set --clock-skew above it so such traffic is reported as ambiguous)")
+
+
+def _report(inventory: Inventory, acc: _Accumulated, clock_warning: str | None) -> Report:
     return Report(
-        flows_by_kind=dict(sorted(kinds.items())),
-        unresolved=tuple(sorted((a, why, n) for (a, why), n in unresolved.items())),
-        ambiguous=tuple(sorted((a, why, n) for (a, why), n in ambiguous.items())),
+        flows_by_kind=dict(sorted(acc.kinds.items())),
+        unresolved=tuple(sorted((a, why, n) for (a, why), n in acc.unresolved.items())),
+        ambiguous=tuple(sorted((a, why, n) for (a, why), n in acc.ambiguous.items())),
         workloads_not_unique=tuple((w.namespace, w.ref, w.also_selects) for w in inventory.workloads if w.selector and not w.unique),
         workloads_unselectable=tuple((w.namespace, w.ref) for w in inventory.workloads if w.selector is None),
         workloads_inferred=tuple((w.namespace, w.ref, w.inferred) for w in inventory.workloads if w.inferred),
-        not_expressible=not_expressible,
+        not_expressible=acc.not_expressible,
         notes=inventory.notes,
+        attempts=tuple(sorted(((c, s, proto, port, ev, n) for (c, s, proto, port, ev), n in acc.attempts.items()), key=_row_sort)),
+        not_written=tuple(sorted(acc.not_written, key=_row_sort)),
+        inferred=tuple(sorted((label, address, n) for (label, address), n in acc.inferred.items())),
+        clock_warning=clock_warning,
     )
+
+
+def _row_sort(row: tuple) -> tuple:
+    return tuple(-1 if v is None else v for v in row)  # each position holds strings, or numbers and None (a port)
 
 
 def _conn_sort(key: tuple) -> str:
@@ -448,6 +690,8 @@ def resolution_to_json(res: Resolution) -> dict:
                 "port_name": c.port_name,
                 "via": c.via,
                 "same_node": c.same_node,
+                "mid_stream": c.mid_stream,
+                "inferred": c.inferred,
                 "flows": c.flows,
                 "packets": c.packets,
                 "bytes": c.bytes,
@@ -466,6 +710,11 @@ def resolution_to_json(res: Resolution) -> dict:
             "workloads_inferred": [{"namespace": ns, "workload": w, "why": why} for ns, w, why in r.workloads_inferred],
             "not_expressible": r.not_expressible,
             "notes": list(r.notes),
+            "attempts": [{"client": c, "server": sv, "protocol": p, "port": port, "evidence": ev, "connections": n}
+                         for c, sv, p, port, ev, n in r.attempts],
+            "not_written": [{"client": c, "server": sv, "protocol": p, "port": port, "why": why} for c, sv, p, port, why in r.not_written],
+            "inferred": [{"peer": label, "address": a, "flows": n} for label, a, n in r.inferred],
+            "clock_warning": r.clock_warning,
         },
     }
 
@@ -486,7 +735,13 @@ def report_text(res: Resolution) -> str:
     section("Workloads without a unique selector", [f"{ns}/{w}  also selects {', '.join(o)}" for ns, w, o in r.workloads_not_unique])
     section("Workloads no selector can pick (no shared labels)", [f"{ns}/{w}" for ns, w in r.workloads_unselectable])
     section("Workloads inferred without their owner objects", [f"{ns}/{w}  {why}" for ns, w, why in r.workloads_inferred])
+    section("Attempts that are no evidence of a need (refused, unanswered, stale)",
+            [f"{c} -> {sv} {p}{'' if port is None else f'/{port}'}  {ev}  {counted(n, 'connection')}" for c, sv, p, port, ev, n in r.attempts])
+    section("Rules not written", [f"{c} -> {sv} {p}{'' if port is None else f'/{port}'}  {why}" for c, sv, p, port, why in r.not_written])
+    section("Attributed by inference between snapshots", [f"{a} -> {label}  {n} flow(s)" for label, a, n in r.inferred])
     lines.append(f"Flows NetworkPolicy cannot express (ICMP and other protocols): {r.not_expressible}")
+    if r.clock_warning:
+        lines.append(f"Clock: {r.clock_warning}")
     if r.notes:
         section("Notes", list(r.notes))
     return "\n".join(lines) + "\n"

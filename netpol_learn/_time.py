@@ -11,9 +11,10 @@ come in any RFC 3339 form the API server or a snapshot tool wrote. ``format_date
 from __future__ import annotations
 
 from datetime import datetime, timezone
+import re
 from functools import lru_cache
 
-__all__ = ["format_datetime", "format_time", "parse_api_time", "parse_time"]
+__all__ = ["format_datetime", "format_duration", "format_time", "parse_api_time", "parse_duration", "parse_time"]
 
 
 def format_time(ns: int) -> str:
@@ -59,3 +60,29 @@ def format_datetime(when: datetime, what: str = "time") -> str:
     if when.tzinfo is None:
         raise ValueError(f"{what} must be timezone-aware")
     return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?")
+
+
+def parse_duration(text: str) -> int:
+    """A duration such as ``500ms``, ``30s``, ``15m``, ``24h``, ``7d`` or ``2h30m`` (units from
+    the largest down, each once) to nanoseconds; ValueError for anything else."""
+    s = str(text).strip()
+    match = _DURATION.fullmatch(s)
+    if not s or match is None:
+        raise ValueError(f"{text!r} is not a duration such as 30s, 15m, 24h or 7d")
+    d, h, m, sec, ms = (int(g or 0) for g in match.groups())
+    return ((((d * 24 + h) * 60 + m) * 60 + sec) * 1000 + ms) * 10**6
+
+
+def format_duration(ns: int) -> str:
+    """A duration for a person: ``2s``, ``90s`` as ``1m30s``, ``1d2h``; whole units, largest first."""
+    if ns < 10**9:
+        return f"{ns // 10**6}ms"
+    left, out = int(ns) // 10**9, []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size:
+            out.append(f"{left // size}{unit}")
+            left %= size
+    return "".join(out)

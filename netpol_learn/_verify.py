@@ -19,7 +19,7 @@ from netpol_learn._text import counted
 from netpol_learn._flowlog import FlowLog
 from netpol_learn._inventory import PROTOCOLS, Inventory, Pod, Workload
 from netpol_learn._policy import NetworkPolicy, Rule
-from netpol_learn._resolve import EXTERNAL, NODE, NODE_LOCAL_DNS, POD, SERVICE_ENDPOINT, Peer, peer_label, resolve, workload_label
+from netpol_learn._resolve import EXTERNAL, NODE, NODE_LOCAL_DNS, POD, SERVICE_ENDPOINT, Peer, ResolveOptions, peer_label, resolve, workload_label
 from netpol_learn._semantics import Endpoint, PolicyEngine, isolates
 
 
@@ -90,15 +90,16 @@ class VerifyResult:
     not_evaluated: tuple[str, ...]  # unresolved ends, protocols policies cannot express
 
 
-def verify(log: FlowLog, inventory: Inventory, policies: Iterable[NetworkPolicy]) -> VerifyResult:
+def verify(log: FlowLog, inventory: Inventory, policies: Iterable[NetworkPolicy], options: ResolveOptions = ResolveOptions()) -> VerifyResult:
     """Which observed connections of ``log`` would ``policies`` deny (and which they allow), with
-    the direction that denies each and the policies that isolate its pods."""
+    the direction that denies each and the policies that isolate its pods; ``options`` say how
+    the flows are resolved."""
     engine = engine_for(policies, inventory)
     endpoints = _Endpoints(inventory)
     denied: dict[tuple, list] = {}
     allowed = 0
     skipped: set[str] = set()
-    for c in resolve(log, inventory).connections:
+    for c in resolve(log, inventory, options).connections:
         what = f"{_label(c.client)} -> {_label(c.server)} {c.protocol}" + (f"/{c.port}" if c.port is not None else "")
         if c.protocol not in PROTOCOLS or c.port is None:
             skipped.add(f"{what}: NetworkPolicy cannot express {c.protocol}")
@@ -228,10 +229,11 @@ def _outside(policy_sets: Iterable[Iterable[NetworkPolicy]], extra: Iterable[str
     return out
 
 
-def diff(base: list[NetworkPolicy], new: list[NetworkPolicy], inventory: Inventory, log: FlowLog | None = None) -> DiffResult:
+def diff(base: list[NetworkPolicy], new: list[NetworkPolicy], inventory: Inventory, log: FlowLog | None = None,
+         options: ResolveOptions = ResolveOptions()) -> DiffResult:
     """Connectivity between workloads (and to/from the outside addresses the policies name) that
     ``new`` allows and ``base`` does not (added), and the reverse (removed)."""
-    observed, extra_ports, extra_addresses = _observed(log, inventory) if log is not None else (set(), set(), set())
+    observed, extra_ports, extra_addresses = _observed(log, inventory, options) if log is not None else (set(), set(), set())
     ends = _workload_ends(inventory)
     outside = [(name, Endpoint(address)) for address, name in _outside((base, new), extra_addresses).items()]
     ports = _ports((base, new), inventory, extra_ports)
@@ -240,14 +242,14 @@ def diff(base: list[NetworkPolicy], new: list[NetworkPolicy], inventory: Invento
     return _diff_result(changes, ports)
 
 
-def _observed(log: FlowLog, inventory: Inventory) -> tuple[set[tuple], set[tuple[str, int]], set[str]]:
+def _observed(log: FlowLog, inventory: Inventory, options: ResolveOptions) -> tuple[set[tuple], set[tuple[str, int]], set[str]]:
     """The observed connections by their ends (a workload by its name, an outside end by its
     address: the change that names it may name the wider block that holds it), protocol and
     port; their ports; and their addresses outside the pod network."""
     observed: set[tuple] = set()
     ports: set[tuple[str, int]] = set()
     addresses: set[str] = set()
-    for c in resolve(log, inventory).connections:
+    for c in resolve(log, inventory, options).connections:
         if c.protocol in PROTOCOLS and c.port is not None:
             observed.add((_observed_end(c.client), _observed_end(c.server), c.protocol, c.port))
             ports.add((c.protocol, c.port))

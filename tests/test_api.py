@@ -30,8 +30,8 @@ GUESTBOOK = ROOT / "captures" / "guestbook"
 STAGES = {
     "capture": {"capture_file", "capture_files", "DEFAULT_DEDUP_WINDOW"},
     "flow log": {"FlowLog", "Flow", "DnsObservation", "DnsAnswer", "Translation", "read_flow_log", "write_flow_log", "merge_logs"},
-    "inventory": {"Inventory", "load_inventory", "fetch_inventory", "write_inventory"},
-    "resolve": {"resolve", "Resolution", "Connection", "Peer", "report_text", "resolution_to_json"},
+    "inventory": {"Inventory", "load_inventory", "fetch_inventory", "write_inventory", "watch_inventory", "Watched"},
+    "resolve": {"resolve", "Resolution", "ResolveOptions", "DEFAULT_CLOCK_SKEW", "Connection", "Peer", "report_text", "resolution_to_json"},
     "generate": {"generate", "Generated", "GenerateOptions", "PolicySet", "synthesize"},
     "render": {"render_files", "write_directory"},
     "policies": {"load_policies", "NetworkPolicy"},

@@ -45,11 +45,32 @@ def test_the_log_has_what_the_generator_wrote(busy, reference):
     assert stats["packets"] == meta["packets"]
     assert stats["duplicates"] == meta["duplicates"]
     assert stats["decoded"] == meta["packets"] - meta["duplicates"]
-    assert len(reference.flows) == meta["expected_flows"]
+    # A flow line per (client, server, protocol, port) and evidence: the generator's flows are the
+    # first four, split by what the server answered.
+    assert len({(f.src, f.dst, f.proto, f.port) for f in reference.flows}) == meta["expected_flows"]
     assert len(reference.dns) == meta["expected_dns_lines"]
     assert set(stats["tunnels"]) == {"vxlan"}
     assert sum(f.connections for f in reference.flows if f.proto == "TCP") == meta["connections"]["tcp"]
     assert "warnings" not in stats
+
+
+def test_the_evidence_is_what_the_generator_wrote(busy, reference):
+    """Every connection is answered, except the refused ones (SYN, then RST) and those the end of
+    the capture cut after their request; no RST answers an old connection (nothing stale)."""
+    _, meta = busy
+    connections = {}
+    for f in reference.flows:
+        connections[(f.proto, f.evidence)] = connections.get((f.proto, f.evidence), 0) + f.connections
+    assert {e for _, e in connections} <= {"established", "answered", "refused", "unanswered", "repeated"}, connections
+    assert {e for p, e in connections if p == "TCP"} == {"established", "refused", "unanswered"}, connections
+    assert connections[("TCP", "established")] > 0.9 * meta["connections"]["tcp"]
+    assert connections[("UDP", "answered")] > 0.9 * meta["connections"]["dns_lookups"]
+    refused, cut = connections[("TCP", "refused")], connections[("TCP", "unanswered")]
+    assert 0 < refused <= meta["connections"]["rejected"] <= refused + cut
+    end = max(f.last_seen for f in reference.flows)
+    near_end = end - int(0.05 * meta["duration_s"] * 1e9)
+    unanswered = [f for f in reference.flows if f.evidence in ("unanswered", "repeated")]
+    assert unanswered and all(f.first_seen >= near_end for f in unanswered), unanswered
 
 
 def test_both_engines_give_the_same_log(busy, reference, monkeypatch):

@@ -837,7 +837,7 @@ def test_output_structure(tmp_path):
     assert result.exit_code == 0, result.stderr
     log = Log(out.read_bytes())
     assert log.header == {"format": "netpol-learn/flows", "kind": "header", "sources": ["node-a.pcap"],
-                          "version": 1}
+                          "version": 2}
     kinds = [line["kind"] for line in log.lines]
     n_flow, n_dns = kinds.count("flow"), kinds.count("dns")
     assert kinds == ["header"] + ["flow"] * n_flow + ["dns"] * n_dns + ["stats"]
@@ -845,8 +845,11 @@ def test_output_structure(tmp_path):
     for line in log.lines:
         _keys_sorted(line)
     for f in log.flows:
-        assert set(f) == {"bytes", "client_ports", "connections", "direction", "dst", "first_seen", "kind",
-                          "last_seen", "packets", "port", "proto", "src", "translated"}, sorted(f)
+        assert set(f) == {"bytes", "client_ports", "connections", "direction", "dst", "evidence", "first_seen",
+                          "kind", "last_seen", "packets", "port", "proto", "runs", "src", "translated"}, sorted(f)
+        # every connection of this capture was answered, and each flow's connections lie within 2 minutes
+        assert f["evidence"] == ("established" if f["proto"] == "TCP" else "answered"), f
+        assert f["runs"] == [[f["first_seen"], f["last_seen"], f["connections"]]], f
     for d in log.dns:
         assert set(d) == {"answers", "client", "first_seen", "kind", "last_seen", "qname", "qtype", "queries",
                           "rcodes", "resolver", "responses", "transports"}, sorted(d)

@@ -325,7 +325,7 @@ def test_a_restarted_sniffer_counts_its_previous_container_too(api, tmp_path):
 
 
 def test_segment_of_an_unknown_version_is_left_out_with_a_warning(api, tmp_path):
-    future = [line.replace('"version": 1', '"version": 2') for line in segment(SEGMENT_A2)]
+    future = [line.replace('"version": 2', '"version": 3') for line in segment(SEGMENT_A2)]
     api.logs[("netpol-learn-sniffer-q9m4d", False)] += aged(future + future, 5)
     out = tmp_path / "flows.jsonl"
     result = run(["collect", "--kubeconfig", api.kubeconfig, "-o", out])
@@ -333,7 +333,7 @@ def test_segment_of_an_unknown_version_is_left_out_with_a_warning(api, tmp_path)
     assert read_flow_log(out) == merge_logs([SEGMENT_A, SEGMENT_B])
     assert result.stderr.splitlines()[0] == (
         "warning: pod netpol-learn-sniffer-q9m4d (node kind-worker2), the log of container sniffer: "
-        "flow log version 2 is not supported (this tool reads 1); 2 segments left out")
+        "flow log version 3 is not supported (this tool reads 1 and 2); 2 segments left out")
 
 
 def test_no_pods_is_one_line_and_exit_2(api, tmp_path):

@@ -40,7 +40,7 @@ def transport(draw):
     sport, dport = draw(ports), draw(ports)
     payload = Raw(draw(st.binary(min_size=0, max_size=40)))
     if kind == "tcp":
-        flags = draw(st.sampled_from(["S", "SA", "A", "PA", "FA"]))
+        flags = draw(st.sampled_from(["S", "SA", "A", "PA", "FA", "R", "RA", "FPAU", "SEC"]))
         return kind, TCP(sport=sport, dport=dport, flags=flags, seq=draw(st.integers(0, 2**32 - 1))) / payload, sport, dport
     if kind == "udp":
         if dport in (53, 4789, 8472, 6081, 8285) or sport == 53:
@@ -85,7 +85,8 @@ def packet(draw):
         frame = Ether() / IP(src="172.18.0.2", dst="172.18.0.3") / GRE(key_present=1, key=7) / inner
     else:
         frame, link = CookedLinux(proto=0x86DD if ipv6 else 0x0800) / inner, 113
-    return bytes(frame), link, src, dst, proto, sport, dport, wrap
+    flags = int(l4[TCP].flags) if kind == "tcp" else 0
+    return bytes(frame), link, src, dst, proto, sport, dport, wrap, flags
 
 
 def _addr(hi, lo) -> str:
@@ -102,13 +103,14 @@ def test_decoder_reads_what_scapy_reads(packets):
     sizes = [len(p[0]) for p in packets]
     off = np.cumsum([0] + sizes[:-1]).astype(np.int64)
     out = d.decode(data, off, np.array(sizes, dtype=np.int64), np.array([p[1] for p in packets], dtype=np.int32), np.zeros(len(packets), dtype=np.int64))
-    for i, (_raw, _link, src, dst, proto, sport, dport, wrap) in enumerate(packets):
+    for i, (_raw, _link, src, dst, proto, sport, dport, wrap, flags) in enumerate(packets):
         assert out.status[i] == d.OK, (wrap, proto)
         assert _addr(out.src_hi[i], out.src_lo[i]) == str(ipaddress.ip_address(src))
         assert _addr(out.dst_hi[i], out.dst_lo[i]) == str(ipaddress.ip_address(dst))
         assert out.proto[i] == proto
         assert (out.sport[i], out.dport[i]) == (sport, dport)
         assert bool(out.tunnel[i]) == (wrap in ("vxlan", "ipip", "gre"))
+        assert out.tcp_flags[i] == flags  # the TCP header's flags byte; 0 for every other protocol
 
 
 def test_truncated_and_garbage_never_crash():

@@ -195,6 +195,9 @@ def l3_packets():
         ("tcp-doff-0", bytes(g.ip(V4A, V4B) / g.TCP(sport=1, dport=2, dataofs=0, flags="SA") / g.Raw(b"x" * 30))),
         ("tcp-fin-syn", bytes(g.ip(V4A, V4B) / g.TCP(sport=1, dport=53, flags="FS", seq=0xFFFFFFFF) / g.Raw(b"\x00\x0c" + bytes(12)))),
         ("tcp-short", bytes(g.ip(V4A, V4B, proto=6) / g.Raw(b"\x00\x01\x00\x02" + bytes(10)))),
+        ("tcp-rst", bytes(g.ip(V4A, V4B) / g.TCP(sport=8080, dport=40001, flags="R", seq=7))),
+        ("tcp-rst-ack", bytes(g.ip(V6A, V6B) / g.TCP(sport=8080, dport=40001, flags="RA", seq=0, ack=1001))),
+        ("tcp-all-flags", bytes(g.ip(V4A, V4B) / g.TCP(sport=1, dport=2, flags=0xFF))),
         ("sctp-header-only", bytes(g.ip(V4A, V4B, proto=132) / g.Raw(bytes(12)))),
         ("sctp-init-ack", bytes(g.ip(V4A, V4B, proto=132) / g.Raw(bytes(12) + b"\x02" + bytes(15)))),
         ("udp-sport-53-query", bytes(g.ip(V4A, V4B) / g.UDP(sport=53, dport=53) / g.Raw(bytes(12)))),
@@ -318,6 +321,10 @@ def test_every_kind_of_packet_decodes_identically():
     assert set(np.unique(ref.status)) == set(range(7)), np.unique(ref.status)
     assert set(np.unique(ref.tunnel)) == {0, 1, 2, 3, 4, 5, 6}
     assert (ref.dns_at >= 0).any() and (ref.frag == -1).any() and (ref.frag > 0).any()
+    # TCP flags: RST and every other bit reached, and 0 for every packet without a TCP header read
+    assert (ref.tcp_flags == 0xFF).any() and (ref.tcp_flags == 0x04).any() and (ref.tcp_flags == 0x14).any()
+    tcp_read = (ref.proto == _decode.TCP) & (ref.status == _decode.OK)
+    assert (ref.tcp_flags[~tcp_read] == 0).all() and (ref.tcp_flags[tcp_read] != 0).all()
     for bit in (_decode.EV_SYN, _decode.EV_SYNACK, _decode.EV_SCTP, _decode.EV_ICMP, _decode.EV_DNS):
         assert (ref.ev_src & bit).any() or (ref.ev_dst & bit).any(), bit
 

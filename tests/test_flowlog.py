@@ -127,10 +127,10 @@ def test_one_segment_reader_for_files_and_container_logs():
     # Lenient: other lines are skipped; a segment that cannot be read is handed over with why.
     reader = SegmentReader()
     bad = _segment_lines(a)
-    bad[0] = bad[0].replace('"version": 1', '"version": 7')
+    bad[0] = bad[0].replace('"version": 2', '"version": 7')
     got = [reader.feed(line) for line in ["noise", '{"kind": "other"}', *bad]]
     assert got[:-1] == [None] * 3 and reader.ignored == 2
-    assert (got[-1].complete, got[-1].problem, got[-1].log) == (True, "flow log version 7 is not supported (this tool reads 1)", None)
+    assert (got[-1].complete, got[-1].problem, got[-1].log) == (True, "flow log version 7 is not supported (this tool reads 1 and 2)", None)
 
 
 def test_last_complete_segment_end_is_after_the_last_whole_stats_line(tmp_path):

@@ -70,8 +70,9 @@ def test_same_inputs_give_byte_identical_files(tmp_path):
         out = tmp_path / f"out-{seed}"
         r = netpol_learn(["generate", "--flows", tmp_path / "flows.jsonl", "--inventory", tmp_path / "inventory.yaml", "-o", out], seed)
         assert r.returncode == 0, r.stderr
-        runs.append({p.name: p.read_text(encoding="utf-8") for p in sorted(out.iterdir())})
-    assert runs[0] == runs[1] == generate(log, inv).files
+        runs.append({p.name: p.read_bytes() for p in sorted(out.iterdir())})
+    library = {name: data if isinstance(data, bytes) else data.encode("utf-8") for name, data in generate(log, inv).directory.items()}
+    assert runs[0] == runs[1] == library and "learning.png" in library  # the chart too
 
 
 def test_output_directory_is_ours_alone_unless_forced(tmp_path):

@@ -3,9 +3,10 @@
 The documents are checked against the Kubernetes OpenAPI schemas (``validate_documents``, strict:
 an unknown or misspelt field is an error), and the settings that make the sniffer safe to run on
 every node are pinned exactly: no capability but NET_RAW, not privileged, no privilege
-escalation, a read-only root filesystem, the node's network, every node, bounded resources, and
-a read-only ClusterRole on the listed resources and nothing else. No cluster can run here, so
-nothing is applied; ``test_collect.py`` reads logs from pods shaped like these.
+escalation, a read-only root filesystem, the node's network, the host's /proc read-only and
+nothing else of the host, every node, bounded resources, and a read-only ClusterRole on the
+listed resources and nothing else. No cluster can run here, so nothing is applied;
+``test_collect.py`` reads logs from pods shaped like these.
 """
 
 from __future__ import annotations
@@ -76,10 +77,14 @@ def test_daemonset_security_settings_exactly(default_text):
     assert not any(pod.get(k) for k in ("hostPID", "hostIPC"))
     assert pod["tolerations"] == [{"operator": "Exists"}]  # every node, whatever its taints
     assert container["resources"] == {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}}
-    # The only writable place is an emptyDir on /tmp; nothing of the host is mounted.
-    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
-    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
-    assert container["args"] == ["sniff", "--interval", "30"] and "command" not in container  # the image's ENTRYPOINT is netpol-learn
+    # The only writable place is an emptyDir on /tmp; of the host, only /proc is mounted, read-only,
+    # for the socket scan (which needs no capability: see the template's comment).
+    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"},
+                                         {"name": "host-proc", "mountPath": "/host/proc", "readOnly": True}]
+    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+                              {"name": "host-proc", "hostPath": {"path": "/proc", "type": "Directory"}}]
+    assert container["args"] == ["sniff", "--interval", "30", "--proc", "/host/proc"] and "command" not in container  # the image's ENTRYPOINT is netpol-learn
+    assert "The socket scan needs no capability" in default_text and "CAP_SYS_PTRACE" in default_text
     assert pod["terminationGracePeriodSeconds"] >= 2 * 30  # time to write the last interval's segment
     assert pod["serviceAccountName"] == "netpol-learn-sniffer"
     assert "# Root, holding no capability but NET_RAW" in default_text

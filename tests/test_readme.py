@@ -157,7 +157,7 @@ def test_quick_start_output_is_what_the_readme_shows(quick_start):
     written = re.search(r"^and writes (.*?)\. `guestbook\.yaml` holds", README, flags=re.S | re.M)
     assert written, "the README's sentence on what the quick start writes"
     named = re.findall(r"`policies/([^`/]+)`", written.group(1))
-    assert sorted(named) == ["REPORT.md", "guestbook.yaml", "kustomization.yaml"]
+    assert sorted(named) == ["REPORT.md", "guestbook.yaml", "kustomization.yaml", "learning.png"]
     policies = work / "policies"
     assert sorted(p.name for p in policies.iterdir()) == sorted(named)
     # `kubectl apply -k policies/` finds the policies through the kustomization

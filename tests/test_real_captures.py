@@ -48,7 +48,7 @@ def run_capture(tmp_path: Path, name: str, out_name: str = "f.jsonl") -> list[di
     header = lines[0]
     assert header["kind"] == "header"
     assert header["format"] == "netpol-learn/flows"
-    assert header["version"] == 1
+    assert header["version"] == 2
     assert header["sources"] == [name]
     assert lines[-1]["kind"] == "stats"
     assert sum(1 for line in lines if line["kind"] == "stats") == 1

@@ -10,17 +10,22 @@ network-config-analyzer (tests/policy_judge.py) and `verify` say allow that traf
 veth deleted mid-capture is a warning and capture goes on; on ``cni0`` alone it sees two pods that
 talk over the bridge (not routed), the bridge promiscuous while it runs; it writes into a FIFO;
 ``--max-connections`` bounds and counts; no CAP_NET_RAW is one error line and exit 2; SIGTERM while
-a segment is being written (stdout a pipe nobody reads yet) still gives whole segments only.
+a segment is being written (stdout a pipe nobody reads yet) still gives whole segments only;
+connections opened before it started are found by its socket scan, once, the right way round, and
+the policies learned from them allow them.
 
 Without the bed: the kernel filter (the program scapy compiles with libpcap, the built-in one, and
 what they accept, run through a small classic-BPF interpreter), the connection bound, the segment
 writer (its repair of a cut-off file; a FIFO, a symlink, a character device), a failed start (``-i
-nosuch0``) that leaves no output file and an existing one as it was, and the pod watcher against a
-local HTTP server that answers list and watch requests as the Kubernetes API does.
+nosuch0``) that leaves no output file and an existing one as it was, the pod watcher against a
+local HTTP server that answers list and watch requests as the Kubernetes API does, and the socket
+scan on proc trees written here (its parser, its grouping of processes, the direction rules, its
+memory over a run, and the heuristic flows it turns round).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import queue
@@ -30,6 +35,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -401,18 +407,358 @@ def test_a_failed_start_creates_no_output_file_and_leaves_an_existing_one_alone(
     assert (log.read_bytes(), os.stat(log).st_mtime_ns) == before
 
 
-def test_pod_fields_are_optional_and_merge_as_sets(tmp_path):
+def test_a_proc_root_that_cannot_be_listed_is_one_line_and_no_output(tmp_path):
+    out = _sniff_cli("-i", "lo", "--proc", str(tmp_path / "none"), "-o", str(tmp_path / "out.jsonl"), cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [f"error: --proc {tmp_path / 'none'}: cannot list it (No such file or directory)"]
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_pod_lists_are_part_of_a_flows_key_and_a_handover_within_a_segment_keeps_both(tmp_path):
+    from scapy.layers.inet import IP, TCP
+
+    from netpol_learn._capture._aggregate import Aggregator
+
+    sec = 10**9
+    t = 1_700_000_000 * sec
     base = dict(src="10.244.0.5", dst="10.244.0.9", proto="TCP", port=8080, packets=1, bytes=60, connections=1,
-                first_seen=1_000, last_seen=2_000, direction=(("syn", 1),))
+                first_seen=t, last_seen=t + sec, direction=(("syn", 1),))
     plain = Flow(**base)
     a = Flow(**base, src_pods=("shop/ui-1",), dst_pods=("shop/api-1",))
+    a_later = replace(a, first_seen=t + 600 * sec, last_seen=t + 601 * sec, runs=())
     b = Flow(**base, src_pods=("shop/ui-2",), dst_pods=("shop/api-1",))
     assert "src_pods" not in "".join(dumps_lines(FlowLog(flows=(plain,))))
-    merged = merge_logs([FlowLog(flows=(a,)), FlowLog(flows=(b,)), FlowLog(flows=(plain,))]).flows
-    assert [(f.src_pods, f.dst_pods, f.connections) for f in merged] == [(("shop/ui-1", "shop/ui-2"), ("shop/api-1",), 3)]
+    # Lines with other pod lists stay apart; lines with the same ones add up, in any order.
+    logs = [FlowLog(flows=(f,)) for f in (a, b, plain, a_later)]
+    merged = merge_logs(logs).flows
+    assert merge_logs(logs[::-1]).flows == merged
+    assert [(f.src_pods, f.dst_pods, f.connections, len(f.runs)) for f in merged] == [
+        ((), (), 1, 1), (("shop/ui-1",), ("shop/api-1",), 2, 2), (("shop/ui-2",), ("shop/api-1",), 1, 1)]
+    # A handover within a segment: ui-1 lets 10.244.0.5 go and ui-2 takes it between the
+    # segment's two connections; the segment's one flow line names both pods.
+    watcher = PodWatcher("http://127.0.0.1:1", warn=pytest.fail, clock=lambda: t)
+    watcher._update(_pod("shop", "ui-1", "10.244.0.5"), t - 10 * sec)
+    watcher._update(_pod("shop", "api-1", "10.244.0.9"), t - 10 * sec)
+    watcher.synced.set()
+    watcher._update(_pod("shop", "ui-1", "10.244.0.5"), t + sec, deleted=True)
+    watcher._update(_pod("shop", "ui-2", "10.244.0.5", uid="uid-ui-2"), t + sec)
+    raw = [bytes(IP(src="10.244.0.5", dst="10.244.0.9") / TCP(sport=port, dport=8080, flags="S")) for port in (40000, 40001)]
+    data = b"".join(raw) + bytes(PAD)
+    agg = Aggregator(10**8)
+    agg.feed(data, decode(data, np.array([0, len(raw[0])]), np.array([len(r) for r in raw]),
+                          np.full(2, _ring.LINK_RAW, dtype=np.int32), np.array([t, t + 2 * sec])))
+    sniffer = sniff.Sniffer(sniff.Options(source="sniff:node-a", proc=None), warn=pytest.fail, pods=watcher)
+    (handover,) = sniffer.segment(agg, sniff.ConnectionLimit(10), kernel_drops=0).flows
+    assert (handover.src_pods, handover.dst_pods, handover.connections) == (("shop/ui-1", "shop/ui-2"), ("shop/api-1",), 2)
+    # Written and read back: the same lines; a line listing pods unsorted and twice reads as the set.
     path = tmp_path / "f.jsonl"
-    path.write_text("".join(dumps_lines(FlowLog(flows=merged))))
-    assert read_flow_log(path).flows == merged
+    path.write_text("".join(dumps_lines(FlowLog(flows=(*merged, handover)))))
+    back = read_flow_log(path).flows
+    assert back == merge_logs([FlowLog(flows=(*merged, handover))]).flows
+    text = path.read_text().replace('"src_pods": ["shop/ui-1", "shop/ui-2"]', '"src_pods": ["shop/ui-2", "shop/ui-1", "shop/ui-2"]')
+    assert text != path.read_text()
+    path.write_text(text)
+    assert read_flow_log(path).flows == back
+
+
+# ==========================================================================================
+# The socket-table scan, on proc trees written here
+# ==========================================================================================
+
+# Addresses and ports as /proc/<pid>/net/tcp and tcp6 print them: each 32-bit word of an address
+# in host byte order (little-endian here), ports in hex.
+HEX = {"10.244.0.5": "0500F40A", "10.244.0.9": "0900F40A", "10.244.0.7": "0700F40A", "10.244.0.1": "0100F40A",
+       "10.244.1.9": "0901F40A", "10.244.0.20": "1400F40A", "10.96.0.20": "1400600A", "203.0.113.10": "0A7100CB", "127.0.0.1": "0100007F",
+       "0.0.0.0": "00000000", "::": "0" * 32, "fd00::5": "000000FD000000000000000005000000",
+       "fd00::9": "000000FD000000000000000009000000", "::ffff:10.244.0.9": "0000000000000000FFFF00000900F40A",
+       "::ffff:10.244.0.7": "0000000000000000FFFF00000700F40A"}
+ESTABLISHED, LISTEN, TIME_WAIT = "01", "0A", "06"
+
+
+def _table(*rows: tuple[str, int, str, int, str]) -> str:
+    """A tcp or tcp6 table: rows of (local address, port, remote address, port, state)."""
+    head = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+    return head + "".join(f"{i:4d}: {HEX[la]}:{lp:04X} {HEX[ra]}:{rp:04X} {st} 00000000:00000000 00:00000000 00000000     0        0 "
+                          f"{7000 + i} 1 0000000000000000 100 0 0 10 0\n" for i, (la, lp, ra, rp, st) in enumerate(rows))
+
+
+def _fib(*addresses: str) -> str:
+    """A fib_trie holding these local IPv4 addresses (and loopback's)."""
+    leaves = "".join(f"        |-- {a}\n           /32 host LOCAL\n" for a in ("127.0.0.1", *addresses))
+    return f"Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n{leaves}Local:\n{leaves}"
+
+
+class ProcTree:
+    """A proc root written by hand: network namespaces (a directory of tables each) and processes
+    whose ``net`` is a link to their namespace's directory, with or without an ``ns/net`` link."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        root.mkdir(exist_ok=True)
+        (root / "_ns").mkdir(exist_ok=True)
+
+    def namespace(self, name: str, tcp: str = "", tcp6: str = "", addresses: tuple[str, ...] = (), inet6: tuple[str, ...] = ()) -> Path:
+        d = self.root / "_ns" / name
+        d.mkdir()
+        (d / "tcp").write_text(tcp or _table())
+        (d / "tcp6").write_text(tcp6 or _table())
+        (d / "fib_trie").write_text(_fib(*addresses))
+        (d / "if_inet6").write_text("".join(f"{ipaddress.IPv6Address(a).exploded.replace(':', '')} 02 80 00 80     eth0\n" for a in inet6))
+        return d
+
+    def process(self, pid: int | str, namespace: str | None, ns_link: str | None = None) -> Path:
+        d = self.root / str(pid)
+        d.mkdir()
+        if namespace is not None:
+            (d / "net").symlink_to(self.root / "_ns" / namespace)
+        if ns_link is not None:
+            (d / "ns").mkdir()
+            (d / "ns" / "net").symlink_to(ns_link)
+        return d
+
+
+def _scan_tree(tmp_path) -> ProcTree:
+    """A node: a client pod (two processes), a server pod (two processes, ns/net unreadable), the
+    node's own namespace (the sniffer's: ``self``)."""
+    tree = ProcTree(tmp_path / "proc")
+    tree.namespace("client", addresses=("10.244.0.5",), inet6=("fd00::5",),
+                   tcp=_table(("10.244.0.5", 40000, "10.244.0.9", 50000, ESTABLISHED),
+                              ("10.244.0.5", 40005, "10.244.0.9", 50000, TIME_WAIT),
+                              ("127.0.0.1", 5000, "127.0.0.1", 6000, ESTABLISHED)),
+                   tcp6=_table(("fd00::5", 41000, "fd00::9", 50000, ESTABLISHED)))
+    tree.namespace("server", addresses=("10.244.0.9",), inet6=("fd00::9",),
+                   tcp=_table(("0.0.0.0", 50000, "0.0.0.0", 0, LISTEN), ("10.244.0.9", 50000, "10.244.0.5", 40000, ESTABLISHED)),
+                   tcp6=_table(("::", 50000, "::", 0, LISTEN), ("::ffff:10.244.0.9", 50000, "::ffff:10.244.0.7", 42000, ESTABLISHED),
+                               ("fd00::9", 50000, "fd00::5", 41000, ESTABLISHED)))
+    tree.namespace("node", addresses=("10.244.0.1",),
+                   tcp=_table(("10.244.0.1", 10250, "0.0.0.0", 0, LISTEN), ("10.244.0.1", 45000, "203.0.113.10", 443, ESTABLISHED)))
+    tree.process(1, "node", "net:[4026531840]")
+    (tree.root / "self").symlink_to("1")
+    tree.process(100, "client", "net:[4026532100]")
+    tree.process(101, "client", "net:[4026532100]")
+    tree.process(200, "server")  # no ns/net: grouped by the inode of its net/tcp
+    tree.process(201, "server")
+    tree.process(202, None)  # exited before it could be looked at
+    # No TCP socket of either family, says its sockstat: its tables are not read (a table costs
+    # the kernel a walk of its whole hash table); what they would hold here is never seen.
+    idle = tree.namespace("idle", addresses=("10.244.0.20",), tcp=_table(("10.244.0.20", 40000, "10.244.0.9", 50000, ESTABLISHED)))
+    (idle / "sockstat").write_text("sockets: used 3\nTCP: inuse 0 orphan 0 tw 0 alloc 0 mem 0\nUDP: inuse 1 mem 1\n")
+    (idle / "sockstat6").write_text("TCP6: inuse 0\nUDP6: inuse 0\n")
+    tree.process(300, "idle", "net:[4026532300]")
+    return tree
+
+
+def test_socket_scan_reads_each_network_namespace_once_ipv4_ipv6_and_v4_mapped(tmp_path):
+    tree = _scan_tree(tmp_path)
+    warnings = []
+    scan = sniff.SocketScanner(str(tree.root), warnings.append).scan()
+    assert warnings == [] and scan.unreadable == frozenset()
+    by_pid = {ns.pid: ns for ns in scan.namespaces}
+    assert sorted(by_pid) == [1, 100, 200, 300]  # one process of each namespace
+    assert by_pid[300].established == () and by_pid[300].addresses == {"10.244.0.20"}
+    client, server, node = by_pid[100], by_pid[200], by_pid[1]
+    assert (client.own, server.own, node.own) == (False, False, True)
+    assert client.addresses == {"10.244.0.5", "fd00::5"} and server.addresses == {"10.244.0.9", "fd00::9"}
+    # Loopback and states other than ESTABLISHED and LISTEN are left out; v4-mapped addresses are IPv4.
+    assert client.established == ((("10.244.0.5", 40000), ("10.244.0.9", 50000)), (("fd00::5", 41000), ("fd00::9", 50000)))
+    assert server.listening == {("0.0.0.0", 50000), ("::", 50000)}
+    assert server.established == ((("10.244.0.9", 50000), ("10.244.0.5", 40000)), (("10.244.0.9", 50000), ("10.244.0.7", 42000)),
+                                  (("fd00::9", 50000), ("fd00::5", 41000)))
+    # The sniffer's own namespace: its LISTEN sockets and addresses only.
+    assert node.established == () and node.listening == {("10.244.0.1", 10250)}
+    conns = sniff.connections(scan)
+    assert [(c.client, c.server, c.method, len(c.keys)) for c in conns] == [
+        (("10.244.0.5", 40000), ("10.244.0.9", 50000), "listen", 1),  # both ends' sockets: one connection
+        (("10.244.0.7", 42000), ("10.244.0.9", 50000), "listen", 1),  # an IPv4 client of a socket on ::
+        (("fd00::5", 41000), ("fd00::9", 50000), "listen", 1),
+    ]
+    assert all(c.seen_at == client.read_at or c.seen_at == server.read_at for c in conns)
+    flow = conns[0].flow()
+    assert (flow.src, flow.dst, flow.port, flow.evidence, dict(flow.direction), flow.packets, flow.bytes, flow.connections,
+            flow.client_ports, flow.first_seen == flow.last_seen == conns[0].seen_at) == (
+        "10.244.0.5", "10.244.0.9", 50000, "socket-scan", {"listen": 1}, 0, 0, 1, (40000,), True)
+
+
+def test_socket_scan_direction_from_a_listener_elsewhere_the_ports_and_through_dnat(tmp_path):
+    tree = ProcTree(tmp_path / "proc")
+    tree.namespace("client", addresses=("10.244.0.5",), tcp=_table(
+        ("10.244.0.5", 40001, "10.244.1.9", 50000, ESTABLISHED),  # a server on another node: the ports, then which end was seen
+        ("10.244.0.5", 40002, "203.0.113.10", 443, ESTABLISHED),  # a well-known port
+        ("10.244.0.5", 40003, "10.244.0.1", 10250, ESTABLISHED),  # the node listens there: listen
+        ("10.244.0.5", 40004, "10.96.0.20", 80, ESTABLISHED),  # through a Service address to the server pod
+        ("10.244.0.5", 9000, "10.244.0.9", 45000, ESTABLISHED)))  # nothing listens on 9000: the ports say 9000 serves
+    tree.namespace("server", addresses=("10.244.0.9",), tcp=_table(
+        ("0.0.0.0", 8080, "0.0.0.0", 0, LISTEN), ("10.244.0.9", 8080, "10.244.0.5", 40004, ESTABLISHED)))
+    tree.namespace("node", addresses=("10.244.0.1",), tcp=_table(("0.0.0.0", 10250, "0.0.0.0", 0, LISTEN)))
+    tree.process(1, "node", "net:[1]")
+    (tree.root / "self").symlink_to("1")
+    tree.process(100, "client", "net:[2]")
+    tree.process(200, "server", "net:[3]")
+    conns = {c.client: c for c in sniff.connections(sniff.SocketScanner(str(tree.root)).scan())}
+    got = {client[1]: (c.server, c.method, c.translated, len(c.keys)) for client, c in conns.items()}
+    assert got == {
+        40001: (("10.244.1.9", 50000), "port-heuristic", None, 1),
+        40002: (("203.0.113.10", 443), "port-heuristic", None, 1),
+        40003: (("10.244.0.1", 10250), "listen", None, 1),
+        40004: (("10.96.0.20", 80), "listen", ("10.244.0.9", 8080), 2),
+        45000: (("10.244.0.5", 9000), "port-heuristic", None, 1),
+    }
+    nat = conns[("10.244.0.5", 40004)].flow()
+    assert [(t.src, t.dst, t.port) for t in nat.translated] == [("10.244.0.5", "10.244.0.9", 8080)]
+
+
+def test_socket_scan_rides_out_processes_that_exit_tables_cut_off_and_unreadable_tables(tmp_path):
+    tree = ProcTree(tmp_path / "proc")
+    tree.namespace("a", addresses=("10.244.0.5",), tcp=_table(("10.244.0.5", 40000, "10.244.0.9", 50000, ESTABLISHED)))
+    tree.process(300, None, "net:[3]")  # exited: its net is gone, the next process of its namespace is read
+    tree.process(301, "a", "net:[3]")
+    broken = tree.namespace("b")
+    (broken / "tcp").unlink()
+    (broken / "tcp").mkdir()  # cannot be read (EISDIR), as a table without permission
+    tree.process(400, "b", "net:[4]")
+    cut = tree.namespace("c", addresses=("10.244.0.7",))
+    (cut / "tcp").unlink()
+    os.mkfifo(cut / "tcp")
+    tree.process(500, "c", "net:[5]")
+    whole = _table(("10.244.0.7", 41000, "10.244.0.9", 50000, ESTABLISHED), ("10.244.0.7", 41001, "10.244.0.9", 50000, ESTABLISHED))
+    half = whole[: whole.rindex("\n", 0, len(whole) - 1) + 30]  # the last line cut off in its middle
+
+    def writer():
+        with open(cut / "tcp", "w") as fifo:
+            fifo.write(half)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    warnings = []
+    scanner = sniff.SocketScanner(str(tree.root), warnings.append)
+    scan = scanner.scan()
+    thread.join(5)
+    by_pid = {ns.pid: ns for ns in scan.namespaces}
+    assert sorted(by_pid) == [301, 500]
+    assert by_pid[301].established == ((("10.244.0.5", 40000), ("10.244.0.9", 50000)),)
+    assert by_pid[500].established == ((("10.244.0.7", 41000), ("10.244.0.9", 50000)),)  # the cut-off line left out
+    assert len(scan.unreadable) == 1 and len(warnings) == 1
+    assert warnings[0].startswith(f"socket scan: cannot read {tree.root}/400/net/tcp: Is a directory; ") and "socket_unreadable" in warnings[0]
+    # The next scan: counted again, not warned again; a FIFO nobody writes is gone meanwhile.
+    (cut / "tcp").unlink()
+    (cut / "tcp").write_text(whole)
+    again = scanner.scan()
+    assert len(again.unreadable) == 1 and len(warnings) == 1
+    assert len({ns.pid: ns for ns in again.namespaces}[500].established) == 2
+    # A proc root that is not one is an error at the start.
+    with pytest.raises(SniffError, match=r"^--proc .*: no process directories in it"):
+        sniff.SocketScanner(str(tmp_path)).check()
+    with pytest.raises(SniffError, match=r"^--proc .*/none: cannot list it \(No such file or directory\)$"):
+        sniff.SocketScanner(str(tmp_path / "none")).check()
+
+
+def test_parse_tcp_table_keeps_listen_and_established_of_whole_lines_only():
+    from netpol_learn._sniff._sockets import parse_fib_trie, parse_if_inet6, parse_tcp_table
+
+    v4 = _table(("0.0.0.0", 8080, "0.0.0.0", 0, LISTEN), ("10.244.0.5", 40000, "10.244.0.9", 8080, ESTABLISHED),
+                ("10.244.0.5", 40001, "10.244.0.9", 8080, TIME_WAIT)).encode()
+    assert parse_tcp_table(v4) == ({("0.0.0.0", 8080)}, [(("10.244.0.5", 40000), ("10.244.0.9", 8080))])
+    assert parse_tcp_table(v4, established=False) == ({("0.0.0.0", 8080)}, [])
+    assert parse_tcp_table(v4[:-20]) == ({("0.0.0.0", 8080)}, [(("10.244.0.5", 40000), ("10.244.0.9", 8080))])  # last line cut
+    assert parse_tcp_table(b"") == (set(), []) and parse_tcp_table(b"garbage\n  7: zz:zz\n") == (set(), [])
+    v6 = _table(("::", 443, "::", 0, LISTEN), ("::ffff:10.244.0.9", 443, "::ffff:10.244.0.7", 42000, ESTABLISHED),
+                ("fd00::9", 443, "fd00::5", 41000, ESTABLISHED)).encode()
+    assert parse_tcp_table(v6, True) == ({("::", 443)}, [(("10.244.0.9", 443), ("10.244.0.7", 42000)), (("fd00::9", 443), ("fd00::5", 41000))])
+    assert parse_tcp_table(v6, False) == (set(), [])  # IPv6 rows in an IPv4 table: not rows of it
+    assert sorted(parse_fib_trie(_fib("10.244.0.5").encode())) == ["10.244.0.5", "10.244.0.5", "127.0.0.1", "127.0.0.1"]
+    assert parse_if_inet6(b"fd000000000000000000000000000005 02 80 00 80     eth0\nshort\n") == ["fd00::5"]
+
+
+def _ns(name: str, read_at: int, *, listening=(), established=(), addresses=(), own=False):
+    return sniff._sockets.NetNamespace(("tcp", 1, name), 1, read_at, own, frozenset(addresses), frozenset(listening), tuple(established))
+
+
+def test_socket_state_reports_a_connection_once_while_it_is_open_and_never_one_whose_syn_was_seen():
+    from scapy.layers.inet import IP, TCP
+
+    sec = 10**9
+    t = 1_700_000_000 * sec
+    x = (("10.244.0.5", 40000), ("10.244.0.9", 50000))
+    y = (("10.244.0.5", 40001), ("10.244.0.9", 50000))
+
+    def scan(at, *conns, unreadable=()):
+        client = _ns("client", at, established=conns, addresses=("10.244.0.5",))
+        server = _ns("server", at, listening=[("0.0.0.0", 50000)], addresses=("10.244.0.9",))
+        return sniff.Scan(at, at + 1000, (client, server), frozenset(unreadable))
+
+    # The packet path's key of a connection is the scan's, whichever end sent the SYN or SYN-ACK.
+    packets = _decoded([bytes(IP(src="10.244.0.9", dst="10.244.0.5") / TCP(sport=50000, dport=40001, flags="SA")),
+                        bytes(IP(src="10.244.0.5", dst="10.244.0.9") / TCP(sport=40009, dport=50000, flags="A"))])
+    opened = sniff._sockets.opened_keys(packets)
+    assert opened.tolist() == sniff._sockets.socket_keys([y]).tolist() == sniff._sockets.socket_keys([y[::-1]]).tolist()
+    state = sniff.SocketState()
+    flows, stats = state.segment([scan(t, x)], np.zeros(0, dtype=np.uint64))
+    assert [(f.src, f.dst, f.port, f.client_ports, f.evidence, f.first_seen) for f in flows] == [
+        ("10.244.0.5", "10.244.0.9", 50000, (40000,), "socket-scan", t)]
+    assert stats == {"socket_scans": 1, "socket_connections": 1}
+    # Still open in the next two scans, and y opened in the interval (its SYN-ACK seen): nothing new.
+    flows, stats = state.segment([scan(t + sec, x, y), scan(t + 2 * sec, x, y)], opened)
+    assert flows == [] and stats == {"socket_scans": 2}
+    # y's SYN was in the interval before the scan that found it: still known.
+    flows, _ = state.segment([scan(t + 3 * sec, x, y)], np.zeros(0, dtype=np.uint64))
+    assert flows == []
+    # Its namespace unreadable for a scan: x is not taken for closed.
+    flows, stats = state.segment([scan(t + 4 * sec, unreadable=[("tcp", 1, "client")]), scan(t + 5 * sec, x)], np.zeros(0, dtype=np.uint64))
+    assert flows == [] and stats == {"socket_scans": 2, "socket_unreadable": 1}
+    # x closes (a scan without it), then the same four-tuple is open again, its SYN unseen: reported again.
+    assert state.segment([scan(t + 6 * sec)], np.zeros(0, dtype=np.uint64))[0] == []
+    flows, _ = state.segment([scan(t + 7 * sec, x)], np.zeros(0, dtype=np.uint64))
+    assert [(f.client_ports, f.first_seen) for f in flows] == [((40000,), t + 7 * sec)]
+    assert set(state.known) == set(sniff._sockets.socket_keys([x]).tolist())
+
+
+def test_listening_sockets_reverse_a_segments_heuristic_flows_that_are_the_wrong_way_round():
+    from scapy.layers.inet import IP, TCP
+
+    from netpol_learn._capture._aggregate import Aggregator
+
+    t = 1_700_000_000 * 10**9
+    store, keeper = "10.244.0.9", "10.244.0.5"
+    # A connection open before the start closes: the server's FIN comes first, so the packets
+    # alone make the server the client (both ports ephemeral: first-packet).
+    raw = [bytes(IP(src=store, dst=keeper, id=1) / TCP(sport=50000, dport=41000, flags="FA", seq=1000, ack=5000)),
+           bytes(IP(src=keeper, dst=store, id=2) / TCP(sport=41000, dport=50000, flags="FA", seq=5000, ack=1001)),
+           bytes(IP(src=keeper, dst="10.244.0.7", id=3) / TCP(sport=41001, dport=42000, flags="FA", seq=9000, ack=7000))]
+    data = b"".join(raw) + bytes(PAD)
+    lengths = np.array([len(r) for r in raw])
+    agg = Aggregator(10**8)
+    agg.feed(data, decode(data, np.r_[0, np.cumsum(lengths)[:-1]], lengths, np.full(3, _ring.LINK_RAW, dtype=np.int32),
+                          np.array([t, t + 1000, t + 2000])))
+    sniffer = sniff.Sniffer(sniff.Options(source="sniff:node-a"), warn=pytest.fail)
+    before = {(f.src, f.dst, f.port): dict(f.direction) for f in sniffer.segment(agg, sniff.ConnectionLimit(10), 0).flows}
+    assert before[(store, keeper, 41000)] == {"first-packet": 1}
+    agg = Aggregator(10**8)
+    agg.feed(data, decode(data, np.r_[0, np.cumsum(lengths)[:-1]], lengths, np.full(3, _ring.LINK_RAW, dtype=np.int32),
+                          np.array([t, t + 1000, t + 2000])))
+    scan = sniff.Scan(t, t + 10, (_ns("store", t, listening=[("0.0.0.0", 50000)], addresses=[store]),
+                                  _ns("keeper", t, addresses=[keeper]), _ns("other", t, addresses=["10.244.0.7"])))
+    log = sniffer.segment(agg, sniff.ConnectionLimit(10), 0, scans=[scan], opened=np.zeros(0, dtype=np.uint64))
+    after = {(f.src, f.dst, f.port): f for f in log.flows}
+    fixed = after[(keeper, store, 50000)]
+    assert dict(fixed.direction) == {"listen": 1} and fixed.client_ports == (41000,) and fixed.connections == 1
+    assert fixed.evidence == "established"  # both sides sent (FINs): the server did, whichever it is
+    assert (store, keeper, 41000) not in after
+    assert dict(after[(keeper, "10.244.0.7", 42000)].direction) == {"first-packet": 1}  # nothing listens at either end: as it was
+    assert log.stats["socket_reversed"] == 1 and log.stats["socket_scans"] == 1 and "socket_connections" not in log.stats
+    # Where the server end listens, or the packets saw the handshake, the flow stays as it is.
+    flows, n = sniff.correct([replace(fixed, src=store, dst=keeper, port=50000, client_ports=(50000,))], sniffer.sockets.listeners)
+    assert n == 0
+    # Only the server's FIN seen: the packets made it the client, which the server never answered;
+    # turned round, it is the server that sent.
+    lone = Flow(src=store, dst=keeper, proto="TCP", port=41000, packets=1, bytes=40, connections=1, first_seen=t, last_seen=t,
+                direction=(("first-packet", 1),), client_ports=(50000,), evidence="unanswered")
+    flows, n = sniff.correct([lone, replace(lone, evidence="stale")], sniffer.sockets.listeners)
+    assert n == 2 and [(f.src, f.dst, f.port, f.evidence) for f in flows] == [(keeper, store, 50000, "established"),
+                                                                           (keeper, store, 50000, "stale")]
+    syn = Flow(src=store, dst=keeper, proto="TCP", port=41000, packets=2, bytes=80, connections=1, first_seen=t, last_seen=t,
+               direction=(("syn", 1),))
+    assert sniff.correct([syn, replace(syn, direction=(("port-heuristic", 2),), connections=2, client_ports=(50000, 50001))],
+                         sniffer.sockets.listeners)[1] == 0
 
 
 # ==========================================================================================
@@ -657,7 +1003,8 @@ SERVER_PORTS = [Port("http", 8080), Port("udp", 9000, "UDP")]
 @pytest.fixture(scope="module")
 def bed(tmp_path_factory):
     """One node with cluster DNS; a client calling a server through its Service by name over TCP
-    and UDP, and a second client (``doomed``) whose pod gets deleted during a capture."""
+    and UDP, a second client (``doomed``) whose pod gets deleted during a capture, and two idle
+    pods (``keeper`` and ``store``, declared port 50000) for connections that tests open."""
     if NO_BED is not None:
         pytest.skip(f"test bed unavailable: {NO_BED}")
     b = TestBed("sniff", lifetime=120)
@@ -665,6 +1012,9 @@ def bed(tmp_path_factory):
     b.service("shop", "server", {"app": "server"}, [ServicePort(80, "http", name="http"), ServicePort(90, 9000, "UDP", name="udp")])
     b.deployment("shop", "client", calls=[Call("server", 80, count=3, interval=0.05), Call("server", 90, "UDP", count=2, interval=0.05)])
     b.deployment("shop", "doomed", calls=[Call("server", 80, count=1)])
+    # For connections opened before the sniffer starts (the tests run their own processes there).
+    b.deployment("shop", "store", ports=[Port("app", 50000)])
+    b.deployment("shop", "keeper")
     with b:
         b.inventory_path = b.write_inventory(tmp_path_factory.mktemp("inv") / "inventory.yaml")
         yield b
@@ -736,6 +1086,18 @@ def _read(path: Path) -> str:
         return ""
 
 
+def packet_flows(log: FlowLog) -> dict[tuple, Flow]:
+    """The flows the packets showed (not the socket scan's: those of connections open on the
+    machine when it scanned), by (client, server, protocol, port), each once."""
+    out: dict[tuple, Flow] = {}
+    for f in log.flows:
+        if f.evidence != "socket-scan":
+            k = (f.src, f.dst, f.proto, f.port)
+            assert k not in out, (out[k], f)
+            out[k] = f
+    return out
+
+
 def segments(text: str) -> list[list[dict]]:
     """The segments of a flow log; each must be whole: a header, its lines, one stats line last."""
     out: list[list[dict]] = []
@@ -785,7 +1147,7 @@ def test_sniff_records_the_node_traffic_and_the_learned_policies_allow_it(bed, t
     segs = segments(text)
     assert len(segs) >= 2 and all(seg[0]["sources"] == ["sniff:node-a"] for seg in segs)
     log = read_flow_log(flows_path)
-    flows = {f.key: f for f in log.flows}
+    flows = packet_flows(log)
     via_service = flows[(client.ip, cluster_ip, "TCP", 80)]
     assert via_service.connections == 3 and dict(via_service.direction) == {"syn": 3}
     assert [(t.src, t.dst, t.port) for t in via_service.translated] == [(client.ip, server.ip, 8080)]
@@ -824,7 +1186,7 @@ def test_max_connections_bounds_the_table_and_counts_what_it_dropped(bed, tmp_pa
     time.sleep(0.2)
     assert s.stop() == 0
     (seg,) = segments(flows_path.read_text())
-    flows = [line for line in seg if line["kind"] == "flow"]
+    flows = [line for line in seg if line["kind"] == "flow" and line["evidence"] != "socket-scan"]
     stats = seg[-1]
     assert [(f["src"], f["dst"], f["port"], f["connections"]) for f in flows] == [(client.ip, server.ip, 8080, 3)]
     assert stats["dropped_connections"] == 7
@@ -915,6 +1277,151 @@ def test_sniff_in_a_cluster_names_the_pods_of_each_flow(bed, tmp_path):
     assert flow.src_pods == (f"shop/{client.name}",) and flow.dst_pods == (f"shop/{server.name}",)
 
 
+class InPod:
+    """A Python script run in a pod's network namespace, told what to do line by line on its
+    stdin and answering on its stdout."""
+
+    def __init__(self, pod, script: str):
+        self.proc = subprocess.Popen([testbed._IP, "netns", "exec", pod.netns, sys.executable, "-u", "-c", script],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def said(self) -> str:
+        line = self.proc.stdout.readline()
+        assert line, f"the script ended: {self.proc.stderr.read()}"
+        return line.strip()
+
+    def tell(self, line: str) -> str:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self.said()
+
+    def end(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(10)
+            finally:
+                if self.proc.poll() is None:
+                    self.proc.kill()
+        assert self.proc.returncode == 0, self.proc.stderr.read()
+
+
+STORE = """
+import socket, sys, threading
+listener = socket.socket()
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("0.0.0.0", 50000))
+listener.listen()
+conns = []
+def serve():
+    while True:
+        conn, _ = listener.accept()
+        conn.sendall(b"pong " + conn.recv(100))
+        conns.append(conn)
+threading.Thread(target=serve, daemon=True).start()
+print("listening")
+for line in sys.stdin:
+    conns[1].close()  # close-b: the server's FIN first
+    print("closed")
+for conn in conns:
+    conn.close()
+"""
+
+KEEPER = """
+import socket, sys
+def connect():
+    s = socket.create_connection((%r, 50000), timeout=10)
+    s.sendall(b"ping")
+    assert s.recv(100) == b"pong ping"
+    return s
+conns = [connect(), connect()]
+print(conns[0].getsockname()[1], conns[1].getsockname()[1])
+for line in sys.stdin:
+    if line.strip() == "open-c":
+        conns.append(connect())
+        print(conns[2].getsockname()[1])
+    else:
+        assert conns[1].recv(100) == b""  # close-b: the server closed it
+        conns[1].close()
+        print("closed")
+for s in conns:
+    s.close()
+"""
+
+
+@needs_bed
+def test_connections_open_before_the_start_are_found_in_the_socket_tables_and_the_policies_allow_them(bed, tmp_path):
+    """Two connections from keeper to store's port 50000 (a port no heuristic calls a server's:
+    both ends ephemeral) are open before `sniff` starts: the socket scan records each once, from
+    the LISTEN socket, although no packet of theirs passes the filter. One (B) is then closed by
+    the server while `sniff` runs: its FINs alone would make store the client; the listening
+    socket turns that flow round. A third (C) opens while `sniff` runs: its SYN is seen, and the
+    scans that find it open leave it to the packets. A stays open until `sniff` has stopped."""
+    store_pod, keeper_pod = bed.pods_of("shop", "store")[0], bed.pods_of("shop", "keeper")[0]
+    flows_path = tmp_path / "flows.jsonl"
+    store = InPod(store_pod, STORE)
+    keeper = None
+    try:
+        assert store.said() == "listening"
+        keeper = InPod(keeper_pod, KEEPER % store_pod.ip)
+        port_a, port_b = map(int, keeper.said().split())
+        s = Sniffing(bed, "-i", "veth*", "--interval", "1", "-o", str(flows_path))
+        try:
+            s.wait_for("listening on")
+            time.sleep(1.3)  # the start's scan, and a segment
+            port_c = int(keeper.tell("open-c"))
+            assert store.tell("close-b") == "closed" and keeper.tell("close-b") == "closed"
+            time.sleep(2.2)  # two more scans, with C open
+        finally:
+            assert s.stop() == 0
+    finally:
+        for script in (keeper, store):
+            if script is not None:
+                script.end()  # A and C close only now
+    assert not [line for line in s.lines if line.startswith(("warning:", "error:"))], s.lines
+    assert "socket tables from /proc" in s.wait_for("listening on")
+
+    segs = segments(flows_path.read_text())
+    pair = (keeper_pod.ip, store_pod.ip)
+    scanned = [(i, line) for i, seg in enumerate(segs) for line in seg
+               if line["kind"] == "flow" and line["evidence"] == "socket-scan" and (line["src"], line["dst"]) in (pair, pair[::-1])]
+    # Found by the start's scan, in the first segment, once: later scans that still find them say nothing.
+    assert [(i, line["src"], line["dst"], line["port"], line["connections"], line["client_ports"], line["direction"],
+             line["packets"], line["bytes"]) for i, line in scanned] == [
+        (0, keeper_pod.ip, store_pod.ip, 50000, 2, sorted([port_a, port_b]), {"listen": 2}, 0, 0)]
+    assert scanned[0][1]["first_seen"] == scanned[0][1]["last_seen"]
+    assert sum(seg[-1].get("socket_scans", 0) for seg in segs) >= 3
+    assert sum(seg[-1].get("socket_reversed", 0) for seg in segs) == 1
+    log = read_flow_log(flows_path)
+    seen = [f for f in log.flows if f.evidence != "socket-scan" and {f.src, f.dst} == set(pair)]
+    # B's close, turned round by the listening socket; C, by its SYN. Nothing from store to keeper.
+    assert all((f.src, f.dst, f.port) == (*pair, 50000) for f in seen), seen
+    methods = {}
+    for f in seen:
+        for method, n in f.direction:
+            methods[method] = methods.get(method, 0) + n
+    assert methods == {"syn": 1, "listen": 1}, seen
+    assert {f.evidence for f in seen} == {"established"}, seen
+    assert port_c not in scanned[0][1]["client_ports"]
+
+    # The policies learned from the scan's lines alone allow keeper -> store:50000.
+    only_scan = tmp_path / "scan.jsonl"
+    only_scan.write_text("".join(dumps_lines(FlowLog(flows=tuple(f for f in log.flows if f.evidence == "socket-scan"
+                                                                    and (f.src, f.dst) == pair), sources=log.sources))))
+    # The same line on another port gives policies that do not: the judge tells them apart.
+    other_port = tmp_path / "other-port.jsonl"
+    other_port.write_text(only_scan.read_text().replace('"port": 50000', '"port": 50001'))
+    objects = yaml.safe_load(Path(bed.inventory_path).read_text())["items"]
+    want = ("shop/Deployment/keeper", "shop/Deployment/store", "TCP", 50000)
+    for flows_file, name, allowed in ((only_scan, "from-scan", True), (flows_path, "all", True), (other_port, "other-port", False)):
+        out = tmp_path / name
+        generated = CliRunner().invoke(main, ["generate", "--flows", str(flows_file), "--inventory", str(bed.inventory_path), "-o", str(out)])
+        assert generated.exit_code == 0, generated.stderr
+        verdict = judge([f for f in out.glob("*.yaml") if f.name != "kustomization.yaml"], objects, [("TCP", 50000), ("TCP", 50001)])
+        assert (want in set(verdict.allowed)) is allowed, (name, sorted(verdict.allowed))
+    assert ("shop/Deployment/keeper", "shop/Deployment/store", "TCP", 50001) in set(verdict.allowed)
+
+
 def _forwarded(bed: TestBed) -> int:
     """IP datagrams the node namespace has routed (forwarded) so far."""
     snmp = subprocess.run([testbed._IP, "netns", "exec", bed.node_ns, "cat", "/proc/net/snmp"], capture_output=True, text=True,
@@ -947,7 +1454,7 @@ def test_sniff_on_the_bridge_sees_what_it_forwards_between_two_pods_and_makes_it
             assert s.stop() == 0
     assert not [line for line in s.lines if line.startswith("warning:")], s.lines
     assert (during, bed.link_promiscuity("cni0")) == (before + 1, before)  # the socket's membership, gone with it
-    flows = {f.key: f for f in read_flow_log(flows_path).flows}
+    flows = packet_flows(read_flow_log(flows_path))
     direct = flows.get((client.ip, server.ip, "TCP", 8080))
     assert direct is not None, sorted(flows)
     assert direct.connections == 2 and dict(direct.direction) == {"syn": 2}
@@ -969,5 +1476,6 @@ def test_sniff_writes_its_segments_into_a_fifo(bed, tmp_path):
     reader.join(10)
     assert not [line for line in s.lines if line.startswith(("warning:", "error:"))], s.lines
     (seg,) = segments(got[0])
-    assert [(f["src"], f["dst"], f["port"]) for f in seg if f["kind"] == "flow"] == [(client.ip, server.ip, 8080)]
+    assert [(f["src"], f["dst"], f["port"]) for f in seg if f["kind"] == "flow" and f["evidence"] != "socket-scan"] == [
+        (client.ip, server.ip, 8080)]
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)

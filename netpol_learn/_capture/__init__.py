@@ -3,8 +3,8 @@
     read_chunks (_files)  ->  decode (_decode)  ->  Aggregator (_aggregate)  ->  FlowLog
 
 The aggregator's parts: the connection table (``_table``), deduplication and NAT views
-(``_dedup``), DNS counting (``_dnscount``) and the direction decision (``_direction``, a pure
-function over the connection table).
+(``_dedup``), DNS counting (``_dnscount``), the direction decision (``_direction``) and what the
+server answered (``_evidence``), the last two pure functions over the connection table.
 
 The two per-packet loops (the pcap record walk in ``_files`` and ``decode``) run in C when the
 optional ``_fastscan`` extension was built; ``_accel`` chooses, and the Python/numpy code is the
@@ -22,8 +22,9 @@ other counter.
 
 Besides the capture functions, this package exports what the live sniffer (``netpol_learn._sniff``)
 runs on its own packets: ``Aggregator``, ``decode`` (C or reference), ``Packets`` with ``OK``
-(the ``status`` of a packet that counts), ``mix`` (the 64-bit hash of integer arrays) and ``PAD``
-(the padding ``decode`` may read past a packet).
+(the ``status`` of a packet that counts), ``mix`` (the 64-bit hash of integer arrays), ``PAD``
+(the padding ``decode`` may read past a packet) and ``decide_direction`` (the direction rules, which
+its socket scan falls back on).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from netpol_learn._errors import CaptureError
 from netpol_learn._capture._aggregate import Aggregator
 from netpol_learn._capture._accel import decode
 from netpol_learn._capture._decode import OK, Packets, mix
+from netpol_learn._capture._direction import decide_direction
 from netpol_learn._capture._files import PAD, CaptureWarning, check_capture_file, read_chunks
 from netpol_learn._flowlog import FlowLog, merge_logs, merge_stats
 
@@ -47,7 +49,7 @@ MAX_RECORDED_WARNINGS = 100
 
 __all__ = [
     "DEFAULT_DEDUP_WINDOW", "OK", "PAD", "Aggregator", "CaptureWarning", "Packets", "capture_file",
-    "capture_files", "check_inputs", "decode", "mix",
+    "capture_files", "check_inputs", "decide_direction", "decode", "mix",
 ]
 
 

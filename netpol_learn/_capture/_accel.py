@@ -45,7 +45,8 @@ _OUTPUTS = (
     ("dst_lo", np.uint64), ("proto", np.int64), ("sport", np.int64), ("dport", np.int64),
     ("iplen", np.int64), ("ipid", np.int64), ("frag", np.int64), ("ev_src", np.int64),
     ("ev_dst", np.int64), ("fingerprint", np.uint64), ("tcp_seq", np.int64), ("tcp_ack", np.int64),
-    ("tcp_next", np.int64), ("dns_at", np.int64), ("dns_end", np.int64), ("tunnel", np.int8),
+    ("tcp_next", np.int64), ("tcp_flags", np.int64), ("dns_at", np.int64), ("dns_end", np.int64),
+    ("tunnel", np.int8),
     ("outer_src_hi", np.uint64), ("outer_src_lo", np.uint64), ("outer_dst_hi", np.uint64),
     ("outer_dst_lo", np.uint64),
 )

@@ -5,8 +5,10 @@ reduced to one record per connection (5-tuple) and merged into a table of numpy 
 (``_table``), so memory grows with the number of connections, not packets; DNS messages are
 counted on the side (``_dnscount``). At the end, connections that are views of each other through
 NAT are joined (``_dedup.join_views``), each connection's client side is decided from its
-evidence (``_direction``), and connections are summed into flows keyed by (client, server,
-protocol, server port).
+evidence (``_direction``), then what the server answered (``_evidence``), and connections are
+summed into flows keyed by (client, server, protocol, server port, evidence), each with its runs
+of activity: its connections' (first, last) intervals united where they overlap or lie within
+``RUN_GAP`` of each other (``_flowlog.merge_runs``).
 """
 
 from __future__ import annotations
@@ -21,11 +23,22 @@ from netpol_learn._capture._addresses import AddressNames
 from netpol_learn._capture._dedup import Deduplicator, join_views
 from netpol_learn._capture._direction import PORT_HEURISTIC, decide_direction, is_ported
 from netpol_learn._capture._dnscount import DnsCounter
-from netpol_learn._capture._table import concat, empty_table, reduce_connections
+from netpol_learn._capture._evidence import decide_evidence
+from netpol_learn._capture._table import (
+    SENT_B_SHIFT,
+    SENT_PLAIN,
+    SENT_RST,
+    NEVER,
+    concat,
+    empty_table,
+    reduce_connections,
+)
 from netpol_learn._flowlog import (
     DIRECTION_METHODS,
+    EVIDENCE,
     HEURISTIC_METHODS,
     MAX_CLIENT_PORTS,
+    RUN_GAP,
     Flow,
     FlowLog,
     Translation,
@@ -35,6 +48,9 @@ from netpol_learn._flowlog import (
 )
 
 PROTO_NAMES = {d.TCP: "TCP", d.UDP: "UDP", d.SCTP: "SCTP", d.ICMP: "ICMP", d.ICMPV6: "ICMPv6"}
+TCP_RST = 0x04
+#: A reset connection's packets more than this after both of its sides last spoke are a stale tail.
+STALE_AFTER = 10**9
 _FRAGMENT_MEMORY = 65536
 
 
@@ -93,11 +109,16 @@ class Aggregator:
 
         ev_src, ev_dst = p.ev_src[ok], p.ev_dst[ok]
         ev = np.where(a_is_src, ev_src | (ev_dst << 8), ev_dst | (ev_src << 8))
+        # What the sender sent (a packet without RST, or an RST), as side A's or side B's bits.
+        spoke = (p.tcp_flags[ok] & TCP_RST) == 0
+        sent = np.where(spoke, SENT_PLAIN, SENT_RST) << np.where(a_is_src, 0, SENT_B_SHIFT)
         rows = {
             "key": key[keep], "a_hi": a_hi[keep], "a_lo": a_lo[keep], "b_hi": b_hi[keep], "b_lo": b_lo[keep],
             "a_port": a_port[keep], "b_port": b_port[keep], "proto": proto[keep],
             "packets": np.ones(int(keep.sum()), dtype=np.int64), "bytes": p.iplen[ok][keep],
             "first": ts[keep], "last": ts[keep], "ev": ev[keep], "first_from_a": a_is_src[keep],
+            "sent": sent[keep], "a_packets": a_is_src[keep].astype(np.int64),
+            "a_spoke": np.where(spoke & a_is_src, ts, NEVER)[keep], "b_spoke": np.where(spoke & ~a_is_src, ts, NEVER)[keep],
         }
         self._add_rows(reduce_connections(rows))
 
@@ -216,6 +237,7 @@ class _FlowSums:
     last: np.ndarray
     by_method: np.ndarray  # (flows, len(DIRECTION_METHODS)): connections per direction method
     rep: np.ndarray  # a row of each flow (its first)
+    evidence: np.ndarray  # index in EVIDENCE, per flow
 
     def __len__(self) -> int:
         return len(self.rep)
@@ -224,9 +246,12 @@ class _FlowSums:
 def _flows(t: dict, alive: np.ndarray, views: dict) -> tuple[list[Flow], dict[tuple, tuple]]:
     """The flows of the live connections of ``t``, sorted, and the DNS redirects of the NAT
     views (``_translations``)."""
+    _until_both_spoke(t)
     method, client_a = decide_direction(t["ev"], t["proto"], t["a_port"], t["b_port"], t["first_from_a"])
+    evidence = decide_evidence(t["proto"], t["ev"], t["sent"], t["packets"], t["a_packets"], client_a)
     ends = _Ends.orient(t, client_a)
-    sums = _sum_flows(t, ends, np.flatnonzero(alive), method)
+    sums = _sum_flows(t, ends, np.flatnonzero(alive), method, evidence)
+    runs = _flow_runs(t, sums)
     client_ports = _heuristic_client_ports(sums, ends, method)
     names = AddressNames()
     translations, redirect = _translations(views, ends, sums, names)
@@ -250,15 +275,31 @@ def _flows(t: dict, alive: np.ndarray, views: dict) -> tuple[list[Flow], dict[tu
                 direction=methods,
                 client_ports=tuple(sorted(client_ports[j]))[:MAX_CLIENT_PORTS] if heuristic_used else (),
                 translated=tuple(sorted(translations.get(j, ()), key=translation_sort_key)),
+                evidence=EVIDENCE[sums.evidence[j]],
+                runs=runs[j],
             )
         )
     flows.sort(key=flow_sort_key)
     return flows, redirect
 
 
-def _sum_flows(t: dict, ends: _Ends, rows: np.ndarray, method: np.ndarray) -> _FlowSums:
-    """Connections ``rows`` of ``t`` summed by flow (client, server, protocol, server port)."""
-    fkey = d.mix(ends.c_hi[rows], ends.c_lo[rows], ends.s_hi[rows], ends.s_lo[rows], t["proto"][rows], ends.s_port[rows])
+def _until_both_spoke(t: dict) -> None:
+    """A TCP connection that was reset lasts, for its runs, while both of its sides spoke (sent
+    packets without RST): what follows (the other side's packets of an old connection, answered
+    by the RSTs of the address's new holder) is not traffic of the pods that held the addresses
+    then. Changes ``t["last"]`` in place."""
+    reset = (t["sent"] & (SENT_RST | (SENT_RST << SENT_B_SHIFT))) != 0
+    both = np.maximum(t["first"], np.minimum(t["a_spoke"], t["b_spoke"]))
+    # A reset that closes a live connection comes within moments; a stale tail after its pod died.
+    tcp = (t["proto"] == d.TCP) & reset & (t["a_spoke"] != NEVER) & (t["b_spoke"] != NEVER) & (t["last"] - both > STALE_AFTER)
+    t["last"] = np.where(tcp, both, t["last"])
+
+
+def _sum_flows(t: dict, ends: _Ends, rows: np.ndarray, method: np.ndarray, evidence: np.ndarray) -> _FlowSums:
+    """Connections ``rows`` of ``t`` summed by flow (client, server, protocol, server port,
+    evidence)."""
+    fkey = d.mix(ends.c_hi[rows], ends.c_lo[rows], ends.s_hi[rows], ends.s_lo[rows], t["proto"][rows],
+                 ends.s_port[rows], evidence[rows])
     uniq, inverse = np.unique(fkey, return_inverse=True)
     m = len(uniq)
     first = np.full(m, np.iinfo(np.int64).max, dtype=np.int64)
@@ -279,7 +320,34 @@ def _sum_flows(t: dict, ends: _Ends, rows: np.ndarray, method: np.ndarray) -> _F
         last=last,
         by_method=by_method,
         rep=rep,
+        evidence=evidence[rep],
     )
+
+
+def _flow_runs(t: dict, sums: _FlowSums, gap: int = RUN_GAP) -> list[tuple[tuple[int, int, int], ...]]:
+    """Per flow, its runs of activity: ``merge_runs`` of its connections' ``(first, last, 1)``,
+    computed for all connections at once.
+
+    The connections are sorted by flow, then first seen; one starts a new run when it is a flow's
+    first or starts more than ``gap`` after the latest end of the flow's connections before it
+    (a running maximum per flow: the ends are ranked, and the rank is offset by the flow's index
+    so that one running maximum over all rows never crosses into the next flow)."""
+    if not len(sums):
+        return []
+    flow = sums.inverse
+    order = np.lexsort((t["first"][sums.rows], flow))
+    flow, first, last = flow[order], t["first"][sums.rows][order], t["last"][sums.rows][order]
+    ends, rank = np.unique(last, return_inverse=True)
+    stride = np.int64(len(ends))
+    offset = flow.astype(np.int64) * stride
+    latest = ends[np.maximum.accumulate(offset + rank) - offset]
+    new = np.ones(len(first), dtype=bool)
+    new[1:] = (flow[1:] != flow[:-1]) | (first[1:] > latest[:-1] + gap)
+    starts = np.flatnonzero(new)
+    stops = np.r_[starts[1:], len(first)]
+    run_first, run_last, run_n = first[starts].tolist(), latest[stops - 1].tolist(), (stops - starts).tolist()
+    bounds = np.searchsorted(flow[starts], np.arange(len(sums) + 1)).tolist()
+    return [tuple(zip(run_first[a:b], run_last[a:b], run_n[a:b])) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def _heuristic_client_ports(sums: _FlowSums, ends: _Ends, method: np.ndarray) -> dict[int, set[int]]:

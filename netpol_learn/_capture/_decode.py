@@ -112,6 +112,7 @@ class Packets:
     tcp_seq: np.ndarray  # int64; TCP only, else 0
     tcp_ack: np.ndarray
     tcp_next: np.ndarray  # the acknowledgement number that answers this segment
+    tcp_flags: np.ndarray  # int64: the TCP header's flags byte (FIN 1, SYN 2, RST 4, ...); 0 for other protocols
     dns_at: np.ndarray  # int64: offset of a DNS message (TCP: of its length prefix), -1 if none
     dns_end: np.ndarray  # int64
     tunnel: np.ndarray  # int8, TUNNEL_NAMES key of the outermost encapsulation, 0 if none
@@ -133,7 +134,7 @@ def decode(data: bytes, off: np.ndarray, caplen: np.ndarray, link: np.ndarray, t
         src_hi=zu(), src_lo=zu(), dst_hi=zu(), dst_lo=zu(),
         proto=z64(), sport=z64(), dport=z64(), iplen=z64(), ipid=z64(), frag=z64(),
         ev_src=z64(), ev_dst=z64(),
-        fingerprint=zu(), tcp_seq=z64(), tcp_ack=z64(), tcp_next=z64(),
+        fingerprint=zu(), tcp_seq=z64(), tcp_ack=z64(), tcp_next=z64(), tcp_flags=z64(),
         dns_at=np.full(n, -1, dtype=np.int64), dns_end=z64(),
         tunnel=np.zeros(n, dtype=np.int8),
         outer=(zu(), zu(), zu(), zu()),
@@ -179,6 +180,7 @@ class _Layer:
     tcp_seq: np.ndarray
     tcp_ack: np.ndarray
     tcp_next: np.ndarray
+    tcp_flags: np.ndarray
     dns_at: np.ndarray
     dns_end: np.ndarray
     tunnel: np.ndarray
@@ -187,7 +189,8 @@ class _Layer:
 
 
 _STORED = ("status", "src_hi", "src_lo", "dst_hi", "dst_lo", "proto", "sport", "dport", "iplen", "ipid",
-           "frag", "ev_src", "ev_dst", "fingerprint", "tcp_seq", "tcp_ack", "tcp_next", "dns_at", "dns_end")
+           "frag", "ev_src", "ev_dst", "fingerprint", "tcp_seq", "tcp_ack", "tcp_next", "tcp_flags", "dns_at",
+           "dns_end")
 
 
 def _store(p: Packets, at: np.ndarray, layer: _Layer) -> None:
@@ -257,6 +260,7 @@ def _decode_layer(v: _Bytes, off, end, link) -> _Layer:
         proto=proto, sport=tr.sport, dport=tr.dport, iplen=net.iplen, ipid=net.ipid, frag=net.frag,
         ev_src=tr.ev_src, ev_dst=tr.ev_dst, fingerprint=_fingerprint(v, net, tr, ipend), dns_at=dns_at, dns_end=dns_end,
         tcp_seq=np.where(proto == TCP, seq, 0), tcp_ack=np.where(proto == TCP, tr.ack, 0), tcp_next=tr.tcp_next,
+        tcp_flags=tr.flags,  # set for the TCP headers read, 0 elsewhere
         tunnel=tunnel, inner_off=inner_off, inner_link=inner_link,
     )
 

@@ -16,6 +16,7 @@ from collections import defaultdict
 import numpy as np
 
 from netpol_learn._capture._decode import mix
+from netpol_learn._capture._table import swap_sides_sent
 
 #: (side A address hi, lo, port, side B address hi, lo, port) of one connection view.
 View = tuple[int, int, int, int, int, int]
@@ -121,8 +122,9 @@ def join_views(t: dict[str, np.ndarray], alive: np.ndarray, alias_edges: set[tup
                alias_views: dict[int, View]) -> dict[int, list[tuple[View, bool]]]:
     """Join connections that are NAT views of one another into the earliest of them.
 
-    ``t`` is the connection table sorted by ``key``; the joined rows' counts, last seen and
-    evidence are added to the earliest row's (in place) and they are marked dead in ``alive``.
+    ``t`` is the connection table sorted by ``key``; the joined rows' counts, last seen, evidence
+    and what each side sent are added to the earliest row's (in place, side to matching side) and
+    they are marked dead in ``alive``.
     Returns, per surviving row, the other views and whether each one's side A corresponds to the
     row's side B (parity)."""
     if not alias_edges:
@@ -187,10 +189,20 @@ def _component(adjacency, start: int) -> dict[int, bool]:
 
 def _absorb(t: dict[str, np.ndarray], alive: np.ndarray, into: int, row: int, flip: bool) -> None:
     """Add connection ``row`` to connection ``into`` (its sides swapped when ``flip``)."""
-    ev = int(t["ev"][row])
+    ev, sent = int(t["ev"][row]), int(t["sent"][row])
+    a_packets = int(t["a_packets"][row])
     if flip:
         ev = ((ev & 0xFF) << 8) | (ev >> 8)
+        sent = swap_sides_sent(sent)
+        a_packets = int(t["packets"][row]) - a_packets  # its side B is the row's side A
+    a_spoke, b_spoke = int(t["a_spoke"][row]), int(t["b_spoke"][row])
+    if flip:
+        a_spoke, b_spoke = b_spoke, a_spoke
+    t["a_spoke"][into] = max(int(t["a_spoke"][into]), a_spoke)
+    t["b_spoke"][into] = max(int(t["b_spoke"][into]), b_spoke)
     t["ev"][into] |= ev
+    t["sent"][into] |= sent
+    t["a_packets"][into] += a_packets
     t["packets"][into] += t["packets"][row]
     t["bytes"][into] += t["bytes"][row]
     t["last"][into] = max(t["last"][into], t["last"][row])

@@ -33,10 +33,11 @@ EPHEMERAL_LOW = 32768
 #: Protocols with ports: the ones a port can tell the server of.
 PORTED = (TCP, UDP, SCTP)
 
-#: Method indexes after the evidence methods, in ``DIRECTION_METHODS``.
-PORT_HEURISTIC = len(EVIDENCE_METHODS)
-FIRST_PACKET = PORT_HEURISTIC + 1
-assert DIRECTION_METHODS == (*EVIDENCE_METHODS, "port-heuristic", "first-packet")
+#: Method indexes after the evidence methods, in ``DIRECTION_METHODS`` (``listen`` between them
+#: is the sniffer's socket scan's, never a packet's).
+PORT_HEURISTIC = DIRECTION_METHODS.index("port-heuristic")
+FIRST_PACKET = DIRECTION_METHODS.index("first-packet")
+assert DIRECTION_METHODS[: len(EVIDENCE_METHODS)] == EVIDENCE_METHODS
 
 
 def is_ported(proto: np.ndarray) -> np.ndarray:

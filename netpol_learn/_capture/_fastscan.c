@@ -132,7 +132,7 @@ typedef struct {
     uint64_t src_hi, src_lo, dst_hi, dst_lo;
     int64_t proto, sport, dport, iplen, ipid, frag, ev_src, ev_dst;
     uint64_t fingerprint;
-    int64_t tcp_seq, tcp_ack, tcp_next, dns_at, dns_end;
+    int64_t tcp_seq, tcp_ack, tcp_next, tcp_flags, dns_at, dns_end;
     int64_t tunnel, inner_off, inner_link;
 } Layer;
 
@@ -405,6 +405,7 @@ static void decode_layer(const Bytes *v, int64_t off, int64_t end, int64_t link,
     L->tcp_seq = proto == P_TCP ? seq : 0;
     L->tcp_ack = proto == P_TCP ? ack : 0;
     L->tcp_next = tcp_next;
+    L->tcp_flags = flags; /* set only for a TCP header read, like _decode's */
     L->dns_at = dns_at;
     L->dns_end = dns_end;
     L->tunnel = tunnel;
@@ -559,12 +560,12 @@ done:
 /* Output arrays, in this order (itemsize, signed). */
 enum {
     O_STATUS, O_SRC_HI, O_SRC_LO, O_DST_HI, O_DST_LO, O_PROTO, O_SPORT, O_DPORT, O_IPLEN, O_IPID, O_FRAG,
-    O_EV_SRC, O_EV_DST, O_FINGERPRINT, O_TCP_SEQ, O_TCP_ACK, O_TCP_NEXT, O_DNS_AT, O_DNS_END, O_TUNNEL,
+    O_EV_SRC, O_EV_DST, O_FINGERPRINT, O_TCP_SEQ, O_TCP_ACK, O_TCP_NEXT, O_TCP_FLAGS, O_DNS_AT, O_DNS_END, O_TUNNEL,
     O_OUTER_SRC_HI, O_OUTER_SRC_LO, O_OUTER_DST_HI, O_OUTER_DST_LO, N_OUT
 };
 static const char *const out_names[N_OUT] = {
     "status", "src_hi", "src_lo", "dst_hi", "dst_lo", "proto", "sport", "dport", "iplen", "ipid", "frag",
-    "ev_src", "ev_dst", "fingerprint", "tcp_seq", "tcp_ack", "tcp_next", "dns_at", "dns_end", "tunnel",
+    "ev_src", "ev_dst", "fingerprint", "tcp_seq", "tcp_ack", "tcp_next", "tcp_flags", "dns_at", "dns_end", "tunnel",
     "outer_src_hi", "outer_src_lo", "outer_dst_hi", "outer_dst_lo",
 };
 
@@ -578,7 +579,7 @@ static int out_signed(int i)
 PyDoc_STRVAR(decode_doc,
 "decode(buffer, off, caplen, link, out) -> None\n\n"
 "_decode.decode for one chunk: off, caplen, link are int64 arrays of n packets; out is a sequence of\n"
-"24 writable arrays of at least n items, in the order of OUTPUTS (int8 status and tunnel, uint64\n"
+"25 writable arrays of at least n items, in the order of OUTPUTS (int8 status and tunnel, uint64\n"
 "addresses and fingerprint, int64 for the rest). Every element of every output is written.\n"
 "Raises ValueError when len(buffer) < 8 or an offset is negative or beyond 2**48.");
 
@@ -637,7 +638,8 @@ static PyObject *decode(PyObject *self, PyObject *args)
     int64_t *proto = out[O_PROTO].buf, *sport = out[O_SPORT].buf, *dport = out[O_DPORT].buf,
             *iplen = out[O_IPLEN].buf, *ipid = out[O_IPID].buf, *frag = out[O_FRAG].buf,
             *ev_src = out[O_EV_SRC].buf, *ev_dst = out[O_EV_DST].buf, *tcp_seq = out[O_TCP_SEQ].buf,
-            *tcp_ack = out[O_TCP_ACK].buf, *tcp_next = out[O_TCP_NEXT].buf, *dns_at = out[O_DNS_AT].buf,
+            *tcp_ack = out[O_TCP_ACK].buf, *tcp_next = out[O_TCP_NEXT].buf, *tcp_flags = out[O_TCP_FLAGS].buf,
+            *dns_at = out[O_DNS_AT].buf,
             *dns_end = out[O_DNS_END].buf;
 
     Py_BEGIN_ALLOW_THREADS
@@ -688,6 +690,7 @@ static PyObject *decode(PyObject *self, PyObject *args)
         tcp_seq[i] = L.tcp_seq;
         tcp_ack[i] = L.tcp_ack;
         tcp_next[i] = L.tcp_next;
+        tcp_flags[i] = L.tcp_flags;
         dns_at[i] = L.dns_at;
         dns_end[i] = L.dns_end;
         tunnel[i] = (int8_t)kind;

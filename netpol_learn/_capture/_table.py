@@ -20,8 +20,18 @@ import numpy as np
 #: ``ev``                     int64 direction evidence: bit i of the low byte says side A is the
 #:                            client by ``EVIDENCE_METHODS[i]``, of the high byte side B
 #: ``first_from_a``           bool: the earliest packet was sent by side A
+#: ``sent``                   int64 bits, ORed: what each side sent (``SENT_*`` below): side A a
+#:                            packet without RST (1), an RST (2); side B the same (4, 8)
+#: ``a_packets``              int64 sum: the packets side A sent (side B sent the rest)
+#: ``a_spoke b_spoke``        int64 max: the last packet without RST that side A (B) sent, ns;
+#:                            ``NEVER`` when none: a TCP connection lasts while both sides speak
 CONN_FIELDS = ("key", "a_hi", "a_lo", "b_hi", "b_lo", "a_port", "b_port", "proto",
-               "packets", "bytes", "first", "last", "ev", "first_from_a")
+               "packets", "bytes", "first", "last", "ev", "first_from_a", "sent", "a_packets", "a_spoke", "b_spoke")
+NEVER = np.iinfo(np.int64).min
+
+#: ``sent`` bits of side A; side B's are these shifted left by ``SENT_B_SHIFT``.
+SENT_PLAIN, SENT_RST = 1, 2
+SENT_B_SHIFT = 2
 
 
 def empty_table() -> dict[str, np.ndarray]:
@@ -59,9 +69,17 @@ def group(t: dict[str, np.ndarray], sums=(), mins=(), maxs=(), ors=(), then=()) 
 
 
 def reduce_connections(t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """One record per connection: counts add, last seen takes the max, evidence ORs, and the
-    first seen and the direction of the earliest packet come from the earliest record."""
-    return group(t, sums=("packets", "bytes"), maxs=("last",), ors=("ev",), then=(t["first"], ~t["first_from_a"]))
+    """One record per connection: counts add, last seen takes the max, evidence and what each side
+    sent OR, and the first seen and the direction of the earliest packet come from the earliest
+    record."""
+    return group(t, sums=("packets", "bytes", "a_packets"), maxs=("last", "a_spoke", "b_spoke"), ors=("ev", "sent"),
+                 then=(t["first"], ~t["first_from_a"]))
+
+
+def swap_sides_sent(sent):
+    """``sent`` bits (int or array) of a connection seen with its sides the other way round."""
+    side = SENT_PLAIN | SENT_RST
+    return ((sent & side) << SENT_B_SHIFT) | ((sent >> SENT_B_SHIFT) & side)
 
 
 def concat(tables: list[dict | None]) -> dict | None:

@@ -2,16 +2,19 @@
 
     snapshot files (kubectl get -o yaml/json)  ->  load_inventory (_load)  ->  Inventory (_model)
     live API  ->  fetch_inventory (_live)  ->  write_inventory  ->  kubectl-style YAML List
+    live API  ->  watch_inventory (_watch)  ->  the List and the history of every change after it
 """
 
 from __future__ import annotations
 
 from netpol_learn._inventory._live import DEFAULT_PAGE_SIZE, fetch_inventory, write_inventory
 from netpol_learn._inventory._load import load_inventory
+from netpol_learn._inventory._watch import DEFAULT_WRITE_EVERY, Watched, summary_line, watch_inventory
 from netpol_learn._inventory._model import (
     PER_REPLICA_LABELS,
     PROTOCOLS,
     SNAPSHOT_ANNOTATION,
+    WATCHED_UNTIL_ANNOTATION,
     ContainerPort,
     EndpointSlice,
     Inventory,
@@ -28,9 +31,11 @@ from netpol_learn._inventory._model import (
 
 __all__ = sorted([
     "DEFAULT_PAGE_SIZE",
+    "DEFAULT_WRITE_EVERY",
     "PER_REPLICA_LABELS",
     "PROTOCOLS",
     "SNAPSHOT_ANNOTATION",
+    "WATCHED_UNTIL_ANNOTATION",
     "ContainerPort",
     "EndpointSlice",
     "Inventory",
@@ -40,10 +45,13 @@ __all__ = sorted([
     "Requirement",
     "Service",
     "ServicePort",
+    "Watched",
     "Workload",
     "fetch_inventory",
     "labels_problem",
     "load_inventory",
     "parse_cidr",
+    "summary_line",
+    "watch_inventory",
     "write_inventory",
 ])

@@ -16,6 +16,7 @@ second to import, which every other command would pay otherwise.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from datetime import datetime
@@ -24,10 +25,10 @@ from typing import TYPE_CHECKING, NamedTuple
 import yaml
 
 from netpol_learn._errors import InventoryError
-from netpol_learn._inventory._model import SNAPSHOT_ANNOTATION
+from netpol_learn._inventory._model import SNAPSHOT_ANNOTATION, WATCHED_UNTIL_ANNOTATION
 from netpol_learn._kube import NotAList, client_configuration, client_error_message, list_pages, one_line, transport_errors
 from netpol_learn._output import write_text
-from netpol_learn._time import format_datetime
+from netpol_learn._time import format_datetime, format_time
 
 if TYPE_CHECKING:  # pragma: no cover
     from kubernetes.client import ApiClient
@@ -67,13 +68,19 @@ Progress = Callable[[str, int], None]  # (resource, objects listed so far of it)
 # --- listing ---------------------------------------------------------------------------------
 
 
-def _api_error(kind: Kind, host: str, exc: BaseException) -> InventoryError:
-    """An ApiException or a transport error of listing ``kind``, as one line."""
-    return InventoryError(client_error_message(exc, f"cannot list {kind.resource}",
-                                               f"cannot reach the API server at {host} (listing {kind.resource})"))
+def api_error(kind: Kind, host: str, exc: BaseException, doing: str = "listing") -> InventoryError:
+    """An ApiException or a transport error of listing (or watching) ``kind``, as one line."""
+    verb = "list" if doing == "listing" else "watch"
+    return InventoryError(client_error_message(exc, f"cannot {verb} {kind.resource}",
+                                               f"cannot reach the API server at {host} ({doing} {kind.resource})"))
 
 
-def _list_kind(api_client: ApiClient, kind: Kind, page_size: int, warn: Warn, progress: Progress | None) -> list[dict] | None:
+class Listed(NamedTuple):
+    items: list[dict]
+    resource_version: str | None  # of the list: a watch from it sees every change after it
+
+
+def list_kind(api_client: ApiClient, kind: Kind, page_size: int, warn: Warn, progress: Progress | None) -> Listed | None:
     """All objects of one kind, following ``continue`` tokens; None when the server does not serve it."""
     from kubernetes import client as k8s
 
@@ -83,11 +90,13 @@ def _list_kind(api_client: ApiClient, kind: Kind, page_size: int, warn: Warn, pr
     size: int | None = page_size
     while True:
         try:
+            version = None
             for page in list_pages(call, size):
                 items.extend(page.get("items") or [])
+                version = (page.get("metadata") or {}).get("resourceVersion") or version
                 if progress is not None:
                     progress(kind.resource, len(items))
-            return items
+            return Listed(items, str(version) if version else None)
         except k8s.ApiException as exc:
             if exc.status == 404:
                 warn(f"the API server does not serve {kind.resource} ({kind.api_version}, HTTP 404); skipped")
@@ -103,14 +112,14 @@ def _list_kind(api_client: ApiClient, kind: Kind, page_size: int, warn: Warn, pr
                 warn(f"listing {kind.resource}: continue token expired after {len(items)} objects; listing again without paging")
                 items, size = [], None
                 continue
-            raise _api_error(kind, host, exc) from exc
+            raise api_error(kind, host, exc) from exc
         except transport_errors() as exc:
-            raise _api_error(kind, host, exc) from exc
+            raise api_error(kind, host, exc) from exc
         except NotAList as exc:
             raise InventoryError(f"cannot list {kind.resource}: the answer of {host} is {one_line(str(exc))}") from exc
 
 
-def _with_type(kind: Kind, obj: dict) -> dict:
+def with_type(kind: Kind, obj: dict) -> dict:
     """The object as kubectl prints it: apiVersion and kind first, no managedFields."""
     out = {"apiVersion": kind.api_version, "kind": kind.kind}
     out.update((k, v) for k, v in obj.items() if k not in ("apiVersion", "kind"))
@@ -120,7 +129,7 @@ def _with_type(kind: Kind, obj: dict) -> dict:
     return out
 
 
-def _sort_key(obj: dict) -> tuple:
+def sort_key(obj: dict) -> tuple:
     metadata = obj.get("metadata") or {}
     return (KIND_ORDER.get(obj.get("kind"), len(KIND_ORDER)), metadata.get("namespace") or "", metadata.get("name") or "")
 
@@ -151,18 +160,78 @@ def fetch_inventory(
     with ApiClient(cfg) as api_client:
         api_client.user_agent = "netpol-learn"
         for kind in KINDS:
-            listed = _list_kind(api_client, kind, page_size, warn, progress)
+            listed = list_kind(api_client, kind, page_size, warn, progress)
             if listed is None:
                 continue
             served += 1
-            items.extend(_with_type(kind, obj) for obj in listed if isinstance(obj, dict))
+            items.extend(with_type(kind, obj) for obj in listed.items if isinstance(obj, dict))
     if not served:
         raise InventoryError(f"the server at {cfg.host} answered HTTP 404 for every kind: is it a Kubernetes API server?")
-    items.sort(key=_sort_key)
+    items.sort(key=sort_key)
     return items
 
 
 # --- output ----------------------------------------------------------------------------------
+#
+# A file is assembled from pieces: the List's head (apiVersion, kind, metadata), then each item,
+# then (a watch) each history entry, each serialized alone. The watch keeps the pieces it has
+# serialized and only serializes what is new at each write; the pieces joined are byte for byte
+# what one dump of the whole document gives (tests/test_inventory_watch.py checks it).
+
+
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # libyaml's: some five times faster
+    """No anchors and aliases: an object in both the snapshot and the history is written twice."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
+
+
+def output_format(output: str | os.PathLike | None) -> str:
+    """``json`` for an output named ``*.json``, else ``yaml``."""
+    return "json" if output is not None and str(output).lower().endswith(".json") else "yaml"
+
+
+def _yaml(value) -> str:
+    return yaml.dump(value, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
+def dump_piece(value: dict, fmt: str) -> str:
+    """One entry of the ``items`` (or ``history``) list as it stands in a file of format ``fmt``."""
+    return json.dumps(value, ensure_ascii=False) if fmt == "json" else _yaml([value])
+
+
+def history_entry(time_ns: int, event: str, obj: dict, since_ns: int | None = None) -> dict:
+    """A ``history`` entry: the time it was received, ADDED/MODIFIED/DELETED, and the object;
+    ``since`` when the change may have happened any time after it (docs/resolution.md)."""
+    entry: dict = {"time": format_time(time_ns), "type": event}
+    if since_ns is not None:
+        entry["since"] = format_time(since_ns)
+    entry["object"] = obj
+    return entry
+
+
+def assemble(snapshot_time: str, items: list[str], fmt: str, history: list[str] | None = None,
+             watched_until: str | None = None) -> list[str]:
+    """The pieces of a whole file: the ``List`` with ``items`` (from ``dump_piece``), annotated with
+    its snapshot time and, with a ``history``, the time the watch wrote it last."""
+    annotations = {SNAPSHOT_ANNOTATION: snapshot_time}
+    if history is not None:
+        annotations[WATCHED_UNTIL_ANNOTATION] = watched_until or snapshot_time
+    head = {"apiVersion": "v1", "kind": "List", "metadata": {"annotations": annotations, "resourceVersion": ""}}
+    sections = [("items", items)] + ([("history", history)] if history is not None else [])
+    if fmt == "json":
+        out = [json.dumps(head, ensure_ascii=False)[:-1]]
+        for name, pieces in sections:
+            out.append(f', "{name}": []' if not pieces else f', "{name}": [\n')
+            for n, piece in enumerate(pieces):
+                out.append(piece + (",\n" if n < len(pieces) - 1 else "\n]"))
+        out.append("}\n")
+        return out
+    out = [_yaml(head)]
+    for name, pieces in sections:
+        out.append(f"{name}:\n" if pieces else f"{name}: []\n")
+        out.extend(pieces)
+    return out
 
 
 def inventory_list(items: list[dict], snapshot_time: datetime) -> dict:
@@ -178,14 +247,16 @@ def inventory_list(items: list[dict], snapshot_time: datetime) -> dict:
     }
 
 
-def dumps_inventory(items: list[dict], snapshot_time: datetime) -> str:
-    return yaml.safe_dump(inventory_list(items, snapshot_time), sort_keys=False, allow_unicode=True, default_flow_style=False)
+def dumps_inventory(items: list[dict], snapshot_time: datetime, fmt: str = "yaml") -> str:
+    return "".join(assemble(format_datetime(snapshot_time, "snapshot time"), [dump_piece(i, fmt) for i in items], fmt))
 
 
 def write_inventory(items: list[dict], output: str | os.PathLike | None, snapshot_time: datetime) -> None:
-    """Write the inventory as a YAML ``List`` to ``output`` by the one writer's rules
-    (``netpol_learn._output``); None or '-' is stdout.
+    """Write the inventory as a ``List`` to ``output`` by the one writer's rules
+    (``netpol_learn._output``); None or '-' is stdout. YAML, or JSON when ``output`` is named
+    ``*.json``.
 
     ``snapshot_time`` is when the listing started: pods listed held their addresses until then.
     """
-    write_text("-" if output is None else output, dumps_inventory(items, snapshot_time))
+    output = "-" if output is None else output
+    write_text(output, dumps_inventory(items, snapshot_time, output_format(output)))

@@ -1,8 +1,12 @@
 """Loading what ``kubectl get ... -o yaml`` (or ``-o json``, or ``netpol-learn inventory``) prints.
 
 Each file is one snapshot of the cluster. A file may hold a ``List``, typed lists (``PodList``),
-several YAML documents or single objects. The same object in several snapshots is one object;
-pods keep the times they held their addresses (see ``Pod.start``/``Pod.end``).
+several YAML documents or single objects. A ``List`` with a ``history`` (``netpol-learn inventory
+--watch``) is a snapshot and every change seen after it until its ``watched-until`` time. The
+same object in several snapshots and histories is one object, whose observations are put in time
+order (``_timelines``): pods keep the times they held their addresses (``Pod.start``/``end``/
+``end_by``), EndpointSlices and Endpoints become versions with the times each was in force, and
+everything else is its latest version (docs/resolution.md, "When a pod held its address").
 
 Each object of a kind the tool reads is checked as it enters (``_check``): a field the tool reads
 that is missing or malformed is an ``InventoryError`` naming the file, the object and the field
@@ -11,13 +15,16 @@ that is missing or malformed is an ``InventoryError`` naming the file, the objec
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import itertools
 import json
 import os
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
 
 import yaml
@@ -27,6 +34,7 @@ from netpol_learn._inventory._model import (
     OPERATORS,
     PROTOCOLS,
     SNAPSHOT_ANNOTATION,
+    WATCHED_UNTIL_ANNOTATION,
     ContainerPort,
     EndpointAddress,
     EndpointPort,
@@ -52,6 +60,9 @@ KINDS = (
     "Namespace", "Node", "Pod", "Service", "EndpointSlice", "Endpoints",
     "ReplicaSet", "Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob",
 )
+EVENTS = ("ADDED", "MODIFIED", "DELETED")
+# Kinds whose absence from a later snapshot that lists the kind means they were gone by then.
+_TIMED = ("Pod", "EndpointSlice", "Endpoints")
 _FLAG = re.compile(r"--(service-cluster-ip-range|cluster-cidr)=(\S+)")
 
 try:  # libyaml is some ten times faster on large snapshots
@@ -283,9 +294,10 @@ _SCHEMAS = {kind: _Fields({"metadata": _metadata(kind not in _CLUSTER_SCOPED), *
 _FQDN_SLICE = _Fields({"metadata": _metadata(True), **_endpoint_slice_fields(_string)}, required=("metadata",))
 
 
-def _check(o: Mapping, path: Path, where: str) -> None:
+def _check(o: Mapping, path: Path, where: str, entry: str = "") -> None:
     """InventoryError naming the file, the object and the field, for the first field of ``o``
-    that is not what the tool needs; nothing for kinds the tool does not read."""
+    that is not what the tool needs; nothing for kinds the tool does not read. ``entry``
+    (``history[3].object``) names where the object is when it is not an item of a list."""
     kind = o.get("kind")
     schema = _SCHEMAS.get(kind) if isinstance(kind, str) else None
     if schema is None:
@@ -295,7 +307,8 @@ def _check(o: Mapping, path: Path, where: str) -> None:
     try:
         _walk(o, schema, "")
     except InvalidField as exc:
-        raise InventoryError(f"{path}: {_describe(o, where)}: {exc}") from exc
+        at = f"{entry}: " if entry else ""
+        raise InventoryError(f"{path}: {at}{_describe(o, where)}: {exc}") from exc
 
 
 def _describe(o: Mapping, where: str) -> str:
@@ -310,11 +323,27 @@ def _describe(o: Mapping, where: str) -> str:
     return f"{kind} {name}"
 
 
+@dataclass(frozen=True)
+class _Event:
+    """A ``history`` entry: at ``time`` (and after ``since``, when given) ``obj`` was ADDED,
+    MODIFIED or DELETED."""
+
+    time: int
+    type: str
+    obj: dict
+    since: int | None = None
+
+
 class _Snapshot:
-    def __init__(self, path: Path, objects: list[dict], annotated: int | None):
+    def __init__(self, path: Path, objects: list[dict], annotated: int | None,
+                 history: list[_Event] | None = None, until: int | None = None):
         self.path = path
         self.objects = objects
         self.time = annotated if annotated is not None else _latest_time(objects)
+        self.history = history  # None: a plain snapshot
+        self.until = until
+        if history is not None and until is None:
+            self.until = max([self.time, *(e.time for e in history)])
 
 
 def _mapping(value) -> Mapping:
@@ -339,6 +368,84 @@ def _latest_time(objects: list[dict]) -> int:
     return latest
 
 
+# --- watch histories ------------------------------------------------------------------------
+
+
+def _entry_time(value) -> int | None:
+    """An entry's time (RFC 3339 text, or a datetime where YAML read an unquoted one), or None."""
+    if isinstance(value, datetime):
+        value = value.isoformat()
+    return parse_time(value) if isinstance(value, str) else None
+
+
+def _history(doc: Mapping, path: Path, document: str) -> list[_Event]:
+    """The ``history`` entries of a List, each checked: its time, its type and its object."""
+    at = f"{document} " if document else ""
+    entries = doc.get("history")
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        raise InventoryError(f"{path}: {at}history: not a list")
+    events = []
+    for i, entry in enumerate(entries):
+        where = f"{at}history[{i}]"
+        if not isinstance(entry, Mapping):
+            raise InventoryError(f"{path}: {where}: not a mapping (a {type(entry).__name__})")
+        times = {}
+        for key in ("time", "since"):
+            value = entry.get(key)
+            if value is None:
+                if key == "time":
+                    raise InventoryError(f"{path}: {where}.time: missing")
+                continue
+            times[key] = _entry_time(value)
+            if times[key] is None:
+                raise InventoryError(f"{path}: {where}.{key}: {value!r} is not an RFC 3339 time such as 2026-02-10T09:40:00.123456Z")
+        if times.get("since") is not None and times["since"] > times["time"]:
+            raise InventoryError(f"{path}: {where}.since: later than its time")
+        kind = entry.get("type")
+        if kind is None:
+            raise InventoryError(f"{path}: {where}.type: missing")
+        if kind not in EVENTS:
+            raise InventoryError(f"{path}: {where}.type: {kind!r} is not ADDED, MODIFIED or DELETED")
+        obj = entry.get("object")
+        if obj is None:
+            raise InventoryError(f"{path}: {where}.object: missing")
+        if not isinstance(obj, Mapping):
+            raise InventoryError(f"{path}: {where}.object: not a mapping (a {type(obj).__name__})")
+        if not isinstance(obj.get("kind"), str) or not obj.get("kind") or not isinstance(obj.get("metadata"), Mapping):
+            raise InventoryError(f"{path}: {where}.object: not a Kubernetes object (no kind and metadata)")
+        _check(obj, path, "", f"{where}.object")
+        events.append(_Event(times["time"], kind, dict(obj), times.get("since")))
+    return events
+
+
+def _annotated_time(annotations: Mapping, key: str, path: Path, document: str) -> int | None:
+    value = annotations.get(key)
+    if value is None:
+        return None
+    ns = _entry_time(value)
+    if ns is None:
+        at = f"{document} " if document else ""
+        raise InventoryError(f"{path}: {at}metadata.annotations[{key!r}]: {value!r} is not an RFC 3339 time")
+    return ns
+
+
+def _read_file(path: Path) -> _Snapshot:
+    objects, annotated, history, until = [], None, None, None
+    docs = _documents(path)
+    for n, doc in enumerate(docs, 1):
+        document = f"document {n}" if len(docs) > 1 else ""
+        if isinstance(doc, Mapping) and doc.get("kind") == "List":
+            annotations = _mapping(_mapping(doc.get("metadata")).get("annotations"))
+            annotated = parse_time(annotations.get(SNAPSHOT_ANNOTATION)) or annotated
+            if "history" in doc:
+                history = (history or []) + _history(doc, path, document)
+                until = _annotated_time(annotations, WATCHED_UNTIL_ANNOTATION, path, document) or until
+        objects.extend(_objects(doc, path, document))
+    return _Snapshot(path, objects, annotated, history, until)
+
+
 def load_inventory(
     paths: Iterable[str | os.PathLike],
     *,
@@ -346,7 +453,8 @@ def load_inventory(
     service_cidrs: Iterable[str] = (),
     warn: Callable[[str], None] | None = None,
 ) -> Inventory:
-    """Load one or more snapshots. A file that cannot be read or holds a malformed object is
+    """Load one or more snapshots, and the watch histories in them (``netpol-learn inventory
+    --watch``). A file that cannot be read or holds a malformed object or history entry is
     reported through ``warn`` and skipped (when it is the only file, ``InventoryError``);
     ``InventoryError`` is raised when nothing usable was loaded."""
     for option, given in (("pod range", pod_cidrs), ("Service range", service_cidrs)):
@@ -361,14 +469,7 @@ def load_inventory(
     errors: list[str] = []
     for path in paths:
         try:
-            objects, annotated = [], None
-            docs = _documents(path)
-            for n, doc in enumerate(docs, 1):
-                if isinstance(doc, Mapping) and doc.get("kind") == "List":
-                    annotations = _mapping(_mapping(doc.get("metadata")).get("annotations"))
-                    annotated = parse_time(annotations.get(SNAPSHOT_ANNOTATION)) or annotated
-                objects.extend(_objects(doc, path, f"document {n}" if len(docs) > 1 else ""))
-            snapshots.append(_Snapshot(path, objects, annotated))
+            snapshots.append(_read_file(path))
         except InventoryError as exc:
             if len(paths) == 1:
                 raise
@@ -381,53 +482,126 @@ def load_inventory(
     return _build(snapshots, notes, [str(c) for c in pod_cidrs], [str(c) for c in service_cidrs])
 
 
-def _build(snapshots: list[_Snapshot], notes: list[str], pod_cidrs: list[str], service_cidrs: list[str]) -> Inventory:
-    latest: dict[tuple, dict] = {}
-    shown_in: dict[tuple, list[int]] = defaultdict(list)
-    unknown: Counter = Counter()
-    for i, snap in enumerate(snapshots):
+# --- timelines -------------------------------------------------------------------------------
+#
+# Every observation of one object, in time order: it stood so at a snapshot (or at the end of a
+# history), it was absent from a later snapshot that lists its kind, or an event changed it. A
+# change between two snapshots happened at an unknown time between them; an event's change
+# happened at its time (or, with ``since``, after that and by its time).
+
+Ident = tuple  # (kind, namespace, name, uid)
+
+
+@dataclass(frozen=True)
+class _Seen:
+    time: int
+    seq: int  # the order observations were made in, for those of one time
+    state: dict | None  # the object as it stood; None: absent
+    version: dict | None  # the version observed (a DELETED event's last one too)
+    event: bool = False  # an event: the change happened at ``time`` (after ``since``)
+    since: int | None = None
+
+    @property
+    def changed_from(self) -> int:
+        """The earliest the change this observation shows may have happened, for an event."""
+        return self.since if self.since is not None else self.time
+
+
+def _ident(o: Mapping) -> Ident:
+    meta = o.get("metadata") or {}
+    return (str(o.get("kind")), meta.get("namespace") or "", meta.get("name"), meta.get("uid") or "")
+
+
+def _timelines(snapshots: list[_Snapshot], unknown: Counter) -> dict[Ident, list[_Seen]]:
+    seen: dict[Ident, list[_Seen]] = defaultdict(list)
+    seq = itertools.count()
+    shown: list[set] = []
+    for snap in snapshots:
+        here = set()
         for o in snap.objects:
-            kind = str(o.get("kind"))
-            if kind not in KINDS:
-                unknown[kind] += 1
+            if str(o.get("kind")) not in KINDS:
+                unknown[str(o.get("kind"))] += 1
                 continue
-            meta = o.get("metadata") or {}
-            ident = (kind, meta.get("namespace") or "", meta.get("name"), meta.get("uid") or "")
-            latest[ident] = o  # later snapshots win
-            shown_in[ident].append(i)
+            ident = _ident(o)
+            here.add(ident)
+            seen[ident].append(_Seen(snap.time, next(seq), o, o))
+        shown.append(here)
+    for snap in snapshots:
+        if snap.history is None:
+            continue
+        standing = {_ident(o): o for o in snap.objects if str(o.get("kind")) in KINDS}
+        for e in sorted(snap.history, key=lambda e: e.time):
+            if str(e.obj.get("kind")) not in KINDS:
+                unknown[str(e.obj.get("kind"))] += 1
+                continue
+            ident = _ident(e.obj)
+            state = None if e.type == "DELETED" else e.obj
+            seen[ident].append(_Seen(e.time, next(seq), state, e.obj, True, e.since))
+            standing[ident] = state
+        for ident, o in standing.items():  # what stood at the end of the history stood until then
+            if o is not None:
+                seen[ident].append(_Seen(snap.until, next(seq), o, o))
+    for snap, here in zip(snapshots, shown):
+        # A watch's snapshot lists every kind; another file those it holds (it may be split in pods.yaml, ...).
+        kinds = set(KINDS) if snap.history is not None else {ident[0] for ident in here}
+        for ident in list(seen):
+            if ident[0] in _TIMED and ident[0] in kinds and ident not in here:
+                seen[ident].append(_Seen(snap.time, next(seq), None, None))
+    for timeline in seen.values():
+        timeline.sort(key=lambda s: (s.time, s.seq))
+    return seen
+
+
+def _latest(timeline: list[_Seen]) -> dict:
+    return next(s.version for s in reversed(timeline) if s.version is not None)
+
+
+def _versions(timeline: list[_Seen], content: Callable[[dict], object]) -> list[tuple[int | None, int | None, object]]:
+    """The runs of one ``content`` (None: none usable) of an object: (start, end, content), with
+    None for a run from the beginning or still in force. A change between two snapshots may have
+    happened any time between them: the runs on either side both cover that time."""
+    runs: list[list] = []
+    before: _Seen | None = None
+    before_content = None
+    for s in timeline:
+        now = content(s.state) if s.state is not None else None
+        if before is None:
+            if now is not None:  # the first known version stands for the time before too, unless an event created it
+                runs.append([s.changed_from if s.event else None, None, now])
+        elif now != before_content:
+            if before_content is not None:
+                runs[-1][1] = s.time
+            if now is not None:
+                runs.append([s.changed_from if s.event else before.time, None, now])
+        before, before_content = s, now
+    return [tuple(r) for r in runs]
+
+
+def _build(snapshots: list[_Snapshot], notes: list[str], pod_cidrs: list[str], service_cidrs: list[str]) -> Inventory:
+    unknown: Counter = Counter()
+    timelines = _timelines(snapshots, unknown)
     for kind, n in sorted(unknown.items()):
         notes.append(f"ignored {n} object(s) of kind {kind}")
     by_kind: dict[str, list[tuple[tuple, dict]]] = defaultdict(list)
-    for ident, o in sorted(latest.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
-        by_kind[ident[0]].append((ident, o))
+    for ident in sorted(timelines, key=lambda i: tuple(str(x) for x in i)):
+        by_kind[ident[0]].append((ident, _latest(timelines[ident])))
 
-    # A snapshot may be split over several files (pods.yaml, services.yaml): a pod is gone only
-    # when a later file that lists pods does not show it.
-    with_pods = [i for i, snap in enumerate(snapshots) if any(o.get("kind") == "Pod" for o in snap.objects)]
-    last = with_pods[-1] if with_pods else -1
-    pods = []
-    no_address = 0
-    for ident, o in by_kind["Pod"]:
-        pod = _pod(o)
-        if pod is None:
-            continue
-        seen = shown_in[ident]
-        end = pod.end
-        if end is None and seen[-1] < last:
-            end = snapshots[seen[-1]].time  # gone by a later snapshot: it held the address at least until then
-        if not pod.ips:
-            no_address += 1
-        pods.append(Pod(**{**pod.__dict__, "end": end}))
+    pods = _pods(by_kind["Pod"], timelines)
+    no_address = sum(1 for p in pods if not p.ips)
     if no_address:
         notes.append(f"{no_address} pod(s) without an address (pending or finished)")
 
     services = [s for s in (_service(o) for _, o in by_kind["Service"]) if s]
-    slices = [s for s in (_endpoint_slice(o) for _, o in by_kind["EndpointSlice"]) if s]
+    slices = []
+    for ident, _ in by_kind["EndpointSlice"]:
+        for start, end, content in _versions(timelines[ident], _endpoint_slice):
+            slices.append(dataclasses.replace(content, start=start, end=end))
     with_slices = {(s.namespace, s.service) for s in slices}
-    for _, o in by_kind["Endpoints"]:
+    for ident, o in by_kind["Endpoints"]:
         meta = o.get("metadata") or {}
         if (meta.get("namespace"), meta.get("name")) not in with_slices:
-            slices.extend(_endpoints_as_slices(o))
+            for start, end, content in _versions(timelines[ident], lambda e: tuple(_endpoints_as_slices(e)) or None):
+                slices.extend(dataclasses.replace(s, start=start, end=end) for s in content)
     nodes = [_node(o) for _, o in by_kind["Node"]]
     namespaces = [Namespace(o["metadata"]["name"], labels_of(o["metadata"].get("labels"))) for _, o in by_kind["Namespace"]]
 
@@ -460,9 +634,53 @@ def _build(snapshots: list[_Snapshot], notes: list[str], pod_cidrs: list[str], s
         pod_cidrs=_networks(pod_cidrs, notes),
         service_cidrs=_networks(service_cidrs, notes),
         snapshots=tuple(s.time for s in snapshots),
+        watched=tuple(sorted((s.time, s.until) for s in snapshots if s.history is not None)),
         notes=tuple(notes),
         workload_of=workload_of,
     )
+
+
+def _pods(latest: list[tuple[Ident, dict]], timelines: Mapping[Ident, list[_Seen]]) -> list[Pod]:
+    """Each pod from its latest version, holding its addresses until (docs/resolution.md):
+    its DELETED event or, when it finished, the end of its last container, the earlier; else its
+    deletionTimestamp or the end of its last container; else, gone by a later snapshot, the
+    last time it was known to be there (``end``), and at the latest (``end_by``) that
+    snapshot's time or the start of the next pod known to hold one of its addresses."""
+    pods = []
+    for ident, o in latest:
+        pod = _pod(o)
+        timeline = timelines[ident]
+        if not pod.ips:  # the latest version no longer shows the addresses an earlier one did
+            ips = next((ips for s in reversed(timeline) if s.version is not None and (ips := _pod_ips(s.version))), ())
+            pod = dataclasses.replace(pod, ips=ips)
+        present = [i for i, s in enumerate(timeline) if s.state is not None]
+        last = present[-1] if present else -1
+        gone = timeline[last + 1] if last + 1 < len(timeline) else None
+        end, end_by = pod.end, None
+        if gone is not None and gone.event:  # its DELETED event
+            finished = _finished_at(o)
+            if finished is not None and finished <= gone.changed_from:
+                end = finished
+            elif gone.since is None:
+                end = gone.time
+            else:  # deleted while the watch was blind: after `since`, by its time
+                end, end_by = max(gone.since, timeline[last].time if last >= 0 else gone.since), gone.time
+        elif end is None and gone is not None and last >= 0:  # gone by a later snapshot
+            end, end_by = timeline[last].time, gone.time
+        pods.append(dataclasses.replace(pod, end=end, end_by=end_by))
+    holders: dict[str, list[Pod]] = defaultdict(list)
+    for p in pods:
+        if not p.host_network:
+            for ip in p.ips:
+                holders[ip].append(p)
+    out = []
+    for p in pods:
+        if p.end_by is not None and not p.host_network:
+            nexts = [q.start for ip in p.ips for q in holders[ip] if q is not p and q.start is not None and p.end < q.start < p.end_by]
+            if nexts:
+                p = dataclasses.replace(p, end_by=min(nexts))
+        out.append(p)
+    return out
 
 
 def _networks(cidrs: list[str], notes: list[str]) -> tuple[str, ...]:
@@ -478,11 +696,26 @@ def _networks(cidrs: list[str], notes: list[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _pod(o: dict) -> Pod | None:
-    meta, spec, status = o["metadata"], o.get("spec") or {}, o.get("status") or {}
+def _pod_ips(o: Mapping) -> tuple[str, ...]:
+    status = o.get("status") or {}
     ips = tuple(str(p["ip"]) for p in status.get("podIPs") or () if isinstance(p, Mapping) and p.get("ip"))
-    if not ips and status.get("podIP"):
-        ips = (str(status["podIP"]),)
+    return ips or ((str(status["podIP"]),) if status.get("podIP") else ())
+
+
+def _finished_at(o: Mapping) -> int | None:
+    """When a finished pod (``Succeeded``, ``Failed``) gave up its address: its last container's
+    end time, else the last change of its conditions; None for a pod that has not finished."""
+    status = o.get("status") or {}
+    if status.get("phase") not in ("Succeeded", "Failed"):
+        return None
+    ends = [parse_time(((cs.get("state") or {}).get("terminated") or {}).get("finishedAt")) for cs in status.get("containerStatuses") or ()]
+    ends = [e for e in ends if e] or [parse_time(c.get("lastTransitionTime")) for c in status.get("conditions") or () if parse_time(c.get("lastTransitionTime"))]
+    return max(ends) if ends else None
+
+
+def _pod(o: dict) -> Pod:
+    meta, spec, status = o["metadata"], o.get("spec") or {}, o.get("status") or {}
+    ips = _pod_ips(o)
     owner = controller_of(o)
     ports = []
     containers = list(spec.get("containers") or ()) + [c for c in spec.get("initContainers") or () if c.get("restartPolicy") == "Always"]
@@ -492,12 +725,8 @@ def _pod(o: dict) -> Pod | None:
                 ports.append(ContainerPort(p.get("name"), int(p["containerPort"]), str(p.get("protocol") or "TCP")))
     # The API server sets deletionTimestamp to the request time plus the grace period.
     deleted = parse_time(meta.get("deletionTimestamp"))
-    if status.get("phase") in ("Succeeded", "Failed") and deleted is None:
-        # A finished pod gives up its address; its last container's end time says when, else
-        # the last change of its conditions.
-        ends = [parse_time(((cs.get("state") or {}).get("terminated") or {}).get("finishedAt")) for cs in status.get("containerStatuses") or ()]
-        ends = [e for e in ends if e] or [parse_time(c.get("lastTransitionTime")) for c in status.get("conditions") or () if parse_time(c.get("lastTransitionTime"))]
-        deleted = max(ends) if ends else None
+    if deleted is None:
+        deleted = _finished_at(o)
     return Pod(
         namespace=meta["namespace"],
         name=str(meta["name"]),

@@ -32,6 +32,10 @@ PROTOCOLS = ("TCP", "UDP", "SCTP")
 #: at least until then (on the List's metadata).
 SNAPSHOT_ANNOTATION = "netpol-learn.io/snapshot-time"
 
+#: When ``netpol-learn inventory --watch`` wrote the file last: its ``history`` holds every change
+#: seen from the snapshot time until then (on the List's metadata).
+WATCHED_UNTIL_ANNOTATION = "netpol-learn.io/watched-until"
+
 
 def controller_of(obj: Mapping | None) -> tuple[str, str] | None:
     """(kind, name) of the object's controller: the owner reference marked ``controller``, else
@@ -199,6 +203,10 @@ class Pod:
     end: int | None  # ns: deletion, or the last snapshot that showed it when a later one did not; None: still there
     owner: tuple[str, str] | None  # (kind, name) of its controller
     ports: tuple[ContainerPort, ...] = ()
+    # When ``end`` is only the last snapshot that showed the pod: the latest it may have held its
+    # address (the next snapshot's time, or the start of the next known holder); attributions
+    # after ``end`` and up to it are inferred (docs/resolution.md). None: ``end`` is exact.
+    end_by: int | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -281,6 +289,10 @@ class EndpointSlice:
     service: str | None
     ports: tuple[EndpointPort, ...]
     endpoints: tuple[EndpointAddress, ...]
+    # The times this version of the slice was in force (a watch history, or several snapshots):
+    # from ``start`` (None: from the beginning) until ``end`` (None: still).
+    start: int | None = None
+    end: int | None = None
 
 
 @dataclass(frozen=True)
@@ -307,6 +319,7 @@ class Inventory:
     pod_cidrs: tuple[str, ...] = ()
     service_cidrs: tuple[str, ...] = ()
     snapshots: tuple[int, ...] = ()  # snapshot times, ns
+    watched: tuple[tuple[int, int], ...] = ()  # (from, until) of each watch history loaded, ns
     notes: tuple[str, ...] = field(default=())  # what loading skipped or had to infer
     workload_of: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (ns, pod) -> workload ref
 

@@ -2,12 +2,14 @@
 flow-log segment every interval.
 
     PacketRing (one per interface)  ->  Batch  ->  decode  ->  ConnectionLimit  ->  Aggregator
-        every --interval seconds, and on SIGTERM/SIGINT:  Aggregator.result  ->  one segment
+    SocketScanner (at the start, and shortly before each segment ends; a thread of its own)
+        every --interval seconds, and on SIGTERM/SIGINT:  Aggregator.result + the scans  ->  one segment
 
 One module per part: ``_filter`` (the kernel filter), ``_interfaces`` (which interfaces, and the
 netlink socket that reports them), ``_ring`` (``PacketRing``, ``Batch``), ``_limit``
 (``ConnectionLimit``), ``_writer`` (``SegmentWriter``), ``_podwatch`` (``PodWatcher``: the pods
-of each address), ``_sniffer`` (``Sniffer``, the loop, and ``run_until_signalled``).
+of each address), ``_sockets`` (``SocketScanner``: the TCP connections that were open before the
+start, from the socket tables), ``_sniffer`` (``Sniffer``, the loop, and ``run_until_signalled``).
 
 **Sockets.** Each interface gets an ``AF_PACKET`` socket in cooked mode (``SOCK_DGRAM``: the
 kernel hands over the packet from its IP header on, whatever the link layer: Ethernet veths,
@@ -28,6 +30,14 @@ IPv6-in-IPv4 and GRE tunnels. scapy compiles it (``scapy.arch.common.compile_fil
 libpcap's ``pcap_compile`` through ctypes) for raw IP (``DLT_RAW``, what cooked sockets see);
 without libpcap the same program, compiled ahead of time and kept with it (``FALLBACK_PROGRAM``),
 is used. tests/test_sniff.py checks that the two agree.
+
+**Connections open before the start.** The filter's SYNs show only connections opened while the
+sniffer runs. ``SocketScanner`` reads the TCP socket tables (``net/tcp``, ``net/tcp6``) of every
+network namespace of the node's processes under ``--proc`` at the start and once an interval;
+``SocketState`` turns each established connection whose SYN the packets did not show into one
+flow line of evidence ``socket-scan`` (direction ``listen`` from the LISTEN sockets, else
+``port-heuristic``), once while it stays open, and reverses the segment's heuristic flows that a
+LISTEN socket shows the wrong way round (docs/sniffer.md).
 
 **Bounds.** At most ``max_connections`` distinct connections (5-tuples, both directions as one)
 per interval: packets of further connections are dropped before aggregation and counted
@@ -54,13 +64,24 @@ from netpol_learn._sniff._interfaces import DEFAULT_INTERFACES, discover
 from netpol_learn._sniff._limit import ConnectionLimit
 from netpol_learn._sniff._podwatch import PodWatcher
 from netpol_learn._sniff._ring import Batch, PacketRing
-from netpol_learn._sniff._sniffer import DEFAULT_INTERVAL, DEFAULT_MAX_CONNECTIONS, NO_PERMISSION, Options, Sniffer, run_until_signalled, sniff
+from netpol_learn._sniff._sniffer import (
+    DEFAULT_INTERVAL,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_PROC,
+    NO_PERMISSION,
+    Options,
+    Sniffer,
+    run_until_signalled,
+    sniff,
+)
+from netpol_learn._sniff._sockets import Scan, SocketScanner, SocketState, connections, correct
 from netpol_learn._sniff._writer import SegmentWriter
 
 __all__ = [
     "DEFAULT_INTERFACES",
     "DEFAULT_INTERVAL",
     "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_PROC",
     "FILTER",
     "NO_PERMISSION",
     "SNAPLEN",
@@ -69,9 +90,14 @@ __all__ = [
     "Options",
     "PacketRing",
     "PodWatcher",
+    "Scan",
     "SegmentWriter",
     "Sniffer",
+    "SocketScanner",
+    "SocketState",
     "compile_program",
+    "connections",
+    "correct",
     "discover",
     "run_until_signalled",
     "sniff",

@@ -14,9 +14,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from netpol_learn._capture import DEFAULT_DEDUP_WINDOW, Aggregator, decode
 from netpol_learn._errors import SniffError
-from netpol_learn._flowlog import FlowLog, dumps_lines
+from netpol_learn._flowlog import FlowLog, dumps_lines, merge_logs
 from netpol_learn._sniff._filter import compile_program
 from netpol_learn._sniff._interfaces import (
     DEFAULT_INTERFACES,
@@ -29,10 +31,12 @@ from netpol_learn._sniff._interfaces import (
 )
 from netpol_learn._sniff._limit import ConnectionLimit
 from netpol_learn._sniff._ring import HOLD_MS, RETIRE_MS, Batch, PacketRing
+from netpol_learn._sniff._sockets import BackgroundScans, Scan, SocketScanner, SocketState, correct, opened_keys
 from netpol_learn._sniff._writer import SegmentWriter
 
 DEFAULT_INTERVAL = 60.0
 DEFAULT_MAX_CONNECTIONS = 200_000
+DEFAULT_PROC = "/proc"
 
 Warn = Callable[[str], None]
 
@@ -47,6 +51,7 @@ class Options:
     dedup_window: float = DEFAULT_DEDUP_WINDOW
     buffer_size: int | None = None  # KiB of ring per interface; None: 1 MiB for a pod's own interface, 8 MiB else
     batch_seconds: float = 0.1  # decode and aggregate at least this often
+    proc: str | None = DEFAULT_PROC  # the proc root whose processes' socket tables are scanned; None: no scan
 
 
 _PER_POD = ("veth*", "cali*", "lxc*")
@@ -78,6 +83,8 @@ class Sniffer:
         self.flush_error: BaseException | None = None
         self.segments = 0
         self.totals = {"packets": 0, "flows": 0}
+        self.scans = BackgroundScans(SocketScanner(options.proc, warn)) if options.proc else None
+        self.sockets = SocketState()  # the flush thread's only
         self._new_interval()
 
     # --- set-up ---
@@ -86,6 +93,7 @@ class Sniffer:
         self.agg = Aggregator(int(self.o.dedup_window * 1e9))
         self.limit = ConnectionLimit(self.o.max_connections)
         self.kernel_drops = 0
+        self.opened: list[np.ndarray] = []  # keys of the connections whose SYN the interval's packets show
 
     def _ring_size(self, name: str) -> tuple[int, int]:
         kib = self.o.buffer_size or (1024 if any(fnmatch.fnmatchcase(name, p) for p in _PER_POD) else 8192)
@@ -171,8 +179,14 @@ class Sniffer:
         except PermissionError as exc:
             raise SniffError(NO_PERMISSION) from exc
         try:
+            if self.scans is not None:
+                self.scans.scanner.check()
             self._open_netlink()
             self._scan(first=True)
+            if self.scans is not None:
+                # Once the rings are open: what opens from now on, the packets show.
+                self.scans.start()
+                self.scans.request()
             self.writer = SegmentWriter(self.o.output, self.warn, info=self.info, cancelled=self.stopping.is_set)
         except BaseException:
             self._release()
@@ -180,6 +194,8 @@ class Sniffer:
 
     def _release(self) -> None:
         """Close the sockets of a start that failed."""
+        if self.scans is not None:
+            self.scans.stop()
         for ring in list(self.rings.values()):
             self.poller.unregister(ring.fileno())
             ring.close()
@@ -210,10 +226,11 @@ class Sniffer:
         next_segment = now + self.o.interval
         next_batch = now + self.o.batch_seconds
         next_scan = now + 1.0
+        next_sockets = next_segment - self._socket_lead() if self.scans is not None else float("inf")
         rescan = False
         while not self.stopping.is_set():
             now = time.monotonic()
-            wait = max(0.0, min(next_segment, next_batch, next_scan) - now)
+            wait = max(0.0, min(next_segment, next_batch, next_scan, next_sockets) - now)
             for fd, events in self.poller.poll(wait * 1000):
                 ring = self.by_fd.get(fd)
                 if ring is not None:
@@ -237,21 +254,36 @@ class Sniffer:
                 self._scan()
                 rescan = False
                 next_scan = now + 1.0
+            if now >= next_sockets:
+                # Shortly before the segment ends, so that the scan is in it (see _end_segment).
+                self.scans.request()
+                next_sockets = float("inf")
             if now >= next_segment:
-                batch = self._feed(batch, time.time_ns() - hold)
-                self._end_segment(background=True)
+                horizon = time.time_ns() - hold
+                batch = self._feed(batch, horizon)
+                self._end_segment(background=True, horizon=horizon)
                 next_segment += self.o.interval * max(1, int((now - next_segment) // self.o.interval) + 1)
+                if self.scans is not None:
+                    next_sockets = next_segment - self._socket_lead()
         # Stopping: the kernel hands over its partly filled blocks after RETIRE_MS.
         time.sleep(HOLD_MS / 1000)
         for ring in list(self.rings.values()):
             self._close(ring, batch)
         self._feed(batch, None)
-        self._end_segment(background=False)
+        if self.scans is not None:
+            self.scans.stop()  # a scan in progress ends first, and is in the last segment
+        self._end_segment(background=False, horizon=None)
         if self.netlink is not None:
             self.netlink.close()
         self.writer.close()
         os.close(self.wake_r)
         os.close(self.wake_w)
+
+    def _socket_lead(self) -> float:
+        """How long before a segment ends its socket scan starts: the scan must end, and the
+        packets up to its end be aggregated (HOLD_MS), before the segment is cut."""
+        margin = 2 * HOLD_MS / 1000
+        return min(self.o.interval / 2, margin + 1.5 * self.scans.last_seconds)
 
     def _ring_error(self, ring: PacketRing) -> bool:
         err = ring.error()
@@ -271,7 +303,10 @@ class Sniffer:
             return batch
         (data, off, cap, link, ts), rest = batch.take(upto)
         if len(off):
-            self.agg.feed(data, self.limit(decode(data, off, cap, link, ts)))
+            packets = self.limit(decode(data, off, cap, link, ts))
+            if self.scans is not None:
+                self.opened.append(opened_keys(packets))
+            self.agg.feed(data, packets)
         return rest
 
     def _count_kernel(self, ring: PacketRing) -> None:
@@ -281,17 +316,23 @@ class Sniffer:
             return
         self.kernel_drops += drops
 
-    def _end_segment(self, background: bool) -> None:
+    def _end_segment(self, background: bool, horizon: int | None = None) -> None:
+        """Cut the interval (its packets fed up to ``horizon``, ns since the epoch; all: None)
+        and write its segment, in the background or now. The socket scans that ended by
+        ``horizon`` are the segment's: every SYN sent before them is in its packets or before."""
         for ring in self.rings.values():
             self._count_kernel(ring)
         agg, limit, drops = self.agg, self.limit, self.kernel_drops
+        scans = self.scans.take(horizon) if self.scans is not None else []
+        opened = np.unique(np.concatenate(self.opened)) if self.opened else np.zeros(0, dtype=np.uint64)
         self._new_interval()
         self._join_flusher()
+        args = (agg, limit, drops, scans, opened)
         if background:
-            self.flusher = threading.Thread(target=self._flush, args=(agg, limit, drops), name="segment-writer", daemon=True)
+            self.flusher = threading.Thread(target=self._flush, args=args, name="segment-writer", daemon=True)
             self.flusher.start()
         else:
-            self._flush(agg, limit, drops)
+            self._flush(*args)
             if self.flush_error is not None:
                 raise self.flush_error
 
@@ -302,9 +343,9 @@ class Sniffer:
         if self.flush_error is not None:
             raise self.flush_error
 
-    def _flush(self, agg: Aggregator, limit: ConnectionLimit, kernel_drops: int) -> None:
+    def _flush(self, agg: Aggregator, limit: ConnectionLimit, kernel_drops: int, scans: list[Scan], opened: np.ndarray) -> None:
         try:
-            log = self.segment(agg, limit, kernel_drops)
+            log = self.segment(agg, limit, kernel_drops, scans=scans, opened=opened)
             self.writer.write("".join(dumps_lines(log)))
             self.segments += 1
             self.totals["packets"] += log.stats.get("packets", 0)
@@ -313,19 +354,32 @@ class Sniffer:
             self.flush_error = exc
             self.stop()
 
-    def segment(self, agg: Aggregator, limit: ConnectionLimit, kernel_drops: int) -> FlowLog:
+    def segment(self, agg: Aggregator, limit: ConnectionLimit, kernel_drops: int, *, scans: list[Scan] = (),
+                opened: np.ndarray | None = None) -> FlowLog:
+        """The segment of an interval: its aggregated packets, with the connections its socket
+        ``scans`` found that the packets (``opened``: the keys of the connections they show
+        opening) did not, and its heuristic flows that the listening sockets reverse."""
         log = agg.result(self.o.source)
         stats = dict(log.stats)
         for name, value in (("dropped_connections", limit.dropped_connections), ("dropped_packets", limit.dropped_packets),
                             ("dropped_by_kernel", kernel_drops)):
             if value:
                 stats[name] = value
-        flows = log.flows
+        flows = list(log.flows)
+        if self.scans is not None:
+            found, counters = self.sockets.segment(scans, opened if opened is not None else np.zeros(0, dtype=np.uint64))
+            if self.sockets.listeners is not None:
+                flows, reversed_ = correct(flows, self.sockets.listeners)
+                if reversed_:
+                    counters["socket_reversed"] = reversed_
+            flows.extend(found)
+            stats.update(counters)
         if self.pods is not None:
-            flows = tuple(self.pods.annotate(f) for f in flows)
+            flows = [self.pods.annotate(f) for f in flows]
             # What no later segment can ask about any more: addresses let go of long ago.
             self.pods.prune(time.time_ns() - int((self.o.interval + 60) * 1e9))
-        return replace(log, flows=flows, stats=dict(sorted(stats.items())))
+        # Merged: a reversed flow or a scan's may share its key with another flow of the segment.
+        return merge_logs([replace(log, flows=tuple(flows), stats=dict(sorted(stats.items())))])
 
 
 def _drain_fd(fd: int) -> None:
