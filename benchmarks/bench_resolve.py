@@ -62,7 +62,7 @@ def build(pods: int, services: int, namespaces: int, nodes: int, seed: int = 7) 
                 "status": {"podIP": ip, "podIPs": [{"ip": ip}], "startTime": "2025-06-15T00:00:00Z", "phase": "Running"},
             })
             endpoints.append({"addresses": [ip], "targetRef": {"kind": "Pod", "name": pname, "namespace": ns}, "conditions": {"ready": True}})
-        cip = f"10.96.{d // 256}.{d % 256 + 1}"
+        cip = f"10.96.{(d + 1) // 256}.{(d + 1) % 256}"  # 10.96.0.1 and up: every one a valid address
         items.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
                       "spec": {"clusterIP": cip, "clusterIPs": [cip], "selector": {"app": name}, "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http"}]}})
         items.append({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
