@@ -166,17 +166,11 @@ class Resolver:
         self._endpoint_cache: dict = {}
         self._fixed: dict = {}
         self._pod_peers: dict = {}
-        self._port_names: dict = {}
-        self._declared: dict = {}
+        self._declared: dict = {}  # (namespace, workload) -> its pods' declared ports
         # (address, ns its traffic came before its pod's start) for the clock check.
         self.early: list[tuple[str, int]] = []
 
     # --- one address ---------------------------------------------------------------------
-
-    def peer(self, address: str, first: int, last: int | None = None, port: int | None = None) -> Peer:
-        """What ``address`` was from ``first`` to ``last`` (ns; one instant when ``last`` is None):
-        the first of ``peers_at``."""
-        return self.peers_at(address, first, first if last is None else last, port)[0][0]
 
     def peers_at(self, address: str, first: int, last: int, port: int | None = None,
                  pods: tuple[str, ...] = ()) -> list[tuple[Peer, bool]]:
@@ -366,26 +360,29 @@ class Resolver:
         return list(unique.values())
 
     def _port_name(self, peer: Peer, port: int | None, protocol: str) -> str | None:
-        if peer.kind != POD or port is None:
-            return None
-        key = (peer.namespace, peer.workload, port, protocol)
-        if key not in self._port_names:
-            names = {cp.name for cp in self._workload_ports(peer) if cp.port == port and cp.protocol == protocol and cp.name}
-            self._port_names[key] = min(names) if names else None
-        return self._port_names[key]
-
-    def _workload_ports(self, peer: Peer):
-        w = self.workloads.get((peer.namespace, peer.workload))
-        return [cp for name in (w.pods if w else ()) for cp in (self.pods[(peer.namespace, name)].ports if (peer.namespace, name) in self.pods else ())]
+        """The name the peer's pods give ``port`` (the smallest, when they differ), or None."""
+        names = self._ports(peer).get((port, protocol), ()) if port is not None else ()
+        return min(names) if names else None
 
     def declares(self, peer: Peer, port: int | None, protocol: str) -> bool:
         """Whether the pods of a pod peer's workload declare ``port`` (a containerPort)."""
-        if peer.kind != POD or port is None:
-            return False
-        key = (peer.namespace, peer.workload, port, protocol)
-        if key not in self._declared:
-            self._declared[key] = any(cp.port == port and cp.protocol == protocol for cp in self._workload_ports(peer))
-        return self._declared[key]
+        return port is not None and (port, protocol) in self._ports(peer)
+
+    def _ports(self, peer: Peer) -> dict[tuple[int, str], set[str]]:
+        """(port, protocol) -> names, of the containerPorts the pods of a pod peer's workload declare."""
+        if peer.kind != POD:
+            return {}
+        key = (peer.namespace, peer.workload)
+        ports = self._declared.get(key)
+        if ports is None:
+            w = self.workloads.get(key)
+            ports = self._declared[key] = defaultdict(set)
+            for name in (w.pods if w else ()):
+                for cp in (self.pods[(peer.namespace, name)].ports if (peer.namespace, name) in self.pods else ()):
+                    names = ports[(cp.port, cp.protocol)]
+                    if cp.name:
+                        names.add(cp.name)
+        return ports
 
     def declared_port(self, address: str, port: int, protocol: str, first: int, last: int, pods: tuple[str, ...] = ()) -> bool:
         """Whether ``address:port`` is a port the cluster declares: a Service port of a Service

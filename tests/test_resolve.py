@@ -497,3 +497,17 @@ def test_bridge_gateway_is_the_node_and_its_probes_need_no_rule(tmp_path):
     (c,) = res.connections
     assert (c.client.kind, c.client.node, c.same_node) == (NODE, "node-a", True)
     assert res.report.unresolved == ()
+
+
+def test_the_pod_a_live_sniffer_recorded_beats_the_inventorys_tenures(tmp_path):
+    # DESIGN rule 13: identity recorded at capture time beats the history and the snapshots. The
+    # inventory says batch-a held 10.244.1.50 at 50; the sniffer's watch said batch-b. A pod the
+    # inventory does not know, or two pods (a handover within the segment), leave it to the inventory.
+    from dataclasses import replace
+
+    inv = load_inventory([k8s.write_list(tmp_path, [*base(), *reuse()])])
+    seen = flow(FE_IP, "10.244.1.50", 9000, at_s=50)
+    cases = {("shop/batch-b",): "pod shop/Pod/batch-b", ("shop/gone-long-ago",): "pod shop/Pod/batch-a",
+             ("shop/batch-a", "shop/batch-b"): "pod shop/Pod/batch-a", (): "pod shop/Pod/batch-a"}
+    for pods, server in cases.items():
+        assert summary(resolve(k8s.log(replace(seen, dst_pods=pods)), inv)) == {(FE, server, "TCP", 9000)}, pods
