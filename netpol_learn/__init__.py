@@ -32,10 +32,14 @@ _HOMES = {
     "capture_files": "netpol_learn._capture",
     "Collected": "netpol_learn._collect",
     "collect": "netpol_learn._collect",
+    "collect_from_service": "netpol_learn._collect",
+    "FromService": "netpol_learn._collect",
     "learning_chart": "netpol_learn._chart",
     "CaptureError": "netpol_learn._errors",
     "CollectError": "netpol_learn._errors",
     "FlowLogError": "netpol_learn._errors",
+    "FlowLogVersionError": "netpol_learn._errors",
+    "ServeError": "netpol_learn._errors",
     "InventoryError": "netpol_learn._errors",
     "ManifestError": "netpol_learn._errors",
     "NetpolLearnError": "netpol_learn._errors",
@@ -51,6 +55,10 @@ _HOMES = {
     "merge_logs": "netpol_learn._flowlog",
     "read_flow_log": "netpol_learn._flowlog",
     "write_flow_log": "netpol_learn._flowlog",
+    "ServeOptions": "netpol_learn._serve",
+    "Store": "netpol_learn._serve",
+    "open_store": "netpol_learn._serve",
+    "serve": "netpol_learn._serve",
     "Generated": "netpol_learn._generate",
     "generate": "netpol_learn._generate",
     "Inventory": "netpol_learn._inventory",
@@ -121,8 +129,8 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eagerly
     from netpol_learn._capture import DEFAULT_DEDUP_WINDOW, capture_file, capture_files
     from netpol_learn._chart import learning_chart
-    from netpol_learn._collect import Collected, collect
-    from netpol_learn._errors import CaptureError, CollectError, FlowLogError, InventoryError, ManifestError, NetpolLearnError, OutputError, PolicyError, SniffError, TemplateError
+    from netpol_learn._collect import Collected, FromService, collect, collect_from_service
+    from netpol_learn._errors import CaptureError, CollectError, FlowLogError, FlowLogVersionError, InventoryError, ServeError, ManifestError, NetpolLearnError, OutputError, PolicyError, SniffError, TemplateError
     from netpol_learn._flowlog import DnsAnswer, DnsObservation, Flow, FlowLog, Translation, merge_logs, read_flow_log, write_flow_log
     from netpol_learn._generate import Generated, generate
     from netpol_learn._inventory import Inventory, LabelSelector, Node, Pod, Service, Watched, Workload, fetch_inventory, load_inventory, watch_inventory, write_inventory
@@ -131,6 +139,7 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
     from netpol_learn._render import render_files, write_directory
     from netpol_learn._resolve import DEFAULT_CLOCK_SKEW, Connection, Peer, Resolution, ResolveOptions, report_text, resolution_to_json, resolve
     from netpol_learn._semantics import load_policies
+    from netpol_learn._serve import ServeOptions, Store, open_store, serve
     from netpol_learn._status import DEFAULT_STABLE_AFTER, AddressSeen, Edge, NameChange, Status, WorkloadStatus, learning_status, status_markdown, status_text, status_to_json
     from netpol_learn._synthesize import GenerateOptions, PolicySet, synthesize
     from netpol_learn._verify import Change, Denied, DiffResult, VerifyResult, diff, diff_json, diff_text, verify, verify_json, verify_text

@@ -20,8 +20,8 @@ from netpol_learn._output import write_text
 from netpol_learn._text import counted
 from netpol_learn import FlowLog, capture_files, merge_logs, read_flow_log, write_flow_log
 from netpol_learn._inventory import DEFAULT_PAGE_SIZE
-from netpol_learn._manifests import DEFAULT_IMAGE, DEFAULT_NAMESPACE, SNIFFER_SELECTOR
-from netpol_learn._sniff import DEFAULT_INTERVAL, DEFAULT_MAX_CONNECTIONS, DEFAULT_PROC
+from netpol_learn._manifests import DEFAULT_IMAGE, DEFAULT_NAMESPACE, DEFAULT_STORE_SIZE, SNIFFER_SELECTOR
+from netpol_learn._sniff import DEFAULT_DRAIN, DEFAULT_INTERVAL, DEFAULT_MAX_CONNECTIONS, DEFAULT_PROC, DEFAULT_SPOOL, DEFAULT_SPOOL_SIZE
 
 
 class _Group(click.Group):
@@ -182,6 +182,23 @@ def _inventory_option(help: str = "Inventory snapshot(s): kubectl get ... -o yam
 
 def _flows_option(help: str = "Flow log(s) from capture, merge or collect; repeatable.", required: bool = True):
     return click.option("--flows", "flow_logs", multiple=True, required=required, type=_FILE, help=help)
+
+
+class _Size(click.ParamType):
+    """A size in bytes: 1048576, 512Ki, 64Mi, 1Gi (Kubernetes' binary suffixes) or 10M, 1G."""
+
+    name = "SIZE"
+    _UNITS = {"": 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+    def convert(self, value, param, ctx):
+        import re
+
+        if isinstance(value, int):
+            return value
+        m = re.fullmatch(r"\s*(\d+)\s*([KMGT]i|[kKMGT]|)\s*", str(value))
+        if not m or int(m.group(1)) <= 0:
+            self.fail(f"{value!r}: expected a size such as 1048576, 512Ki, 64Mi or 1Gi", param, ctx)
+        return int(m.group(1)) * self._UNITS[m.group(2)]
 
 
 def _output_option(help: str):
@@ -557,14 +574,20 @@ def learn(pcaps, dedup_window: float, **kw) -> None:
 @click.option("-i", "--interface", "interfaces", multiple=True, help="Interface to capture on, a glob pattern (quoted), or any; repeatable [default: the pod-facing ones: veth*, cali*, lxc*, cni0, flannel*, vxlan*, genev*].")
 @click.option("--interval", type=click.FloatRange(min=0.1), default=DEFAULT_INTERVAL, show_default=True, help="Seconds between flow-log segments.")
 @click.option("--max-connections", type=click.IntRange(min=1), default=DEFAULT_MAX_CONNECTIONS, show_default=True, help="Distinct connections kept per interval; packets of more are dropped and counted (dropped_connections).")
-@_output_option("Flow log to append segments to (fsync'd, whole segments only); '-' is stdout.")
-@click.option("--node", default=None, help="Name of this node in the segments' sources [default: $NODE_NAME, else the host name].")
-@click.option("--pods/--no-pods", "watch_pods", default=None, help="Name the pods of each flow from a watch of the API [default: when in a cluster].")
+@_output_option("Flow log to append segments to (fsync'd, whole segments only); '-' is stdout [default with --server: none].")
+@click.option("--server", metavar="URL", default=None, help="Send each segment to the learning service (netpol-learn serve) at this URL, e.g. http://netpol-learn.netpol-learn.svc:8080, through an on-disk spool, in order, retried with backoff.")
+@click.option("--token-file", metavar="FILE", default=None, help="Token to send to --server, read again for every attempt [default: the pod's service account token].")
+@click.option("--spool", metavar="DIR", default=DEFAULT_SPOOL, show_default=True, help="Directory of the segments not sent yet (created; an earlier run's are sent first).")
+@click.option("--spool-size", type=_Size(), default=DEFAULT_SPOOL_SIZE, show_default=True, help="Bytes the spool may hold; when full, the oldest segments are dropped and counted in the next one (spool_dropped_segments).")
+@click.option("--drain", metavar="SECONDS", type=click.FloatRange(min=0), default=DEFAULT_DRAIN, show_default=True, help="Seconds given at stop to send the segments left; the rest stays in the spool for the next start.")
+@click.option("--node", default=None, help="Name of this node in the segments' sources and ids [default: $NODE_NAME, else the host name].")
+@click.option("--pods/--no-pods", "watch_pods", default=None, help="Name the pods of each flow from a watch of the API [default: when in a cluster and without --server].")
 @click.option("--buffer-size", type=click.IntRange(min=64, max=1 << 20), default=None, help="Kernel ring per interface, in KiB [default: 1024 on a pod's interface, 8192 else].")
 @click.option("--proc", "proc", metavar="PATH", default=DEFAULT_PROC, show_default=True, help="Proc file system of the node's processes, whose TCP socket tables are read at the start and every interval for connections opened before the start (the DaemonSet mounts the host's at /host/proc); '' for no scan.")
 @_dedup_option()
-def sniff(interfaces, interval: float, max_connections: int, output: str, node: str | None, watch_pods: bool | None,
-          buffer_size: int | None, proc: str, dedup_window: float) -> None:
+def sniff(interfaces, interval: float, max_connections: int, output: str, server: str | None, token_file: str | None, spool: str,
+          spool_size: int, drain: float, node: str | None, watch_pods: bool | None, buffer_size: int | None, proc: str,
+          dedup_window: float) -> None:
     """Capture live on this node's interfaces and write a flow-log segment every interval.
 
     Needs CAP_NET_RAW (root, or the DaemonSet of `netpol-learn manifests`), in the node's network
@@ -573,11 +596,13 @@ def sniff(interfaces, interval: float, max_connections: int, output: str, node: 
     picked up; one that vanishes (a pod deleted) is a warning and capture goes on. SIGTERM or
     SIGINT writes the last segment and exits 0. In a cluster, flows name the pods that held their
     addresses (src_pods, dst_pods). TCP connections that were open before the start are found
-    in the socket tables under --proc (evidence socket-scan). See docs/sniffer.md.
+    in the socket tables under --proc (evidence socket-scan). With --server, the segments go to
+    the learning service (and to -o only when it is given). See docs/sniffer.md.
 
     \b
     Example:
       netpol-learn sniff --interval 30 -o /var/log/flows.jsonl
+      netpol-learn sniff --server http://netpol-learn.netpol-learn.svc:8080 --spool /tmp/spool
       netpol-learn sniff -i cni0 -i 'veth*' --max-connections 50000 | tee flows.jsonl
       netpol-learn sniff --proc /host/proc --interval 30
     """
@@ -589,20 +614,29 @@ def sniff(interfaces, interval: float, max_connections: int, output: str, node: 
     def info(message: str) -> None:
         click.echo(f"sniff: {message}", err=True)
 
+    local = output if server is None or click.get_current_context().get_parameter_source("output") != click.core.ParameterSource.DEFAULT else None
+    where = " and ".join(([f"{server} (spool {spool})"] if server else []) + ([_shown(local)] if local else []))
+
     def started(sniffer) -> None:
         names = sorted(sniffer.rings)
         shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
         info(f"listening on {counted(len(names), 'interface')}{f' ({shown})' if names else ''}; "
-             f"a segment every {interval:g}s to {_shown(output)}{f'; socket tables from {proc}' if proc else ''}")
+             f"a segment every {interval:g}s to {where}{f'; socket tables from {proc}' if proc else ''}")
 
+    node = node or os.environ.get("NODE_NAME") or socket.gethostname()
     options = Options(
-        interfaces=tuple(interfaces), interval=interval, max_connections=max_connections, output=output,
-        source=f"sniff:{node or os.environ.get('NODE_NAME') or socket.gethostname()}", dedup_window=dedup_window,
-        buffer_size=buffer_size, proc=proc,
+        interfaces=tuple(interfaces), interval=interval, max_connections=max_connections, output=local,
+        source=f"sniff:{node}", dedup_window=dedup_window, buffer_size=buffer_size, proc=proc,
+        server=server, token_file=token_file, spool=spool, spool_size=spool_size, node=node, drain=drain,
     )
     sniffer = run_sniffer(options, watch_pods=watch_pods, warn=_warn, info=info, started=started)
+    sent = ""
+    if sniffer.sender is not None:
+        s = sniffer.sender
+        sent = (f"; {counted(s.sent, 'segment')} sent ({s.duplicates} already there), {s.rejected} refused, "
+                f"{sniffer.spool.dropped['segments']} dropped from the full spool, {len(sniffer.spool)} left in the spool")
     info(f"stopped: {counted(sniffer.segments, 'segment')}, {sniffer.totals['packets']} packets, "
-         f"{sniffer.totals['flows']} flow lines -> {_shown(output)}")
+         f"{sniffer.totals['flows']} flow lines -> {where}{sent}")
 
 
 @main.command()
@@ -677,58 +711,111 @@ def diff(base: Path, new: Path, inventories, flow_logs, pod_cidr, service_cidr, 
 
 
 @main.command()
-@_namespace_option(DEFAULT_NAMESPACE, "Namespace for the sniffer (the manifests create it).")
+@_namespace_option(DEFAULT_NAMESPACE, "Namespace for the sniffer and the learning service (the manifests create it).")
 @click.option("--image", default=DEFAULT_IMAGE, show_default=True, help="Image with netpol-learn in it, built from the repository's Dockerfile.")
-@click.option("--templates", "template_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Directory whose sniffer.yaml.j2 replaces the built-in template.")
+@click.option("--store-size", metavar="QUANTITY", default=DEFAULT_STORE_SIZE, show_default=True, help="Size of the learning service's store (its PersistentVolumeClaim, of the default storage class), a Kubernetes quantity such as 10Gi or 500G.")
+@click.option("--node-cidr", "node_cidrs", multiple=True, type=_Cidr(), help="Address range that may reach the service's port besides the sniffer pods: the nodes' addresses as the network plugin sends them, and the API server's (readers come through its service proxy); repeatable [default: every address; NetworkPolicy cannot select host-network pods such as the sniffers'].")
+@click.option("--templates", "template_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Directory whose sniffer.yaml.j2 and service.yaml.j2 replace the built-in templates (each on its own).")
 @_output_option("File to write the manifests to; '-' is stdout.")
-def manifests(namespace: str, image: str, template_dir: Path | None, output: str) -> None:
-    """Print the Kubernetes manifests of the sniffer DaemonSet.
+def manifests(namespace: str, image: str, store_size: str, node_cidrs: tuple[str, ...], template_dir: Path | None, output: str) -> None:
+    """Print the Kubernetes manifests of the sniffer DaemonSet and the learning service.
 
-    A Namespace, a ServiceAccount, a read-only ClusterRole (get, list, watch on the objects that
-    map addresses to workloads) with its binding, and a DaemonSet that runs `netpol-learn sniff`
-    on every node, in the node's network, with no capability but NET_RAW and a read-only root
-    filesystem; each pod writes a flow-log segment to its log every 30 seconds, for `collect`.
+    The sniffer: a Namespace, a ServiceAccount bound to no role, and a DaemonSet that runs
+    `netpol-learn sniff --server` on every node, in the node's network, with no capability but
+    NET_RAW and a read-only root filesystem; each pod posts a flow-log segment every 30 seconds to
+    the service (spooling what it cannot send yet) and writes it to its log too (collect
+    --from-logs). The service (`netpol-learn serve`): a ServiceAccount with a read-only ClusterRole
+    plus TokenReview and SubjectAccessReview, a Role netpol-learn-reader for its readers (bound to
+    nobody), NetworkPolicies that let only the sniffers (--node-cidr) and the API server reach it,
+    a PersistentVolumeClaim (--store-size), a Service and a Deployment (one replica, not root).
     The same options give byte-identical output. See docs/sniffer.md.
 
     \b
     Example:
       docker build -t registry.example/netpol-learn:0.1.0 . && docker push registry.example/netpol-learn:0.1.0
-      netpol-learn manifests --image registry.example/netpol-learn:0.1.0 | kubectl apply -f -
+      netpol-learn manifests --image registry.example/netpol-learn:0.1.0 --node-cidr 10.0.0.0/16 | kubectl apply -f -
     """
     from netpol_learn import render_manifests
     from netpol_learn._manifests import document_kinds
 
-    text = render_manifests(namespace, image, template_dir)
+    text = render_manifests(namespace, image, template_dir, store_size=store_size, node_cidrs=node_cidrs)
+    if not node_cidrs:
+        _warn("no --node-cidr: the learning service's port 8080 admits every address (the sniffers use the node's "
+              "network, which NetworkPolicy cannot select; tokens still decide who writes and who reads); give the "
+              "nodes' and the API server's address ranges to narrow it (docs/sniffer.md)")
     write_text(output, text)
     kinds = document_kinds(text)
     click.echo(f"{len(kinds)} objects ({', '.join(kinds)}) in namespace {namespace} -> {_shown(output)}", err=True)
 
 
 @main.command()
-@_namespace_option(DEFAULT_NAMESPACE, "Namespace of the sniffer pods.")
-@click.option("-l", "--selector", default=SNIFFER_SELECTOR, show_default=True, help="Label selector of the sniffer pods.")
+@click.option("--server", metavar="URL", default=None, help="The learning service (netpol-learn serve) at this URL, e.g. http://127.0.0.1:8080 through kubectl port-forward [default: Service netpol-learn in --namespace, through the API server's service proxy].")
+@click.option("--token-file", type=_FILE, default=None, help="File holding a token of the service's read role [default without --server: the kubeconfig's bearer token].")
+@click.option("--inventory-out", default=None, help="Also write the service's inventory (snapshot plus history, JSON) to this file; '-' is stdout.")
+@click.option("--from-logs", is_flag=True, help="Read the sniffer pods' logs, not the service (lossy: see docs/sniffer.md).")
+@_namespace_option(DEFAULT_NAMESPACE, "Namespace of the service and the sniffer pods.")
+@click.option("-l", "--selector", default=SNIFFER_SELECTOR, show_default=True, help="Label selector of the sniffer pods (logs only).")
 @_kube_options
-@click.option("--since", "since_seconds", type=_Duration(), default=None, help="Only segments written in this last while, e.g. 30m, 1h, 2h30m, 7d [default: all the logs hold].")
+@click.option("--since", "since_seconds", type=_Duration(), default=None, help="Only segments cut (service) or written (logs) in this last while, e.g. 30m, 1h, 2h30m, 7d [default: all there are].")
 @_output_option("Flow log to write (JSON Lines); '-' is stdout.")
-def collect(namespace: str, selector: str, kubeconfig: Path | None, context: str | None, since_seconds: int | None, output: str) -> None:
-    """Merge the flow logs the sniffer pods wrote to their logs into one flow log.
+def collect(server: str | None, token_file: Path | None, inventory_out: str | None, from_logs: bool, namespace: str, selector: str,
+            kubeconfig: Path | None, context: str | None, since_seconds: int | None, output: str) -> None:
+    """Collect the sniffers' flow log: from the learning service, else from the sniffer pods' logs.
 
-    Lists the pods of the sniffer DaemonSet (netpol-learn manifests), reads each pod's log
-    through the API (and its previous container's, after a restart), keeps the complete
-    flow-log segments in it and merges them. A pod whose log cannot be read is a warning; the
-    others still count. The credentials need list on pods and get on pods/log in the namespace.
+    With --server, reads GET /v1/flows (and, with --inventory-out, GET /v1/inventory) of the
+    service at that URL, with the token of --token-file. Without it, reads Service netpol-learn
+    in --namespace through the API with the kubeconfig and talks to the service through the API
+    server's service proxy (the credentials need get on services and services/proxy there); the
+    API server takes the Authorization header for itself, so the service's token goes in header
+    Netpol-Learn-Token: --token-file, else the kubeconfig's bearer token. Nothing is written
+    unless every answer came and was read as a flow log (an inventory).
+
+    When that Service does not exist, or with --from-logs, the pods of the sniffer DaemonSet are
+    listed and their logs read (and the previous container's, after a restart), and the complete
+    flow-log segments in them merged: lossy (the kubelet rotates logs, a previous log is read once,
+    overlapping collections count segments twice). A pod whose log cannot be read is a warning.
+    The credentials need list on pods and get on pods/log in the namespace.
 
     \b
     Example:
-      netpol-learn collect -o flows.jsonl
-      netpol-learn collect --context admin@prod --since 1h -o last-hour.jsonl
+      netpol-learn collect -o flows.jsonl --inventory-out inventory.json
+      kubectl -n netpol-learn port-forward service/netpol-learn 8080:http &
+      netpol-learn collect --server http://127.0.0.1:8080 --token-file token --since 1h -o last-hour.jsonl
+      netpol-learn collect --from-logs --context admin@prod --since 1h -o last-hour.jsonl
     """
     from netpol_learn import collect as collect_logs
+    from netpol_learn import CollectError, collect_from_service
+    from netpol_learn._collect import SERVICE_NAME
+    from netpol_learn._output import write_data
 
+    if server is not None and from_logs:
+        raise click.UsageError("--server and --from-logs: give one (the service, or the sniffer pods' logs)")
+    if inventory_out is not None and from_logs:
+        raise click.UsageError("--inventory-out needs the service; the sniffer pods' logs hold no inventory (netpol-learn inventory takes one)")
+    if inventory_out == "-" and output == "-":
+        raise click.UsageError("-o and --inventory-out cannot both be stdout")
     if since_seconds is not None:  # a duration in ns: collect takes whole seconds
         if since_seconds < 10**9:
             raise click.BadParameter("the duration must be at least 1s", param_hint="'--since'")
         since_seconds = -(-since_seconds // 10**9)
+    got = None
+    if not from_logs:
+        got = collect_from_service(server, token_file, namespace=namespace, kubeconfig=kubeconfig, context=context,
+                                   since_seconds=since_seconds, inventory=inventory_out is not None)
+    if got is not None:
+        write_flow_log(got.log, output)
+        click.echo(f"{len(got.log.flows)} flows, {len(got.log.dns)} DNS names from the {got.where} -> {_shown(output)}", err=True)
+        if inventory_out is not None:
+            write_data(inventory_out, got.inventory)
+            click.echo(f"inventory: {got.objects} objects, {got.changes} changes in its history -> {_shown(inventory_out)}", err=True)
+        return
+    if not from_logs:
+        if inventory_out is not None:
+            raise CollectError(f"--inventory-out: no Service {SERVICE_NAME} in namespace {namespace}, so no learning service to "
+                                       "read the inventory from (netpol-learn inventory takes a snapshot; --from-logs reads only the flows)")
+        _warn(f"no Service {SERVICE_NAME} in namespace {namespace}: reading the sniffer pods' logs instead, which is lossy "
+              "(the kubelet rotates them, a restarted sniffer's earlier log is read only while it is the previous one, "
+              "collections over overlapping windows count segments twice; docs/sniffer.md)")
     got = collect_logs(namespace, selector, kubeconfig, context, since_seconds, warn=_warn)
     write_flow_log(got.log, output)
     left = f" ({got.incomplete} incomplete left out)" if got.incomplete else ""
@@ -737,6 +824,51 @@ def collect(namespace: str, selector: str, kubeconfig: Path | None, context: str
         f"{len(got.log.dns)} DNS names -> {_shown(output)}",
         err=True,
     )
+
+@main.command()
+@click.option("--store", required=True, metavar="PATH|URL", help="The store: an SQLite file (created if missing; WAL beside it), or postgresql://... .")
+@click.option("--listen", default=None, metavar="HOST:PORT", help="Address to listen on; [::]:8080 for IPv6 [default: 127.0.0.1:8080].")
+@click.option("--tokens-file", type=_FILE, default=None, help="Tokens and their roles, one 'TOKEN ROLE' per line (ROLE write or read) [default in a cluster: TokenReview and SubjectAccessReview].")
+@click.option("--writer", "writers", multiple=True, metavar="USER", help="In a cluster: an identity allowed to post segments; repeatable [default: system:serviceaccount:NAMESPACE:netpol-learn-sniffer].")
+@click.option("-n", "--namespace", default=None, help="The service's namespace, for the default writer and the readers' RBAC check [default: $POD_NAMESPACE, else the service account's].")
+@click.option("--service-name", default=None, help="Its Service's name, whose services/proxy get readers need [default: netpol-learn].")
+@_kube_options
+@click.option("--watch/--no-watch", "watch", default=True, show_default=True, help="Keep the identity history: one watch of the API per kind.")
+@click.option("--max-segment-size", type=_Size(), default="64Mi", show_default=True, help="Largest segment taken, compressed or not (larger: 413).")
+@click.option("--max-future", type=_Duration(), default="10m", show_default=True, help="How far a segment's times may lie ahead of this clock (more: 422).")
+@click.option("--tls-cert-file", type=_FILE, default=None, help="Serve HTTPS with this certificate (PEM) ...")
+@click.option("--tls-key-file", type=_FILE, default=None, help="... and this key.")
+def serve(store: str, listen: str | None, tokens_file: Path | None, writers, namespace: str | None, service_name: str | None,
+          kubeconfig: Path | None, context: str | None, watch: bool, max_segment_size: int, max_future: int,
+          tls_cert_file: Path | None, tls_key_file: Path | None) -> None:
+    """Run the learning service: sniffers post segments to it, collect and status read from it.
+
+    Keeps every segment once (a resend is acknowledged, not stored twice) in the store, with
+    the identity history of one watch per kind of the whole cluster, and serves the merged
+    flow log, the inventory, the learning status and Prometheus metrics. Every endpoint but
+    /healthz and /readyz needs a bearer token: of the write role to post, of the read role for
+    the rest. SIGTERM or SIGINT finishes the requests in flight and exits 0. See docs/service.md.
+
+    \b
+    Example:
+      netpol-learn serve --store /var/lib/netpol-learn/store.db --listen 0.0.0.0:8080
+      netpol-learn serve --store learn.db --tokens-file tokens.txt --no-watch
+    """
+    from netpol_learn._serve import DEFAULT_LISTEN, DEFAULT_SERVICE_NAME, Limits, ServeOptions
+    from netpol_learn._serve import serve as run_service
+
+    def info(message: str) -> None:
+        click.echo(f"serve: {message}", err=True)
+
+    options = ServeOptions(
+        store=store, listen=listen or DEFAULT_LISTEN, tokens_file=None if tokens_file is None else str(tokens_file),
+        writers=tuple(writers), namespace=namespace, service_name=service_name or DEFAULT_SERVICE_NAME,
+        kubeconfig=None if kubeconfig is None else str(kubeconfig), context=context, watch=watch,
+        limits=Limits(max_segment_size=max_segment_size, max_future=max_future),
+        tls_cert=None if tls_cert_file is None else str(tls_cert_file), tls_key=None if tls_key_file is None else str(tls_key_file),
+    )
+    service = run_service(options, info=info, warn=_warn)
+    info(f"stopped: {service.received_count} segments stored, {service.duplicate_count} resends acknowledged")
 
 
 if __name__ == "__main__":  # pragma: no cover

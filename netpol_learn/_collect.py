@@ -1,4 +1,11 @@
-"""Collect the sniffers' flow logs from their pods' logs: ``netpol-learn collect``.
+"""Collect the sniffers' flow logs: ``netpol-learn collect``, from the learning service or from
+the sniffer pods' logs.
+
+The learning service (``netpol-learn serve``) holds every segment the sniffers sent it, each
+once; ``collect_from_service`` reads its merged flow log (and inventory) straight from a URL, or
+through the API server's service proxy when the Service ``netpol-learn`` exists (see the section
+on the service below). Without it, the logs, which are lossy (rotated by the kubelet, a
+restarted container's earlier log readable only once, overlapping collections counted twice):
 
 Each sniffer pod (the DaemonSet of ``netpol-learn manifests``) writes one flow-log segment per
 interval to stdout, so its container log is a flow log with other lines in between (the
@@ -19,12 +26,14 @@ kubeconfig, ``--context``, or the pod's service account; its errors worded the s
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
-from netpol_learn._errors import CollectError
+from netpol_learn._errors import CollectError, FlowLogError, InventoryError
 from netpol_learn._flowlog import FlowLog, Segment, SegmentReader, merge_logs
 from netpol_learn._kube import (
     REQUEST_TIMEOUT,
@@ -34,11 +43,25 @@ from netpol_learn._kube import (
     list_pages,
     one_line,
     transport_errors,
+    transport_reason,
 )
-from netpol_learn._manifests import DEFAULT_NAMESPACE, SNIFFER_SELECTOR
+from netpol_learn._manifests import DEFAULT_NAMESPACE, SERVICE_NAME, SNIFFER_SELECTOR
 from netpol_learn._time import parse_duration as time_duration
 
-__all__ = ["DEFAULT_NAMESPACE", "SNIFFER_SELECTOR", "Collected", "ContainerLog", "collect", "parse_duration"]
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "SERVICE_NAME",
+    "SERVICE_PORT_NAME",
+    "SNIFFER_SELECTOR",
+    "TOKEN_HEADER",
+    "Collected",
+    "ContainerLog",
+    "FromService",
+    "collect",
+    "collect_from_service",
+    "parse_duration",
+    "read_token",
+]
 
 Warn = Callable[[str], None]
 
@@ -267,3 +290,266 @@ def collect(
         raise CollectError(f"the logs of {len(readable)} sniffer pod(s) in namespace {namespace} hold no complete "
                            "flow-log segment (the sniffer writes one per interval; is --since shorter than it?)")
     return Collected(merge_logs(logs), len(pods), len(readable), segments, incomplete)
+
+
+# --- the learning service ------------------------------------------------------------------------
+#
+# ``netpol-learn serve`` keeps every segment the sniffers sent it, exactly once, and the identity
+# history; its ``GET /v1/flows`` is the merge of them (``?since=``), ``GET /v1/inventory`` the
+# snapshot plus history. ``collect`` reads them directly (``--server URL``: a port-forward, an
+# ingress) or finds the service through the API: Service ``netpol-learn`` in the namespace, reached
+# through the API server's service proxy with the user's own kubeconfig credentials (client
+# certificates, tokens, exec plugins alike: the kubernetes client makes the request). The API
+# server consumes the ``Authorization`` header of a proxied request (it authenticates the user
+# with it), so the service's token travels in ``Netpol-Learn-Token``.
+
+#: The name of the port of the learning service's Service (``SERVICE_NAME``, as ``netpol-learn
+#: manifests`` renders it) that the service proxy reaches.
+SERVICE_PORT_NAME = "http"
+#: The header that carries the service's token through the API server's service proxy.
+TOKEN_HEADER = "Netpol-Learn-Token"
+
+_TOKEN_HINT = ("give --token-file with a token the service accepts (e.g. `kubectl create token SERVICEACCOUNT -n {ns} > token`, "
+               "for a ServiceAccount that may get services/proxy {name} there)")
+_PROXY_NEEDS = "the credentials need get on services and services/proxy {name} in namespace {ns}"
+
+
+@dataclass(frozen=True)
+class FromService:
+    """What ``collect_from_service`` read: the merged flow log, and the inventory when asked for
+    (the JSON the service answered, as it answered it, checked by the inventory loader)."""
+
+    log: FlowLog
+    inventory: bytes | None
+    objects: int  # objects in the inventory's snapshot (0 without one)
+    changes: int  # entries of its history
+    where: str  # the service, as the summary names it
+
+
+def read_token(token_file: str | os.PathLike) -> str:
+    """The token in a token file (surrounding white space removed); ``CollectError`` when it
+    cannot be read or is empty."""
+    try:
+        with open(token_file, encoding="utf-8") as fh:
+            token = fh.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CollectError(f"--token-file {token_file}: cannot read it: {getattr(exc, 'strerror', None) or exc}") from exc
+    if not token:
+        raise CollectError(f"--token-file {token_file}: empty")
+    return token
+
+
+def _answer_text(body: bytes) -> str:
+    """The one line an error answer holds: the service's ``{"error": ...}``, an API server's
+    ``Status`` message, else the start of the body."""
+    try:
+        obj = json.loads(body)
+    except (TypeError, ValueError):
+        obj = None
+    if isinstance(obj, dict):
+        for key in ("error", "message"):
+            if isinstance(obj.get(key), str) and obj[key].strip():
+                return one_line(obj[key])
+    return one_line(body[:200].decode("utf-8", errors="replace"))
+
+
+def _http_error(doing: str, status: int, reason: str, body: bytes, hint_403: str | None = None) -> CollectError:
+    message = f"{doing}: HTTP {status} {reason or ''}".rstrip()
+    text = _answer_text(body)
+    if text and text.lower() != (reason or "").lower():
+        message += f": {text}"
+    if status == 403 and hint_403:
+        message += f" ({hint_403})"
+    return CollectError(message)
+
+
+def _flow_log_of(body: bytes, name: str) -> FlowLog:
+    """The flow log an answer holds, read strictly by the flow log's own segment reader, as
+    ``read_flow_log`` reads a file: a ``CollectError`` naming ``name`` and the line otherwise."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CollectError(f"{name}: not a flow log (not UTF-8 text)") from exc
+    reader = SegmentReader(strict=True, name=name)
+    logs: list[FlowLog] = []
+    try:
+        for line in text.splitlines(keepends=True):
+            if (segment := reader.feed(line)) is not None:
+                logs.append(segment.log)
+        if (segment := reader.close()) is not None:
+            logs.append(segment.log)
+    except FlowLogError as exc:
+        raise CollectError(f"not a flow log this tool reads: {exc}") from exc
+    if reader.lineno == 0:
+        raise CollectError(f"{name}: empty, not a flow log")
+    try:
+        return merge_logs(logs)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # stats counters of other types in two segments
+        raise CollectError(f"{name}: invalid stats: {exc}") from exc
+
+
+def _inventory_of(body: bytes, name: str) -> tuple[int, int]:
+    """Check an inventory answer with the inventory loader (as ``--inventory`` will read the
+    file): a JSON List of objects with its history. The number of objects and of history entries."""
+    from netpol_learn._inventory import load_inventory_document
+
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CollectError(f"{name}: not JSON ({exc})") from exc
+    if not isinstance(doc, dict) or doc.get("kind") != "List" or not isinstance(doc.get("items"), list):
+        raise CollectError(f"{name}: not an inventory (a JSON List with items, as `inventory --watch` writes)")
+    history = doc.get("history") or []
+    if not isinstance(history, list):
+        raise CollectError(f"{name}: history: not a list")
+    try:
+        load_inventory_document(doc, name)
+    except InventoryError as exc:
+        raise CollectError(f"not an inventory this tool reads: {exc}") from exc
+    return len(doc["items"]), len(history)
+
+
+class _Direct:
+    """The service at a URL (``--server``): plain HTTP(S) through urllib3, ``Authorization: Bearer``."""
+
+    def __init__(self, url: str, token: str):
+        import urllib3
+
+        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+            raise CollectError(f"--server {url}: not an http:// or https:// URL")
+        self.url = url.rstrip("/")
+        self.where = f"service at {self.url}"
+        self.headers = {"Authorization": f"Bearer {token}", "User-Agent": "netpol-learn"}
+        self.pool = urllib3.PoolManager(timeout=urllib3.Timeout(connect=REQUEST_TIMEOUT[0], read=REQUEST_TIMEOUT[1]), retries=False)
+
+    def get(self, path: str, query: list[tuple[str, str]]) -> bytes:
+        doing = f"GET {path} of the service at {self.url}"
+        try:
+            r = self.pool.request("GET", self.url + path, fields=query or None, headers=self.headers)
+        except transport_errors() as exc:
+            raise CollectError(f"cannot reach the service at {self.url}: {transport_reason(exc)}") from exc
+        if not 200 <= r.status <= 299:
+            raise _http_error(doing, r.status, r.reason, r.data, "the token has no read role")
+        return r.data
+
+    def close(self) -> None:
+        self.pool.clear()
+
+
+class _Proxied:
+    """The service through the API server's service proxy, with the kubeconfig's credentials;
+    the service's token in ``Netpol-Learn-Token``."""
+
+    def __init__(self, api_client, namespace: str, token: str, host: str):
+        self.api_client = api_client
+        self.namespace = namespace
+        self.base = f"/api/v1/namespaces/{namespace}/services/{SERVICE_NAME}:{SERVICE_PORT_NAME}/proxy"
+        self.token = token
+        self.where = f"service {namespace}/{SERVICE_NAME} through the API server at {host}"
+        self.host = host
+
+    def get(self, path: str, query: list[tuple[str, str]]) -> bytes:
+        from kubernetes.client import ApiException
+
+        doing = f"GET {path} of service {self.namespace}/{SERVICE_NAME} (through the API server's service proxy)"
+        try:
+            r = self.api_client.call_api(
+                self.base + path, "GET", query_params=query, header_params={TOKEN_HEADER: self.token, "Accept": "*/*"},
+                auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True, _request_timeout=REQUEST_TIMEOUT)
+        except ApiException as exc:
+            if not exc.status:
+                raise CollectError(f"cannot reach the API server at {self.host}: {one_line(exc.reason or '')}") from exc
+            raise _http_error(doing, exc.status, exc.reason, exc.body if isinstance(exc.body, bytes) else str(exc.body or "").encode(),
+                              f"the token has no read role, or {_PROXY_NEEDS.format(name=SERVICE_NAME, ns=self.namespace)}") from exc
+        except transport_errors() as exc:
+            raise CollectError(f"cannot reach the API server at {self.host}: {transport_reason(exc)}") from exc
+        try:
+            return r.data
+        finally:
+            r.release_conn()
+
+    def close(self) -> None:
+        pass
+
+
+def _read(client, since_seconds: int | None, inventory: bool) -> FromService:
+    query = [("since", f"{since_seconds}s")] if since_seconds is not None else []
+    log = _flow_log_of(client.get("/v1/flows", query), "GET /v1/flows")
+    body, objects, changes = None, 0, 0
+    if inventory:
+        body = client.get("/v1/inventory", [])
+        objects, changes = _inventory_of(body, "GET /v1/inventory")
+    return FromService(log, body, objects, changes, client.where)
+
+
+def _kubeconfig_token(cfg) -> str | None:
+    """The bearer token of the kubeconfig's user (a token, or one an exec plugin gave), if any;
+    None for client certificates and basic auth."""
+    value = cfg.get_api_key_with_prefix("authorization") or cfg.get_api_key_with_prefix("BearerToken") or ""
+    scheme, _, token = value.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def collect_from_service(
+    server: str | None = None,
+    token_file: str | os.PathLike | None = None,
+    *,
+    namespace: str = DEFAULT_NAMESPACE,
+    kubeconfig: str | os.PathLike | None = None,
+    context: str | None = None,
+    since_seconds: int | None = None,
+    inventory: bool = False,
+) -> FromService | None:
+    """Read the merged flow log (and, with ``inventory``, the inventory) from the learning service.
+
+    With ``server`` (a URL), straight from it, with the token in ``token_file`` as
+    ``Authorization: Bearer``. Without, through the API with the kubeconfig (as ``collect``):
+    Service ``netpol-learn`` in ``namespace`` is read, and the service reached through the API
+    server's service proxy, its token (``token_file``, else the kubeconfig's own bearer token) in
+    the ``Netpol-Learn-Token`` header; None when that Service does not exist (HTTP 404), for the
+    caller to read the sniffer pods' logs instead (``collect``). Everything the service answered
+    is checked (the flow log by the flow log's reader, the inventory by the inventory loader)
+    before it is returned; any failure is a ``CollectError`` of one line.
+    """
+    if server is not None:
+        if token_file is None:
+            raise CollectError(f"--server {server}: give --token-file with a token of the read role")
+        client = _Direct(server, read_token(token_file))
+        try:
+            return _read(client, since_seconds, inventory)
+        finally:
+            client.close()
+    from kubernetes.client import ApiClient, ApiException, CoreV1Api
+
+    cfg = client_configuration(kubeconfig, context, error=CollectError)
+    with ApiClient(cfg) as api_client:
+        api_client.user_agent = "netpol-learn"
+        doing = f"cannot read Service {SERVICE_NAME} in namespace {namespace}"
+        try:
+            response = CoreV1Api(api_client).read_namespaced_service(
+                SERVICE_NAME, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
+            try:
+                service = json.loads(response.data)
+            finally:
+                response.release_conn()
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            needs = _PROXY_NEEDS.format(name=SERVICE_NAME, ns=namespace) + "; --from-logs reads the sniffer pods' logs instead"
+            raise CollectError(client_error_message(exc, doing, f"cannot reach the API server at {cfg.host} (reading Service {SERVICE_NAME})", needs)) from exc
+        except transport_errors() as exc:
+            raise CollectError(client_error_message(exc, doing, f"cannot reach the API server at {cfg.host} (reading Service {SERVICE_NAME})")) from exc
+        except ValueError as exc:
+            raise CollectError(f"{doing}: the answer of {cfg.host} is not JSON") from exc
+        ports = ((service.get("spec") or {}).get("ports") or []) if isinstance(service, dict) else []
+        if not any(isinstance(p, dict) and p.get("name") == SERVICE_PORT_NAME for p in ports):
+            raise CollectError(f"Service {SERVICE_NAME} in namespace {namespace} has no port named {SERVICE_PORT_NAME} "
+                               "(the one netpol-learn manifests renders has)")
+        if token_file is not None:
+            token = read_token(token_file)
+        else:
+            token = _kubeconfig_token(cfg)
+            if token is None:
+                raise CollectError(f"the learning service in namespace {namespace} needs a token and the kubeconfig's "
+                                   f"credentials hold none: " + _TOKEN_HINT.format(ns=namespace, name=SERVICE_NAME))
+        return _read(_Proxied(api_client, namespace, token, cfg.host), since_seconds, inventory)

@@ -4,12 +4,14 @@
     ├── CaptureError            a capture file that yields nothing usable
     ├── SniffError              a live capture that cannot start or go on
     ├── FlowLogError            a flow log that cannot be read or written
+    │   └── FlowLogVersionError a flow log of a version this tool does not read
     ├── InventoryError          an inventory that cannot be loaded or fetched
     ├── OutputError             an output directory that cannot be written safely
     ├── TemplateError           a policy template that cannot be loaded or rendered
     ├── PolicyError             a NetworkPolicy file that cannot be read or is not valid
     ├── ManifestError           sniffer manifests asked for with an invalid namespace or image
-    └── CollectError            the sniffers' logs that cannot be found or read
+    ├── CollectError            the sniffers' logs that cannot be found or read
+    └── ServeError              the learning service cannot start (store, listen address, tokens)
 
 Library code raises these; only the CLI turns them into one line on stderr and exit code 2.
 Third-party errors are translated where they enter (``raise CaptureError(...) from exc``).
@@ -30,6 +32,10 @@ class SniffError(NetpolLearnError):
 
 class FlowLogError(NetpolLearnError):
     """A flow log could not be read or written."""
+
+
+class FlowLogVersionError(FlowLogError):
+    """A flow log (or a segment) of a format version this tool does not read."""
 
 
 class InventoryError(NetpolLearnError):
@@ -54,3 +60,7 @@ class ManifestError(NetpolLearnError):
 
 class CollectError(NetpolLearnError):
     """The sniffer pods or their logs could not be found or read."""
+
+
+class ServeError(NetpolLearnError):
+    """The learning service cannot start: its store, listen address, tokens or TLS files."""

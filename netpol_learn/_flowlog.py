@@ -21,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
 
-from netpol_learn._errors import FlowLogError
+from netpol_learn._errors import FlowLogError, FlowLogVersionError
 from netpol_learn._output import write_text
 from netpol_learn._time import format_time, parse_time
 
@@ -509,7 +509,7 @@ class SegmentReader:
             return _Open(headed=True, sources=sources, version=version)
         except _Unsupported as exc:
             if self.strict:
-                raise FlowLogError(f"{self.name}: {exc}") from None
+                raise FlowLogVersionError(f"{self.name}: {exc}") from None
             return _Open(headed=True, problem=str(exc))
         except ValueError as exc:
             seg = _Open(headed=True)
@@ -549,6 +549,27 @@ class SegmentReader:
             self.ignored += 1
             return None
         return obj
+
+
+def read_segment(text: str, name: str = "segment") -> FlowLog:
+    """The one segment ``text`` holds (a header, its flow and dns lines, a stats line: what
+    ``dumps_lines`` writes), read strictly. ``FlowLogError`` when it is not exactly one complete
+    segment or a line is invalid; ``FlowLogVersionError`` for another version of the format."""
+    reader = SegmentReader(strict=True, name=name)
+    segments: list[Segment] = []
+    for line in text.splitlines(keepends=True):
+        ended = reader.feed(line)
+        if ended is not None:
+            segments.append(ended)
+    if (ended := reader.close()) is not None:
+        segments.append(ended)
+    if not segments:
+        raise FlowLogError(f"{name}: empty, not a flow-log segment")
+    if len(segments) > 1:
+        raise FlowLogError(f"{name}: {len(segments)} segments; one was expected")
+    if not segments[0].complete:
+        raise FlowLogError(f"{name}: incomplete segment (no stats line at its end)")
+    return segments[0].log
 
 
 def looks_like_flow_log(first_line: bytes) -> bool:

@@ -13,6 +13,8 @@ Rules (what a user of ``-o`` may rely on):
   never replaced.
 - Appending (``open_append``, the sniffer's segments) follows the same rules: a symlink is
   followed, a FIFO or device is opened as it is, a new file follows the umask.
+- A directory to keep files in (``make_directory``, the sniffer's spool) is created with its
+  parents when missing; each file in it is written as a regular file above.
 - A directory of files (``write_directory``) is whole or unchanged: every new file is written in
   full beside its target first; only when all of them are on disk are they renamed into place,
   the index last. A new directory is built beside its target and renamed into place. On failure
@@ -130,6 +132,21 @@ def open_append(path: str | os.PathLike, *, cancelled: Callable[[], bool] | None
         raise OutputError(f"cannot write {path}: is a directory") from exc
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {_reason(exc)}") from exc
+
+
+def make_directory(path: str | os.PathLike) -> Path:
+    """``path`` as a directory, created with its parents (the umask deciding their modes) when
+    missing; ``OutputError`` when it is something else or cannot be created."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:  # a file, or a symlink to one
+        raise OutputError(f"{path}: not a directory") from exc
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot create it: {_reason(exc)}") from exc
+    if not path.is_dir():
+        raise OutputError(f"{path}: not a directory")
+    return path
 
 
 def _write_in_place(path: Path, data: bytes) -> None:

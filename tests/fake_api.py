@@ -4,6 +4,9 @@ speaking the Kubernetes API's JSON (no real API server can run here).
 ``LocalApiServer`` answers what a subclass says; ``WatchApiServer`` serves the list and watch
 calls of every kind ``netpol-learn inventory`` reads from objects that a test changes while a
 client watches (watch streams, expired resourceVersions, dropped connections, errors).
+``service_object`` is a Service as the API answers it; ``service_proxy_path`` and ``forward`` are
+the API server's service proxy (``/api/v1/namespaces/NS/services/NAME:PORT/proxy/...``) to a
+backend URL, without the ``Authorization`` header, which the API server consumes.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ class LocalApiServer:
     Subclasses answer in ``handle(request, path, query)``; ``request.send_json(code, body)``
     answers as the API does (JSON, an Audit-Id). Use it as a context manager."""
 
-    def __init__(self, tls: Path | None = None):
+    def __init__(self, tls: Path | None = None, port: int = 0):
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -63,6 +66,12 @@ class LocalApiServer:
             def do_GET(self):
                 url = urlsplit(self.path)
                 server.handle(self, unquote(url.path), {k: v[0] for k, v in parse_qs(url.query).items()})
+
+            def do_POST(self):
+                url = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                server.handle_post(self, unquote(url.path), {k: v[0] for k, v in parse_qs(url.query).items()}, body)
 
             def send_json(self, code: int, body) -> None:
                 data = json.dumps(body).encode()
@@ -96,7 +105,7 @@ class LocalApiServer:
                 except OSError:
                     pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         report = self.httpd.handle_error
 
         def handle_error(request, client_address):  # a client that hung up is no error of the server's
@@ -116,6 +125,9 @@ class LocalApiServer:
 
     def handle(self, request, path: str, query: dict) -> None:
         raise NotImplementedError
+
+    def handle_post(self, request, path: str, query: dict, body: bytes) -> None:
+        request.send_json(405, status(405, "MethodNotAllowed", f"POST {path} is not served here"))
 
     def __enter__(self):
         self.thread.start()
@@ -160,8 +172,8 @@ class WatchApiServer(LocalApiServer):
     send nothing until ``release(path)``). ``requests`` records every (path, query);
     ``watching(path)`` counts the watches of a path open now."""
 
-    def __init__(self, objects=(), *, tls=None, bookmark_every: float = 0.2):
-        super().__init__(tls)
+    def __init__(self, objects=(), *, tls=None, bookmark_every: float = 0.2, port: int = 0):
+        super().__init__(tls, port)
         self.changed = threading.Condition()
         self.version = 1000
         self.store: dict[str, dict[tuple, dict]] = {path: {} for path, _ in KIND_PATHS.values()}
@@ -318,3 +330,67 @@ class WatchApiServer(LocalApiServer):
                 request.send_chunk(json.dumps({"type": "BOOKMARK", "object": mark}).encode() + b"\n")
                 sent = max(sent, version)
                 next_bookmark = time.monotonic() + self.bookmark_every
+
+
+# --- Services, and the API server's service proxy -------------------------------------------------
+
+
+def service_object(name: str, namespace: str, ports=(("http", 8080),), selector: dict | None = None) -> dict:
+    """A ClusterIP ``Service`` as ``GET /api/v1/namespaces/{ns}/services/{name}`` answers it."""
+    return {
+        "kind": "Service", "apiVersion": "v1",
+        "metadata": {"name": name, "namespace": namespace, "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{namespace}/{name}")),
+                     "resourceVersion": "51300", "creationTimestamp": "2026-02-10T09:00:00Z",
+                     "labels": {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "netpol-learn"}},
+        "spec": {"type": "ClusterIP", "clusterIP": "10.96.200.10", "clusterIPs": ["10.96.200.10"], "ipFamilies": ["IPv4"],
+                 "selector": selector or {"app.kubernetes.io/name": name},
+                 "ports": [{"name": port_name, "port": port, "targetPort": port, "protocol": "TCP"} for port_name, port in ports]},
+        "status": {"loadBalancer": {}},
+    }
+
+
+def service_proxy_path(path: str) -> tuple[str, str, str, str] | None:
+    """(namespace, service, port, rest) of ``/api/v1/namespaces/NS/services/NAME[:PORT]/proxy[/REST]``; None for other paths."""
+    parts = path.split("/")
+    if parts[:4] != ["", "api", "v1", "namespaces"] or len(parts) < 7 or parts[5] != "services" or parts[7:8] != ["proxy"]:
+        return None
+    name, _, port = parts[6].partition(":")
+    return parts[4], name, port, "/" + "/".join(parts[8:])
+
+
+#: Headers that are the connection's own (RFC 9110 7.6.1), never forwarded by a proxy, and
+#: Authorization, which the API server's authentication consumes before it proxies.
+_NOT_FORWARDED = {"authorization", "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host"}
+
+
+def forward(request, backend: str | None, rest: str, service: str) -> None:
+    """Answer as the API server's service proxy does: the GET forwarded to ``backend`` (a URL; None
+    when the Service has no ready endpoint) at ``rest`` with the request's query and headers but
+    ``Authorization``, and the backend's answer sent back as it came (status, type, body)."""
+    import http.client
+
+    if backend is None:
+        request.send_json(503, status(503, "ServiceUnavailable", f'no endpoints available for service "{service}"'))
+        return
+    url = urlsplit(backend)
+    query = urlsplit(request.path).query
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
+    headers["X-Forwarded-For"] = request.client_address[0]
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    try:
+        connection.request("GET", rest + (f"?{query}" if query else ""), headers=headers)
+        answer = connection.getresponse()
+        body = answer.read()
+    except OSError as exc:
+        request.send_json(503, status(503, "ServiceUnavailable", f"error trying to reach service: dial tcp {url.netloc}: {exc}"))
+        return
+    finally:
+        connection.close()
+    request.send_response(answer.status, answer.reason)
+    for key in ("Content-Type", "Content-Encoding", "WWW-Authenticate"):
+        if answer.getheader(key):
+            request.send_header(key, answer.getheader(key))
+    request.send_header("Audit-Id", str(uuid.uuid4()))
+    request.send_header("Content-Length", str(len(body)))
+    request.end_headers()
+    request.wfile.write(body)

@@ -1,4 +1,6 @@
-"""``netpol-learn collect``: the sniffer pods' logs, read with the real ``kubernetes`` client, merged.
+"""``netpol-learn collect --from-logs``: the sniffer pods' logs, read with the real ``kubernetes``
+client, merged (``collect`` from the learning service, and the fallback to the logs when there
+is none: ``test_collect_server.py``, which uses this server, with a Service and its proxy).
 
 No real API server can run here (no cluster, no kind, no etcd, no kubelet), so the client talks
 to a local HTTP server (``http.server`` in a thread on 127.0.0.1) that answers the two calls
@@ -25,7 +27,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from fake_api import LocalApiServer, no_ambient_cluster, status  # noqa: F401  (an autouse fixture)
+from fake_api import LocalApiServer, forward, no_ambient_cluster, service_proxy_path, status  # noqa: F401  (an autouse fixture)
 from fresh_process import SEEDS, netpol_learn
 from netpol_learn import _cli as cli
 from netpol_learn._errors import CollectError
@@ -118,7 +120,13 @@ def sniffer_pod(name: str, node: str, *, restarts: int = 0, labels=None, waiting
 
 
 class FakeApiServer(LocalApiServer):
-    """Pods by name with their logs: ``logs[(pod, previous)]`` is a list of (age in seconds, line)."""
+    """Pods by name with their logs: ``logs[(pod, previous)]`` is a list of (age in seconds, line).
+
+    ``services`` by (namespace, name), each read with ``GET .../services/NAME`` and reached
+    through the service proxy (``.../services/NAME:PORT/proxy/...``) at ``backends[(namespace,
+    name)]`` (a URL; None: no ready endpoint). Every request must carry one of ``credentials``
+    (its ``Authorization`` header, as the kubeconfig gives it), else 401; ``headers`` records
+    each request's headers (names in lower case)."""
 
     def __init__(self):
         super().__init__()
@@ -127,11 +135,37 @@ class FakeApiServer(LocalApiServer):
         self.log_status: dict[str, tuple[int, str, str]] = {}  # pod -> (code, reason, message)
         self.list_status: tuple[int, str, str] | None = None
         self.requests: list[tuple[str, dict]] = []
+        self.headers: list[dict[str, str]] = []
+        self.services: dict[tuple[str, str], dict] = {}
+        self.backends: dict[tuple[str, str], str | None] = {}
+        self.service_status: tuple[int, str, str] | None = None  # the answer to reading a Service, when set
+        self.credentials = {"Bearer token-admin"}
 
     def handle(self, request, path: str, query: dict) -> None:
         self.requests.append((path, query))
+        self.headers.append({k.lower(): v for k, v in request.headers.items()})
         parts = path.strip("/").split("/")
-        if parts[:4] == ["api", "v1", "namespaces", NS] and parts[4:] == ["pods"]:
+        proxied = service_proxy_path(path)
+        if request.headers.get("Authorization") not in self.credentials:
+            request.send_json(401, status(401, "Unauthorized", "Unauthorized"))
+        elif proxied is not None:
+            namespace, name, port, rest = proxied
+            service = self.services.get((namespace, name))
+            if service is None:
+                request.send_json(404, status(404, "NotFound", f'services "{name}" not found', name=name, kind="services"))
+            elif port and not any(p.get("name") == port or str(p["port"]) == port for p in service["spec"]["ports"]):
+                request.send_json(503, status(503, "ServiceUnavailable", f'no endpoints available for service "{name}:{port}"'))
+            else:
+                forward(request, self.backends.get((namespace, name)), rest, name)
+        elif len(parts) == 6 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "services":
+            if self.service_status is not None:
+                code, reason, message = self.service_status
+                request.send_json(code, status(code, reason, message))
+            elif (parts[3], parts[5]) in self.services:
+                request.send_json(200, self.services[(parts[3], parts[5])])
+            else:
+                request.send_json(404, status(404, "NotFound", f'services "{parts[5]}" not found', name=parts[5], kind="services"))
+        elif parts[:4] == ["api", "v1", "namespaces", NS] and parts[4:] == ["pods"]:
             request.send_json(*self.list_pods(query))
         elif parts[:4] == ["api", "v1", "namespaces", NS] and len(parts) == 7 and parts[4] == "pods" and parts[6] == "log":
             self.send_log(request, parts[5], query)
@@ -226,7 +260,7 @@ def text(log: FlowLog) -> str:
 
 def test_two_pods_merge_into_one_flow_log(api, tmp_path):
     out = tmp_path / "flows.jsonl"
-    result = run(["collect", "--kubeconfig", api.kubeconfig, "-o", out])
+    result = run(["collect", "--from-logs", "--kubeconfig", api.kubeconfig, "-o", out])
     assert result.exit_code == 0, result.stderr
     expected = merge_logs([SEGMENT_A, SEGMENT_B])
     assert read_flow_log(out) == expected
@@ -244,7 +278,7 @@ def test_two_pods_merge_into_one_flow_log(api, tmp_path):
 
 def test_library_and_cli_agree_and_output_is_byte_identical(api, tmp_path):
     first = tmp_path / "a.jsonl"
-    assert run(["collect", "--kubeconfig", api.kubeconfig, "-o", first]).exit_code == 0
+    assert run(["collect", "--from-logs", "--kubeconfig", api.kubeconfig, "-o", first]).exit_code == 0
     api.pods.reverse()  # another listing order, and reads done one at a time below
     got = collect(NS, SELECTOR, api.kubeconfig, workers=1)
     assert (got.pods, got.readable, got.segments, got.incomplete) == (2, 2, 2, 0)
@@ -255,7 +289,7 @@ def test_library_and_cli_agree_and_output_is_byte_identical(api, tmp_path):
     for seed in SEEDS:
         api.pods.reverse()
         out = tmp_path / f"{seed}.jsonl"
-        r = netpol_learn(["collect", "--kubeconfig", api.kubeconfig, "-o", out], seed)
+        r = netpol_learn(["collect", "--from-logs", "--kubeconfig", api.kubeconfig, "-o", out], seed)
         assert r.returncode == 0, r.stderr
         assert out.read_bytes() == first.read_bytes(), seed
 
@@ -265,7 +299,7 @@ def test_segments_of_several_intervals_merge_and_incomplete_ones_are_left_out(ap
     api.logs[("netpol-learn-sniffer-7xk2p", False)] = aged(
         segment(SEGMENT_A) + NOISE + segment(SEGMENT_A2) + segment(SEGMENT_B)[:2], 30)
     out = tmp_path / "flows.jsonl"
-    result = run(["collect", "--kubeconfig", api.kubeconfig, "-o", out])
+    result = run(["collect", "--from-logs", "--kubeconfig", api.kubeconfig, "-o", out])
     assert result.exit_code == 0, result.stderr
     assert read_flow_log(out) == merge_logs([SEGMENT_A, SEGMENT_A2, SEGMENT_B])
     assert result.stderr.splitlines() == [f"2 of 2 pods, 3 segments (1 incomplete left out) -> 3 flows, 1 DNS names -> {out}"]
@@ -279,7 +313,7 @@ def test_since_is_passed_on_and_a_segment_it_cuts_is_left_out(api, tmp_path):
         + aged(NOISE + segment(SEGMENT_A2), 600)
     )
     out = tmp_path / "flows.jsonl"
-    result = run(["collect", "--kubeconfig", api.kubeconfig, "--since", "1h", "-o", out])
+    result = run(["collect", "--from-logs", "--kubeconfig", api.kubeconfig, "--since", "1h", "-o", out])
     assert result.exit_code == 0, result.stderr
     assert {q.get("sinceSeconds") for _, q in api.log_requests()} == {"3600"}
     assert read_flow_log(out) == merge_logs([SEGMENT_A2, SEGMENT_B])  # pod 2's SEGMENT_B is 45 s old
@@ -291,7 +325,7 @@ def test_a_pod_whose_log_cannot_be_read_is_a_warning_and_the_others_merge(api, t
                                                    'Get "https://172.20.0.4:10250/containerLogs/netpol-learn/netpol-learn-sniffer-q9m4d/sniffer": '
                                                    "dial tcp 172.20.0.4:10250: connect: connection refused")
     out = tmp_path / "flows.jsonl"
-    result = run(["collect", "--kubeconfig", api.kubeconfig, "-o", out])
+    result = run(["collect", "--from-logs", "--kubeconfig", api.kubeconfig, "-o", out])
     assert result.exit_code == 0, result.stderr
     assert read_flow_log(out) == merge_logs([SEGMENT_A])
     assert result.stderr.splitlines() == [
@@ -304,7 +338,7 @@ def test_a_pod_whose_log_cannot_be_read_is_a_warning_and_the_others_merge(api, t
 
 def test_a_pod_not_started_yet_is_a_warning(api, tmp_path):
     api.pods.append(sniffer_pod("netpol-learn-sniffer-zz8kq", "kind-control-plane", waiting=True))
-    result = run(["collect", "--kubeconfig", api.kubeconfig, "-o", tmp_path / "flows.jsonl"])
+    result = run(["collect", "--from-logs", "--kubeconfig", api.kubeconfig, "-o", tmp_path / "flows.jsonl"])
     assert result.exit_code == 0
     assert result.stderr.splitlines()[0] == (
         "warning: pod netpol-learn-sniffer-zz8kq (node kind-control-plane): cannot read the log of container sniffer: "
@@ -316,7 +350,7 @@ def test_a_restarted_sniffer_counts_its_previous_container_too(api, tmp_path):
     api.pods[0] = sniffer_pod("netpol-learn-sniffer-7xk2p", "kind-worker", restarts=1)
     api.logs[("netpol-learn-sniffer-7xk2p", True)] = aged(segment(SEGMENT_A2) + ["Traceback (most recent call last):", "MemoryError"], 900)
     out = tmp_path / "flows.jsonl"
-    result = run(["collect", "--kubeconfig", api.kubeconfig, "-o", out])
+    result = run(["collect", "--from-logs", "--kubeconfig", api.kubeconfig, "-o", out])
     assert result.exit_code == 0, result.stderr
     assert read_flow_log(out) == merge_logs([SEGMENT_A, SEGMENT_A2, SEGMENT_B])
     assert sorted((pod, _go_bool(q.get("previous", "false"))) for pod, q in api.log_requests()) == [
@@ -328,7 +362,7 @@ def test_segment_of_an_unknown_version_is_left_out_with_a_warning(api, tmp_path)
     future = [line.replace('"version": 2', '"version": 3') for line in segment(SEGMENT_A2)]
     api.logs[("netpol-learn-sniffer-q9m4d", False)] += aged(future + future, 5)
     out = tmp_path / "flows.jsonl"
-    result = run(["collect", "--kubeconfig", api.kubeconfig, "-o", out])
+    result = run(["collect", "--from-logs", "--kubeconfig", api.kubeconfig, "-o", out])
     assert result.exit_code == 0
     assert read_flow_log(out) == merge_logs([SEGMENT_A, SEGMENT_B])
     assert result.stderr.splitlines()[0] == (
@@ -338,13 +372,13 @@ def test_segment_of_an_unknown_version_is_left_out_with_a_warning(api, tmp_path)
 
 def test_no_pods_is_one_line_and_exit_2(api, tmp_path):
     out = tmp_path / "flows.jsonl"
-    result = run(["collect", "--kubeconfig", api.kubeconfig, "--selector", "app.kubernetes.io/name=nothing", "-o", out])
+    result = run(["collect", "--from-logs", "--kubeconfig", api.kubeconfig, "--selector", "app.kubernetes.io/name=nothing", "-o", out])
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
         "error: no pods in namespace netpol-learn match app.kubernetes.io/name=nothing: is the sniffer running? "
         "(netpol-learn manifests --namespace netpol-learn | kubectl apply -f -)"]
     assert not out.exists()
-    other = run(["collect", "--kubeconfig", api.kubeconfig, "--namespace", "elsewhere", "-o", out])
+    other = run(["collect", "--from-logs", "--kubeconfig", api.kubeconfig, "--namespace", "elsewhere", "-o", out])
     assert other.exit_code == 2 and len(other.stderr.splitlines()) == 1 and "no pods in namespace elsewhere" in other.stderr
 
 
@@ -353,7 +387,7 @@ def test_no_readable_log_is_exit_2_after_the_warnings(api, tmp_path):
     out.write_text("keep me\n")
     for pod in ("netpol-learn-sniffer-7xk2p", "netpol-learn-sniffer-q9m4d"):
         api.log_status[pod] = (403, "Forbidden", f'pods "{pod}" is forbidden: User "dev" cannot get resource "pods/log" in the namespace "netpol-learn"')
-    result = run(["collect", "--kubeconfig", api.kubeconfig, "-o", out])
+    result = run(["collect", "--from-logs", "--kubeconfig", api.kubeconfig, "-o", out])
     assert result.exit_code == 2
     lines = result.stderr.splitlines()
     assert len(lines) == 3 and all(line.startswith("warning: pod netpol-learn-sniffer-") and "HTTP 403 Forbidden" in line for line in lines[:2])
@@ -364,7 +398,7 @@ def test_no_readable_log_is_exit_2_after_the_warnings(api, tmp_path):
 def test_logs_without_a_complete_segment_are_exit_2(api, tmp_path):
     for key in list(api.logs):
         api.logs[key] = aged(NOISE + segment(SEGMENT_A)[:-1], 5)  # the stats line not written yet
-    result = run(["collect", "--kubeconfig", api.kubeconfig, "-o", tmp_path / "flows.jsonl"])
+    result = run(["collect", "--from-logs", "--kubeconfig", api.kubeconfig, "-o", tmp_path / "flows.jsonl"])
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
         "error: the logs of 2 sniffer pod(s) in namespace netpol-learn hold no complete flow-log segment "
@@ -373,7 +407,7 @@ def test_logs_without_a_complete_segment_are_exit_2(api, tmp_path):
 
 def test_refused_pod_list_is_one_line_and_exit_2(api, tmp_path):
     api.list_status = (403, "Forbidden", 'pods is forbidden: User "dev" cannot list resource "pods" in API group "" in the namespace "netpol-learn"')
-    result = run(["collect", "--kubeconfig", api.kubeconfig, "-o", tmp_path / "flows.jsonl"])
+    result = run(["collect", "--from-logs", "--kubeconfig", api.kubeconfig, "-o", tmp_path / "flows.jsonl"])
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
         'error: cannot list pods in namespace netpol-learn: HTTP 403 Forbidden: pods is forbidden: User "dev" cannot list resource '
@@ -385,7 +419,7 @@ def test_server_down_is_one_line_and_exit_2(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     config = write_kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{port}")
-    result = run(["collect", "--kubeconfig", config, "-o", tmp_path / "flows.jsonl"])
+    result = run(["collect", "--from-logs", "--kubeconfig", config, "-o", tmp_path / "flows.jsonl"])
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [f"error: cannot reach the API server at http://127.0.0.1:{port} (listing pods): Connection refused"]
     with pytest.raises(CollectError, match="Connection refused"):
@@ -400,7 +434,7 @@ def test_no_configuration_is_one_line(tmp_path):
 
 
 def test_to_stdout(api):
-    result = run(["collect", "--kubeconfig", api.kubeconfig])
+    result = run(["collect", "--from-logs", "--kubeconfig", api.kubeconfig])
     assert result.exit_code == 0
     assert result.stdout == text(merge_logs([SEGMENT_A, SEGMENT_B]))
     assert result.stderr.strip().endswith("-> stdout")
@@ -471,7 +505,7 @@ def test_bad_durations(bad):
 
 
 def test_bad_since_is_a_usage_error(api):
-    result = run(["collect", "--kubeconfig", api.kubeconfig, "--since", "1 hour"])
+    result = run(["collect", "--from-logs", "--kubeconfig", api.kubeconfig, "--since", "1 hour"])
     assert result.exit_code == 2 and "Invalid value for '--since'" in result.stderr and api.requests == []
 
 

@@ -8,8 +8,17 @@
 from __future__ import annotations
 
 from netpol_learn._inventory._live import DEFAULT_PAGE_SIZE, fetch_inventory, write_inventory
-from netpol_learn._inventory._load import load_inventory
-from netpol_learn._inventory._watch import DEFAULT_WRITE_EVERY, Watched, summary_line, watch_inventory
+from netpol_learn._inventory._load import load_inventory, load_inventory_document
+from netpol_learn._inventory._watch import (
+    DEFAULT_WRITE_EVERY,
+    KINDS,
+    History,
+    Watched,
+    list_and_watch,
+    summary_line,
+    watch_inventory,
+)
+from netpol_learn._inventory._live import assemble, dump_piece
 from netpol_learn._inventory._model import (
     PER_REPLICA_LABELS,
     PROTOCOLS,
@@ -50,6 +59,12 @@ __all__ = sorted([
     "fetch_inventory",
     "labels_problem",
     "load_inventory",
+    "load_inventory_document",
+    "History",
+    "KINDS",
+    "list_and_watch",
+    "assemble",
+    "dump_piece",
     "parse_cidr",
     "summary_line",
     "watch_inventory",

@@ -432,8 +432,11 @@ def _annotated_time(annotations: Mapping, key: str, path: Path, document: str) -
 
 
 def _read_file(path: Path) -> _Snapshot:
+    return _snapshot(path, _documents(path))
+
+
+def _snapshot(path: Path, docs: list) -> _Snapshot:
     objects, annotated, history, until = [], None, None, None
-    docs = _documents(path)
     for n, doc in enumerate(docs, 1):
         document = f"document {n}" if len(docs) > 1 else ""
         if isinstance(doc, Mapping) and doc.get("kind") == "List":
@@ -444,6 +447,14 @@ def _read_file(path: Path) -> _Snapshot:
                 until = _annotated_time(annotations, WATCHED_UNTIL_ANNOTATION, path, document) or until
         objects.extend(_objects(doc, path, document))
     return _Snapshot(path, objects, annotated, history, until)
+
+
+def load_inventory_document(document: Mapping, name: str, *, pod_cidrs: Iterable[str] = (),
+                            service_cidrs: Iterable[str] = ()) -> Inventory:
+    """``load_inventory`` of one document already parsed (the ``List`` that ``inventory --watch``
+    writes, as the learning service holds it), ``name`` standing for its file in messages."""
+    snapshots = [_snapshot(Path(name), [document])]
+    return _build(snapshots, [], [str(c) for c in pod_cidrs], [str(c) for c in service_cidrs])
 
 
 def load_inventory(

@@ -120,19 +120,37 @@ class History:
     the times they were received (strictly increasing, to the microsecond), each already
     serialized in format ``fmt`` (``dump_piece``); thread-safe."""
 
-    def __init__(self, fmt: str = "yaml", clock: Callable[[], int] = time.time_ns):
+    def __init__(self, fmt: str = "yaml", clock: Callable[[], int] = time.time_ns, *,
+                 sink: Callable[[int, str], None] | None = None, keep: bool = True):
         self.fmt = fmt
         self.clock = clock
         self.lock = threading.Lock()
         self.current: dict[str, dict[tuple, dict]] = {}
         self.pieces: list[str] = []
+        self.sink = sink  # told (time, piece) of every entry, in order, under the lock
+        self.keep = keep  # keep the pieces in ``pieces`` (a sink may keep them instead)
         self.counts: Counter = Counter()  # recorded, by type
         self.unchanged = 0  # MODIFIED events left out: nothing netpol-learn reads changed
         self.last = 0  # ns of the last entry
         self.closed = False
+        self.resumed_since: int | None = None  # carrying on an earlier watch's state, known until then
+
+    def resume(self, objects: Iterable[dict], until: int, last: int = 0) -> None:
+        """Carry on from an earlier watch: ``objects`` as they stood when it was last in step
+        (``until``, ns), its last entry at ``last``. The first list of each kind is then recorded
+        as the changes since (``relist``, each with ``since`` = ``until``), not as a new start."""
+        with self.lock:
+            for o in objects:
+                self.current.setdefault(str(o.get("kind")), {})[_key(o)] = o
+            self.resumed_since = until
+            self.last = max(self.last, last)
 
     def start_kind(self, kind: Kind, objects: Iterable[dict]) -> None:
-        """The objects of ``kind`` a list returned: what its events change."""
+        """The objects of ``kind`` a list returned: what its events change (after ``resume``: the
+        changes against the earlier watch's state, recorded)."""
+        if self.resumed_since is not None:
+            self.relist(kind, objects, self.resumed_since)
+            return
         with self.lock:
             self.current[kind.kind] = {_key(o): o for o in objects}
 
@@ -143,7 +161,11 @@ class History:
     def _append(self, event: str, obj: dict, since: int | None) -> None:
         t = max(self.now(), self.last + 1000)
         self.last = t
-        self.pieces.append(dump_piece(history_entry(t, event, obj, min(since, t) if since is not None else None), self.fmt))
+        piece = dump_piece(history_entry(t, event, obj, min(since, t) if since is not None else None), self.fmt)
+        if self.keep:
+            self.pieces.append(piece)
+        if self.sink is not None:
+            self.sink(t, piece)
         self.counts[event] += 1
 
     def record(self, kind: Kind, event: str, obj: dict, since: int | None = None) -> bool:
@@ -249,6 +271,7 @@ class _KindWatch(threading.Thread):
         self.response = None
         self.delivered = False  # the last watch delivered something: it was working
         self.relists = 0
+        self.failing: str | None = None  # what is wrong now (None: in step), for health checks
 
     def interrupt(self) -> None:
         """End the stream being read (from another thread), so that the thread sees ``stop``."""
@@ -269,9 +292,11 @@ class _KindWatch(threading.Thread):
                     self._relist(problem)
                     relist = False
                     failures, problem = 0, None
+                    self.failing = None
                 began = time.monotonic()
                 if self._stream():
                     failures, problem = 0, None
+                    self.failing = None
                     if time.monotonic() - began < 1:
                         self.stop.wait(RETRY_FIRST)  # a server that ends every watch at once is not hammered
             except _Gone as gone:
@@ -286,6 +311,7 @@ class _KindWatch(threading.Thread):
                 if self.delivered:  # it had recovered: this is a new problem
                     failures, problem = 0, None
                 text = self._problem(exc)
+                self.failing = text
                 failures += 1
                 if text != problem:
                     again = "listing it again" if relist else f"resuming from resourceVersion {self.version}"
@@ -408,6 +434,33 @@ def _changes(counts: Mapping[str, int], unchanged: int) -> str:
     return f"{sum(counts.get(e, 0) for e in EVENTS)} changes ({parts}){left_out}"
 
 
+def list_and_watch(api_client: ApiClient, history: History, watches: list, listed_counts: Counter, page_size: int,
+                   stop: threading.Event, warn: Warn, progress: Progress | None = None) -> list[dict]:
+    """List every kind into ``history`` and start its watch (appended to ``watches``, so that a
+    caller can stop those started when a later list fails), counting the objects in
+    ``listed_counts``; returns the listed objects in file order. Raises ``InventoryError`` as
+    ``fetch_inventory`` does, or when ``stop`` is set before the listing is complete."""
+    items: list[dict] = []
+    for kind in KINDS:
+        if stop.is_set():
+            raise InventoryError("stopped before the listing was complete; nothing written")
+        listed = list_kind(api_client, kind, page_size, warn, progress)
+        if listed is None:
+            continue
+        objects = [with_type(kind, o) for o in listed.items if isinstance(o, dict)]
+        items.extend(objects)
+        listed_counts[kind.kind] = len(objects)
+        history.start_kind(kind, objects)
+        watch = _KindWatch(api_client, kind, listed, history, page_size, stop, warn, history.now())
+        watches.append(watch)
+        watch.start()
+    if not watches:
+        raise InventoryError(f"the server at {api_client.configuration.host} answered HTTP 404 for every kind: "
+                             "is it a Kubernetes API server?")
+    items.sort(key=sort_key)
+    return items
+
+
 def watch_inventory(
     output: str | os.PathLike,
     kubeconfig: str | os.PathLike | None = None,
@@ -451,28 +504,12 @@ def watch_inventory(
     started = history.now()
     deadline = None if duration is None else started + int(duration * 1e9)
     watches: list[_KindWatch] = []
-    items: list[dict] = []
     listed_counts: Counter = Counter()
     writes = 0
     with ApiClient(cfg) as api_client:
         api_client.user_agent = "netpol-learn"
         try:
-            for kind in KINDS:
-                if stop.is_set():
-                    raise InventoryError("stopped before the listing was complete; nothing written")
-                listed = list_kind(api_client, kind, page_size, warn, progress)
-                if listed is None:
-                    continue
-                objects = [with_type(kind, o) for o in listed.items if isinstance(o, dict)]
-                items.extend(objects)
-                listed_counts[kind.kind] = len(objects)
-                history.start_kind(kind, objects)
-                watch = _KindWatch(api_client, kind, listed, history, page_size, stop, warn, history.now())
-                watches.append(watch)
-                watch.start()
-            if not watches:
-                raise InventoryError(f"the server at {cfg.host} answered HTTP 404 for every kind: is it a Kubernetes API server?")
-            items.sort(key=sort_key)
+            items = list_and_watch(api_client, history, watches, listed_counts, page_size, stop, warn, progress)
             pieces = [dump_piece(i, fmt) for i in items]
             snapshot = format_time(started)
             write_text(output, history.document(snapshot, pieces))  # a bad -o fails now, not at the end

@@ -9,7 +9,13 @@ One module per part: ``_filter`` (the kernel filter), ``_interfaces`` (which int
 netlink socket that reports them), ``_ring`` (``PacketRing``, ``Batch``), ``_limit``
 (``ConnectionLimit``), ``_writer`` (``SegmentWriter``), ``_podwatch`` (``PodWatcher``: the pods
 of each address), ``_sockets`` (``SocketScanner``: the TCP connections that were open before the
-start, from the socket tables), ``_sniffer`` (``Sniffer``, the loop, and ``run_until_signalled``).
+start, from the socket tables), ``_spool`` (``Spool``: the bounded directory of segments waiting
+for the learning service), ``_sender`` (``Sender``: the thread that sends them, in order),
+``_sniffer`` (``Sniffer``, the loop, and ``run_until_signalled``).
+
+**To the learning service** (``Options.server``, ``sniff --server``): each segment is spooled (a
+gzip file, written atomically) and sent by the sender thread, oldest first, retried with backoff
+until the service takes it; a full spool drops the oldest and counts them in the next segment.
 
 **Sockets.** Each interface gets an ``AF_PACKET`` socket in cooked mode (``SOCK_DGRAM``: the
 kernel hands over the packet from its IP header on, whatever the link layer: Ethernet veths,
@@ -64,6 +70,7 @@ from netpol_learn._sniff._interfaces import DEFAULT_INTERFACES, discover
 from netpol_learn._sniff._limit import ConnectionLimit
 from netpol_learn._sniff._podwatch import PodWatcher
 from netpol_learn._sniff._ring import Batch, PacketRing
+from netpol_learn._sniff._sender import DEFAULT_DRAIN, Sender, check_token_file, segments_url
 from netpol_learn._sniff._sniffer import (
     DEFAULT_INTERVAL,
     DEFAULT_MAX_CONNECTIONS,
@@ -75,13 +82,17 @@ from netpol_learn._sniff._sniffer import (
     sniff,
 )
 from netpol_learn._sniff._sockets import Scan, SocketScanner, SocketState, connections, correct
+from netpol_learn._sniff._spool import DEFAULT_SPOOL, DEFAULT_SPOOL_SIZE, Spool, Spooled, parse_spool_name, spool_name
 from netpol_learn._sniff._writer import SegmentWriter
 
 __all__ = [
+    "DEFAULT_DRAIN",
     "DEFAULT_INTERFACES",
     "DEFAULT_INTERVAL",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_PROC",
+    "DEFAULT_SPOOL",
+    "DEFAULT_SPOOL_SIZE",
     "FILTER",
     "NO_PERMISSION",
     "SNAPLEN",
@@ -92,13 +103,20 @@ __all__ = [
     "PodWatcher",
     "Scan",
     "SegmentWriter",
+    "Sender",
     "Sniffer",
     "SocketScanner",
     "SocketState",
+    "Spool",
+    "Spooled",
+    "check_token_file",
     "compile_program",
     "connections",
     "correct",
     "discover",
+    "parse_spool_name",
     "run_until_signalled",
+    "segments_url",
     "sniff",
+    "spool_name",
 ]

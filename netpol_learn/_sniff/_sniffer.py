@@ -31,7 +31,9 @@ from netpol_learn._sniff._interfaces import (
 )
 from netpol_learn._sniff._limit import ConnectionLimit
 from netpol_learn._sniff._ring import HOLD_MS, RETIRE_MS, Batch, PacketRing
+from netpol_learn._sniff._sender import DEFAULT_DRAIN, Sender, check_token_file, segments_url
 from netpol_learn._sniff._sockets import BackgroundScans, Scan, SocketScanner, SocketState, correct, opened_keys
+from netpol_learn._sniff._spool import DEFAULT_SPOOL, DEFAULT_SPOOL_SIZE, Spool
 from netpol_learn._sniff._writer import SegmentWriter
 
 DEFAULT_INTERVAL = 60.0
@@ -52,6 +54,14 @@ class Options:
     buffer_size: int | None = None  # KiB of ring per interface; None: 1 MiB for a pod's own interface, 8 MiB else
     batch_seconds: float = 0.1  # decode and aggregate at least this often
     proc: str | None = DEFAULT_PROC  # the proc root whose processes' socket tables are scanned; None: no scan
+    # The learning service (docs/sniffer.md): with ``server``, segments are spooled and sent there,
+    # and ``output`` None means no local output (else stdout, as without a server).
+    server: str | None = None  # http[s]://host:port
+    token_file: str | None = None  # None: the pod's service account token
+    spool: str = DEFAULT_SPOOL
+    spool_size: int = DEFAULT_SPOOL_SIZE  # bytes
+    node: str | None = None  # in the segments' ids; None: $NODE_NAME, else the host name
+    drain: float = DEFAULT_DRAIN  # seconds the sender gets at stop to send what is left
 
 
 _PER_POD = ("veth*", "cali*", "lxc*")
@@ -79,6 +89,12 @@ class Sniffer:
         self.netlink: socket.socket | None = None
         self.stopping = threading.Event()
         self.writer: SegmentWriter | None = None
+        self.spool: Spool | None = None
+        self.sender: Sender | None = None
+        self.started = False
+        self.boot = ""  # this process's start, in the segments' ids: "<start ns>-<pid>"
+        self.seq = 0  # the next segment's number
+        self.node = options.node or os.environ.get("NODE_NAME") or socket.gethostname()
         self.flusher: threading.Thread | None = None
         self.flush_error: BaseException | None = None
         self.segments = 0
@@ -179,6 +195,8 @@ class Sniffer:
         except PermissionError as exc:
             raise SniffError(NO_PERMISSION) from exc
         try:
+            if self.o.server is not None:  # before anything opens: a bad URL or token is no capture
+                url, token_file = segments_url(self.o.server), check_token_file(self.o.token_file)
             if self.scans is not None:
                 self.scans.scanner.check()
             self._open_netlink()
@@ -187,10 +205,19 @@ class Sniffer:
                 # Once the rings are open: what opens from now on, the packets show.
                 self.scans.start()
                 self.scans.request()
-            self.writer = SegmentWriter(self.o.output, self.warn, info=self.info, cancelled=self.stopping.is_set)
+            if self.o.server is not None:
+                self.boot = f"{time.time_ns()}-{os.getpid()}"
+                self.spool = Spool(self.o.spool, self.o.spool_size, warn=self.warn, info=self.info)
+                self.spool.open()
+                self.sender = Sender(self.spool, url, token_file, warn=self.warn, info=self.info)
+            if self.o.server is None or self.o.output is not None:
+                self.writer = SegmentWriter(self.o.output, self.warn, info=self.info, cancelled=self.stopping.is_set)
         except BaseException:
             self._release()
             raise
+        if self.sender is not None:
+            self.sender.start()  # an earlier run's leftovers first
+        self.started = True
 
     def _release(self) -> None:
         """Close the sockets of a start that failed."""
@@ -205,6 +232,9 @@ class Sniffer:
             self.poller.unregister(self.netlink.fileno())
             self.netlink.close()
             self.netlink = None
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = self.sender = None
 
     def stop(self) -> None:
         """Ask the capture loop to stop (safe from a signal handler or another thread)."""
@@ -216,7 +246,7 @@ class Sniffer:
 
     def run(self) -> None:
         """Capture until stopped; every interval and at the end, write a segment."""
-        if self.writer is None:
+        if not self.started:
             self.start()
         if not self.rings:
             self.warn(f"no interface matches {' '.join(self.patterns + self.names)} yet; waiting for one")
@@ -272,12 +302,26 @@ class Sniffer:
         self._feed(batch, None)
         if self.scans is not None:
             self.scans.stop()  # a scan in progress ends first, and is in the last segment
-        self._end_segment(background=False, horizon=None)
+        try:
+            self._end_segment(background=False, horizon=None)
+        finally:
+            self._finish_sending()
         if self.netlink is not None:
             self.netlink.close()
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
         os.close(self.wake_r)
         os.close(self.wake_w)
+
+    def _finish_sending(self) -> None:
+        """Give the sender its drain time to send what is left; the rest stays in the spool."""
+        if self.sender is None:
+            return
+        if not self.sender.finish(self.o.drain):
+            left = len(self.spool)
+            self.info(f"{left} segment{'' if left == 1 else 's'} not sent yet, kept in the spool {self.spool.directory} "
+                      "for the next start")
+        self.spool.close()
 
     def _socket_lead(self) -> float:
         """How long before a segment ends its socket scan starts: the scan must end, and the
@@ -322,12 +366,13 @@ class Sniffer:
         ``horizon`` are the segment's: every SYN sent before them is in its packets or before."""
         for ring in self.rings.values():
             self._count_kernel(ring)
+        cut = time.time_ns()
         agg, limit, drops = self.agg, self.limit, self.kernel_drops
         scans = self.scans.take(horizon) if self.scans is not None else []
         opened = np.unique(np.concatenate(self.opened)) if self.opened else np.zeros(0, dtype=np.uint64)
         self._new_interval()
         self._join_flusher()
-        args = (agg, limit, drops, scans, opened)
+        args = (agg, limit, drops, scans, opened, cut)
         if background:
             self.flusher = threading.Thread(target=self._flush, args=args, name="segment-writer", daemon=True)
             self.flusher.start()
@@ -343,10 +388,16 @@ class Sniffer:
         if self.flush_error is not None:
             raise self.flush_error
 
-    def _flush(self, agg: Aggregator, limit: ConnectionLimit, kernel_drops: int, scans: list[Scan], opened: np.ndarray) -> None:
+    def _flush(self, agg: Aggregator, limit: ConnectionLimit, kernel_drops: int, scans: list[Scan], opened: np.ndarray,
+               cut: int) -> None:
         try:
             log = self.segment(agg, limit, kernel_drops, scans=scans, opened=opened)
-            self.writer.write("".join(dumps_lines(log)))
+            if self.spool is not None:
+                # Spooled first (it adds the spool's counters to the stats line); the local copy is the same.
+                log = self.spool.put(log, node=self.node, boot=self.boot, seq=self.seq, cut=cut)
+                self.seq += 1
+            if self.writer is not None:
+                self.writer.write("".join(dumps_lines(log)))
             self.segments += 1
             self.totals["packets"] += log.stats.get("packets", 0)
             self.totals["flows"] += len(log.flows)
@@ -411,11 +462,15 @@ def sniff(options: Options, *, watch_pods: bool | None = None, warn: Callable[[s
     """Capture with ``options`` until SIGTERM or SIGINT; returns the stopped sniffer (its counts).
 
     ``watch_pods``: name the pods of each flow from a watch of the API; None: when in a cluster
-    (``SniffError`` when True outside one). ``started`` is called with the sniffer once it listens."""
+    and without ``options.server`` (the learning service keeps the identity history itself;
+    ``SniffError`` when True outside a cluster). ``started`` is called with the sniffer once it
+    listens."""
     from netpol_learn._errors import SniffError
     from netpol_learn._sniff._podwatch import PodWatcher
 
     pods = None
+    if watch_pods is None and options.server is not None:
+        watch_pods = False
     if watch_pods is not False:
         pods = PodWatcher.in_cluster(warn=warn, info=info)
         if pods is None and watch_pods:
