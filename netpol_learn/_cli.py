@@ -577,6 +577,7 @@ def learn(pcaps, dedup_window: float, **kw) -> None:
 @_output_option("Flow log to append segments to (fsync'd, whole segments only); '-' is stdout [default with --server: none].")
 @click.option("--server", metavar="URL", default=None, help="Send each segment to the learning service (netpol-learn serve) at this URL, e.g. http://netpol-learn.netpol-learn.svc:8080, through an on-disk spool, in order, retried with backoff.")
 @click.option("--token-file", metavar="FILE", default=None, help="Token to send to --server, read again for every attempt [default: the pod's service account token].")
+@click.option("--ca-file", metavar="FILE", default=None, help="CA bundle that an https:// --server's certificate is checked against [default: the system's].")
 @click.option("--spool", metavar="DIR", default=DEFAULT_SPOOL, show_default=True, help="Directory of the segments not sent yet (created; an earlier run's are sent first).")
 @click.option("--spool-size", type=_Size(), default=DEFAULT_SPOOL_SIZE, show_default=True, help="Bytes the spool may hold; when full, the oldest segments are dropped and counted in the next one (spool_dropped_segments).")
 @click.option("--drain", metavar="SECONDS", type=click.FloatRange(min=0), default=DEFAULT_DRAIN, show_default=True, help="Seconds given at stop to send the segments left; the rest stays in the spool for the next start.")
@@ -585,7 +586,7 @@ def learn(pcaps, dedup_window: float, **kw) -> None:
 @click.option("--buffer-size", type=click.IntRange(min=64, max=1 << 20), default=None, help="Kernel ring per interface, in KiB [default: 1024 on a pod's interface, 8192 else].")
 @click.option("--proc", "proc", metavar="PATH", default=DEFAULT_PROC, show_default=True, help="Proc file system of the node's processes, whose TCP socket tables are read at the start and every interval for connections opened before the start (the DaemonSet mounts the host's at /host/proc); '' for no scan.")
 @_dedup_option()
-def sniff(interfaces, interval: float, max_connections: int, output: str, server: str | None, token_file: str | None, spool: str,
+def sniff(interfaces, interval: float, max_connections: int, output: str, server: str | None, token_file: str | None, ca_file: str | None, spool: str,
           spool_size: int, drain: float, node: str | None, watch_pods: bool | None, buffer_size: int | None, proc: str,
           dedup_window: float) -> None:
     """Capture live on this node's interfaces and write a flow-log segment every interval.
@@ -627,7 +628,7 @@ def sniff(interfaces, interval: float, max_connections: int, output: str, server
     options = Options(
         interfaces=tuple(interfaces), interval=interval, max_connections=max_connections, output=local,
         source=f"sniff:{node}", dedup_window=dedup_window, buffer_size=buffer_size, proc=proc,
-        server=server, token_file=token_file, spool=spool, spool_size=spool_size, node=node, drain=drain,
+        server=server, token_file=token_file, ca_file=ca_file, spool=spool, spool_size=spool_size, node=node, drain=drain,
     )
     sniffer = run_sniffer(options, watch_pods=watch_pods, warn=_warn, info=info, started=started)
     sent = ""
@@ -751,6 +752,7 @@ def manifests(namespace: str, image: str, store_size: str, node_cidrs: tuple[str
 @main.command()
 @click.option("--server", metavar="URL", default=None, help="The learning service (netpol-learn serve) at this URL, e.g. http://127.0.0.1:8080 through kubectl port-forward [default: Service netpol-learn in --namespace, through the API server's service proxy].")
 @click.option("--token-file", type=_FILE, default=None, help="File holding a token of the service's read role [default without --server: the kubeconfig's bearer token].")
+@click.option("--ca-file", type=_FILE, default=None, help="With --server: the CA bundle an https:// service's certificate is checked against [default: the system's].")
 @click.option("--inventory-out", default=None, help="Also write the service's inventory (snapshot plus history, JSON) to this file; '-' is stdout.")
 @click.option("--from-logs", is_flag=True, help="Read the sniffer pods' logs, not the service (lossy: see docs/sniffer.md).")
 @_namespace_option(DEFAULT_NAMESPACE, "Namespace of the service and the sniffer pods.")
@@ -758,7 +760,7 @@ def manifests(namespace: str, image: str, store_size: str, node_cidrs: tuple[str
 @_kube_options
 @click.option("--since", "since_seconds", type=_Duration(), default=None, help="Only segments cut (service) or written (logs) in this last while, e.g. 30m, 1h, 2h30m, 7d [default: all there are].")
 @_output_option("Flow log to write (JSON Lines); '-' is stdout.")
-def collect(server: str | None, token_file: Path | None, inventory_out: str | None, from_logs: bool, namespace: str, selector: str,
+def collect(server: str | None, token_file: Path | None, ca_file: Path | None, inventory_out: str | None, from_logs: bool, namespace: str, selector: str,
             kubeconfig: Path | None, context: str | None, since_seconds: int | None, output: str) -> None:
     """Collect the sniffers' flow log: from the learning service, else from the sniffer pods' logs.
 
@@ -790,6 +792,8 @@ def collect(server: str | None, token_file: Path | None, inventory_out: str | No
 
     if server is not None and from_logs:
         raise click.UsageError("--server and --from-logs: give one (the service, or the sniffer pods' logs)")
+    if ca_file is not None and server is None:
+        raise click.UsageError("--ca-file goes with --server (through the API server, the kubeconfig's CA is used)")
     if inventory_out is not None and from_logs:
         raise click.UsageError("--inventory-out needs the service; the sniffer pods' logs hold no inventory (netpol-learn inventory takes one)")
     if inventory_out == "-" and output == "-":
@@ -801,7 +805,7 @@ def collect(server: str | None, token_file: Path | None, inventory_out: str | No
     got = None
     if not from_logs:
         got = collect_from_service(server, token_file, namespace=namespace, kubeconfig=kubeconfig, context=context,
-                                   since_seconds=since_seconds, inventory=inventory_out is not None)
+                                   since_seconds=since_seconds, inventory=inventory_out is not None, ca_file=ca_file)
     if got is not None:
         write_flow_log(got.log, output)
         click.echo(f"{len(got.log.flows)} flows, {len(got.log.dns)} DNS names from the {got.where} -> {_shown(output)}", err=True)

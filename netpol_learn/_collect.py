@@ -412,7 +412,7 @@ def _inventory_of(body: bytes, name: str) -> tuple[int, int]:
 class _Direct:
     """The service at a URL (``--server``): plain HTTP(S) through urllib3, ``Authorization: Bearer``."""
 
-    def __init__(self, url: str, token: str):
+    def __init__(self, url: str, token: str, ca_file: str | os.PathLike | None = None):
         import urllib3
 
         if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
@@ -420,7 +420,10 @@ class _Direct:
         self.url = url.rstrip("/")
         self.where = f"service at {self.url}"
         self.headers = {"Authorization": f"Bearer {token}", "User-Agent": "netpol-learn"}
-        self.pool = urllib3.PoolManager(timeout=urllib3.Timeout(connect=REQUEST_TIMEOUT[0], read=REQUEST_TIMEOUT[1]), retries=False)
+        if ca_file is not None and not os.path.isfile(ca_file):
+            raise CollectError(f"--ca-file {ca_file}: no such file")
+        self.pool = urllib3.PoolManager(timeout=urllib3.Timeout(connect=REQUEST_TIMEOUT[0], read=REQUEST_TIMEOUT[1]), retries=False,
+                                        ca_certs=None if ca_file is None else str(ca_file))
 
     def get(self, path: str, query: list[tuple[str, str]]) -> bytes:
         doing = f"GET {path} of the service at {self.url}"
@@ -499,6 +502,7 @@ def collect_from_service(
     context: str | None = None,
     since_seconds: int | None = None,
     inventory: bool = False,
+    ca_file: str | os.PathLike | None = None,
 ) -> FromService | None:
     """Read the merged flow log (and, with ``inventory``, the inventory) from the learning service.
 
@@ -514,7 +518,7 @@ def collect_from_service(
     if server is not None:
         if token_file is None:
             raise CollectError(f"--server {server}: give --token-file with a token of the read role")
-        client = _Direct(server, read_token(token_file))
+        client = _Direct(server, read_token(token_file), ca_file)
         try:
             return _read(client, since_seconds, inventory)
         finally:

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
+import httpx2 as httpx  # what Starlette's TestClient uses (the test extra)
 import pytest
 import yaml
 

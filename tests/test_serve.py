@@ -349,5 +349,28 @@ def test_serve_over_tls(tmp_path):
                 time.sleep(0.1)
         assert r.status == 200
         assert json.loads(r.data.decode().splitlines()[0])["format"] == "netpol-learn/flows"
+        # The sniffer's sender, trusting the service's CA: the segment arrives over TLS.
+        from netpol_learn._sniff import Sender, Spool, segments_url
+
+        warnings: list[str] = []
+        spool = Spool(tmp_path / "spool", warn=warnings.append)
+        spool.open()
+        spool.put(segment(3), node="node-t", boot="1-1", seq=0, cut=BASE_NS)
+        (tmp_path / "write-token").write_text(WRITE + "\n")
+        sender = Sender(spool, segments_url(url), str(tmp_path / "write-token"), warn=warnings.append,
+                        ca_file=str(tmp_path / "tls.crt"))
+        sender.start()
+        assert sender.finish(20) and sender.sent == 1 and warnings == []
+        spool.close()
+        # collect --server https://... --ca-file: the flow log; without the CA: one line, nothing written.
+        (tmp_path / "read-token").write_text(READ + "\n")
+        out = tmp_path / "flows.jsonl"
+        base = [sys.executable, "-m", "netpol_learn", "collect", "--server", url, "--token-file", str(tmp_path / "read-token"), "-o", str(out)]
+        bad = subprocess.run(base, capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "certificate" in bad.stderr.lower()
+        assert not out.exists()
+        good = subprocess.run(base + ["--ca-file", str(tmp_path / "tls.crt")], capture_output=True, text=True, timeout=60)
+        assert good.returncode == 0, good.stderr
+        assert out.read_text() == text(merge_logs([segment(3)]))
     finally:
         stop(running)

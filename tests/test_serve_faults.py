@@ -210,6 +210,31 @@ def test_api_unreachable_at_start_ingest_goes_on_and_the_history_catches_up(tmp_
     assert "(segments are still taken in)" in err and "identity history: listed" in err
 
 
+def test_api_failing_mid_run_ingest_goes_on_readyz_and_metrics_say_so_and_the_watch_recovers(tmp_path):
+    with WatchApiServer(cluster()) as api:
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", api.url)
+        running = start_serve(tmp_path, tmp_path / "store.db", "--tokens-file", str(tokens_file(tmp_path)),
+                              "--kubeconfig", str(kubeconfig))
+        http = urllib3.PoolManager()
+        try:
+            wait_for(lambda: "netpol_learn_identity_up 1.0" in get(http, running.url, "/metrics").data.decode(), what="watching")
+            # The pod watch breaks off, and the API answers its next watches with 500s.
+            api.faults[PODS].extend(["500"] * 3)
+            api.drop(PODS)
+            ready = wait_for(lambda: (r := http.request("GET", running.url + "/readyz")) and "[-]identity pods:" in r.data.decode() and r,
+                             what="readyz to name the failing watch")
+            assert ready.status == 200
+            assert "netpol_learn_identity_up 0.0" in get(http, running.url, "/metrics").data.decode()
+            assert post(http, running.url, segment(0), "node-a", "b", 0).status == 201  # ingest goes on
+            api.delete("Pod", "shop", "web-6d5f8b7c9-aaaaa")  # while the watch fails
+            wait_for(lambda: "[+]identity watching" in http.request("GET", running.url + "/readyz").data.decode(), timeout=60,
+                     what="the watch back in step")
+            wait_for(lambda: history_of(inventory(http, running.url), "web-6d5f8b7c9-aaaaa"), what="the change made meanwhile")
+            assert [e for e, _ in history_of(inventory(http, running.url), "web-6d5f8b7c9-aaaaa")] == ["DELETED"]
+        finally:
+            stop(running)
+
+
 # --- tokens checked by the API server --------------------------------------------------------
 
 

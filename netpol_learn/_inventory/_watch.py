@@ -361,6 +361,7 @@ class _KindWatch(threading.Thread):
             raise
         with self.lock:
             self.response = response
+        self.failing = None  # the server took the watch from where it was: in step again
         ended = False
         try:
             if self.stop.is_set():

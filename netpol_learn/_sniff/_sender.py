@@ -87,7 +87,7 @@ class Sender:
     the module's docstring). ``sent``, ``duplicates``, ``rejected`` and ``attempts`` count."""
 
     def __init__(self, spool: Spool, url: str, token_file: str, *, warn: Warn, info: Warn | None = None,
-                 initial_backoff: float = INITIAL_BACKOFF, max_backoff: float = MAX_BACKOFF):
+                 initial_backoff: float = INITIAL_BACKOFF, max_backoff: float = MAX_BACKOFF, ca_file: str | None = None):
         import urllib3  # here: loading it costs every command's start-up
 
         self.spool = spool
@@ -98,7 +98,8 @@ class Sender:
         self.info = info or (lambda message: None)
         self.initial_backoff = initial_backoff
         self.max_backoff = max_backoff
-        self.pool = urllib3.PoolManager(retries=False)
+        # ca_file: the CA bundle an https:// service's certificate is checked against (else the system's).
+        self.pool = urllib3.PoolManager(retries=False, ca_certs=ca_file)
         self.sent = self.duplicates = self.rejected = self.attempts = 0
         self.deadline: float | None = None  # monotonic; set by finish
         self._wake = threading.Event()

@@ -58,6 +58,7 @@ class Options:
     # and ``output`` None means no local output (else stdout, as without a server).
     server: str | None = None  # http[s]://host:port
     token_file: str | None = None  # None: the pod's service account token
+    ca_file: str | None = None  # the CA bundle of an https:// server; None: the system's
     spool: str = DEFAULT_SPOOL
     spool_size: int = DEFAULT_SPOOL_SIZE  # bytes
     node: str | None = None  # in the segments' ids; None: $NODE_NAME, else the host name
@@ -197,6 +198,8 @@ class Sniffer:
         try:
             if self.o.server is not None:  # before anything opens: a bad URL or token is no capture
                 url, token_file = segments_url(self.o.server), check_token_file(self.o.token_file)
+                if self.o.ca_file is not None and not os.path.isfile(self.o.ca_file):
+                    raise SniffError(f"--ca-file {self.o.ca_file}: no such file")
             if self.scans is not None:
                 self.scans.scanner.check()
             self._open_netlink()
@@ -209,7 +212,7 @@ class Sniffer:
                 self.boot = f"{time.time_ns()}-{os.getpid()}"
                 self.spool = Spool(self.o.spool, self.o.spool_size, warn=self.warn, info=self.info)
                 self.spool.open()
-                self.sender = Sender(self.spool, url, token_file, warn=self.warn, info=self.info)
+                self.sender = Sender(self.spool, url, token_file, warn=self.warn, info=self.info, ca_file=self.o.ca_file)
             if self.o.server is None or self.o.output is not None:
                 self.writer = SegmentWriter(self.o.output, self.warn, info=self.info, cancelled=self.stopping.is_set)
         except BaseException:
