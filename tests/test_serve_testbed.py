@@ -112,7 +112,9 @@ def node_segments(service: Service, node: str) -> int:
 
 
 def connections_to(log, address: str, port: int) -> int:
-    return sum(f.connections for f in log.flows if f.dst == address and f.port == port and f.evidence != "socket-scan")
+    """The connections to address:port seen opening (their SYN is in exactly one segment; one that
+    spans a segment's cut shows its later packets in the next segment too, as mid-stream traffic)."""
+    return sum(n for f in log.flows if f.dst == address and f.port == port for method, n in f.direction if method == "syn")
 
 
 def _running(bed, tmp_path):

@@ -803,8 +803,11 @@ def _stored_segments(stand_in: StandIn) -> list[tuple[tuple[str, str, int], list
 
 
 def _flows_to(segs, address: str, port: int) -> int:
-    return sum(line["connections"] for _sid, seg in segs for line in seg if line["kind"] == "flow" and line["dst"] == address
-               and line["port"] == port and line["evidence"] != "socket-scan")
+    """The connections to address:port that the segments saw open (their SYN): each is in exactly
+    one segment, where a connection that spans a segment's cut has its later packets in the next
+    one too (as mid-stream traffic of its own)."""
+    return sum(line["direction"].get("syn", 0) for _sid, seg in segs for line in seg if line["kind"] == "flow"
+               and line["dst"] == address and line["port"] == port)
 
 
 @needs_bed

@@ -250,7 +250,7 @@ def make_app(service: Service) -> Starlette:
     def readyz(request: Request):
         lines, ready = [], True
         try:
-            service.store.totals()
+            service.store.ping()
             lines.append("[+]store ok")
         except Exception as exc:  # noqa: BLE001 - whatever it is, the store is not usable
             ready = False

@@ -30,6 +30,10 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.segments (
     received BIGINT NOT NULL, flows BIGINT NOT NULL, dns BIGINT NOT NULL, connections BIGINT NOT NULL, size BIGINT NOT NULL,
     body BYTEA NOT NULL, UNIQUE (node, boot, seq));
 CREATE INDEX IF NOT EXISTS segments_cut ON {SCHEMA}.segments (cut);
+CREATE TABLE IF NOT EXISTS {SCHEMA}.nodes (node TEXT PRIMARY KEY, segments BIGINT NOT NULL, last_cut BIGINT NOT NULL,
+    last_received BIGINT NOT NULL, last_lag BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS {SCHEMA}.totals (id INTEGER PRIMARY KEY CHECK (id = 1), segments BIGINT NOT NULL, flows BIGINT NOT NULL,
+    dns BIGINT NOT NULL, connections BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS {SCHEMA}.merged (id INTEGER PRIMARY KEY CHECK (id = 1), upto BIGINT NOT NULL, body BYTEA NOT NULL);
 CREATE TABLE IF NOT EXISTS {SCHEMA}.snapshot (id INTEGER PRIMARY KEY CHECK (id = 1), time TEXT NOT NULL, items BYTEA NOT NULL);
 CREATE TABLE IF NOT EXISTS {SCHEMA}.history (id BIGSERIAL PRIMARY KEY, time BIGINT NOT NULL, piece TEXT NOT NULL);
@@ -116,7 +120,18 @@ class PostgresStore(Store):
                 f"INSERT INTO {SCHEMA}.segments (node, boot, seq, cut, received, flows, dns, connections, size, body) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (node, boot, seq) DO NOTHING",
                 (sid.node, sid.boot, sid.seq, cut, received, flows, dns, connections, len(body), body))
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return False
+            n = f"{SCHEMA}.nodes"
+            db.execute(f"INSERT INTO {n} AS n (node, segments, last_cut, last_received, last_lag) VALUES (%s, 1, %s, %s, %s) "
+                       "ON CONFLICT (node) DO UPDATE SET segments = n.segments + 1, last_cut = greatest(n.last_cut, excluded.last_cut), "
+                       "last_lag = CASE WHEN excluded.last_received >= n.last_received THEN excluded.last_lag ELSE n.last_lag END, "
+                       "last_received = greatest(n.last_received, excluded.last_received)",
+                       (sid.node, cut, received, received - cut))
+            db.execute(f"INSERT INTO {SCHEMA}.totals AS t (id, segments, flows, dns, connections) VALUES (1, 1, %s, %s, %s) "
+                       "ON CONFLICT (id) DO UPDATE SET segments = t.segments + 1, flows = t.flows + excluded.flows, "
+                       "dns = t.dns + excluded.dns, connections = t.connections + excluded.connections", (flows, dns, connections))
+            return True
 
         return self._write(insert)
 
@@ -141,15 +156,15 @@ class PostgresStore(Store):
 
     def nodes(self):
         rows = self._reader().execute(
-            f"SELECT DISTINCT ON (node) node, count(*) OVER (PARTITION BY node), max(cut) OVER (PARTITION BY node), "
-            f"max(received) OVER (PARTITION BY node), received - cut FROM {SCHEMA}.segments "
-            "ORDER BY node, received DESC, id DESC").fetchall()
-        return [NodeState(node, count, last_cut, last_received, lag) for node, count, last_cut, last_received, lag in rows]
+            f"SELECT node, segments, last_cut, last_received, last_lag FROM {SCHEMA}.nodes ORDER BY node").fetchall()
+        return [NodeState(*row) for row in rows]
 
     def totals(self):
-        row = self._reader().execute(
-            f"SELECT count(*), coalesce(sum(flows), 0), coalesce(sum(dns), 0), coalesce(sum(connections), 0) FROM {SCHEMA}.segments").fetchone()
-        return Totals(*(int(v) for v in row))
+        row = self._reader().execute(f"SELECT segments, flows, dns, connections FROM {SCHEMA}.totals WHERE id = 1").fetchone()
+        return Totals(*(int(v) for v in row)) if row else Totals(0, 0, 0, 0)
+
+    def ping(self):
+        self._reader().execute("SELECT 1").fetchall()
 
     def set_snapshot(self, time, items):
         body = compress("\n".join(items))

@@ -9,6 +9,8 @@ so that an answered segment survives a power cut, not only a killed process).
 - ``segments``: each segment as received (its flow-log text, canonical and zlib-compressed), with
   its id (node, boot, sequence: unique, so a resend is found and not stored twice), the time it
   was cut and the time it arrived.
+- ``nodes`` and ``totals``: per node its segments and its last one's times, and the sums, kept
+  in the segment's transaction, so that metrics and readiness cost the nodes, not the segments.
 - ``merged``: a checkpoint, the merge of every segment up to one row id, so that the merged flow
   log costs the segments that came after it, not all of them.
 - ``snapshot`` and ``history``: the first listing of the cluster and every change after it,
@@ -56,6 +58,10 @@ CREATE TABLE IF NOT EXISTS segments (
     UNIQUE (node, boot, seq)
 );
 CREATE INDEX IF NOT EXISTS segments_cut ON segments (cut);
+CREATE TABLE IF NOT EXISTS nodes (node TEXT PRIMARY KEY, segments INTEGER NOT NULL, last_cut INTEGER NOT NULL,
+    last_received INTEGER NOT NULL, last_lag INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS totals (id INTEGER PRIMARY KEY CHECK (id = 1), segments INTEGER NOT NULL, flows INTEGER NOT NULL,
+    dns INTEGER NOT NULL, connections INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS merged (id INTEGER PRIMARY KEY CHECK (id = 1), upto INTEGER NOT NULL, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS snapshot (id INTEGER PRIMARY KEY CHECK (id = 1), time TEXT NOT NULL, items BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS history (id INTEGER PRIMARY KEY, time INTEGER NOT NULL, piece TEXT NOT NULL);
@@ -146,6 +152,10 @@ class Store:
 
     def size(self) -> int:
         """Bytes the store takes."""
+        raise NotImplementedError
+
+    def ping(self) -> None:
+        """Raise when the store cannot be read now (readiness)."""
         raise NotImplementedError
 
     def lead(self) -> bool:
@@ -266,7 +276,17 @@ class SqliteStore(Store):
                 "INSERT OR IGNORE INTO segments (node, boot, seq, cut, received, flows, dns, connections, size, body) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (sid.node, sid.boot, sid.seq, cut, received, flows, dns, connections, len(body), body))
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return False
+            db.execute("INSERT INTO nodes (node, segments, last_cut, last_received, last_lag) VALUES (?, 1, ?, ?, ?) "
+                       "ON CONFLICT (node) DO UPDATE SET segments = segments + 1, last_cut = max(last_cut, excluded.last_cut), "
+                       "last_lag = CASE WHEN excluded.last_received >= last_received THEN excluded.last_lag ELSE last_lag END, "
+                       "last_received = max(last_received, excluded.last_received)",
+                       (sid.node, cut, received, received - cut))
+            db.execute("INSERT INTO totals (id, segments, flows, dns, connections) VALUES (1, 1, ?, ?, ?) "
+                       "ON CONFLICT (id) DO UPDATE SET segments = segments + 1, flows = flows + excluded.flows, "
+                       "dns = dns + excluded.dns, connections = connections + excluded.connections", (flows, dns, connections))
+            return True
 
         return self._write(insert)
 
@@ -292,18 +312,15 @@ class SqliteStore(Store):
 
     def nodes(self):
         rows = self._reader().execute(
-            "SELECT node, count(*), max(cut), max(received) FROM segments GROUP BY node ORDER BY node").fetchall()
-        out = []
-        for node, count, last_cut, last_received in rows:
-            lag = self._reader().execute(
-                "SELECT received - cut FROM segments WHERE node = ? ORDER BY received DESC, id DESC LIMIT 1", (node,)).fetchone()[0]
-            out.append(NodeState(node, count, last_cut, last_received, lag))
-        return out
+            "SELECT node, segments, last_cut, last_received, last_lag FROM nodes ORDER BY node").fetchall()
+        return [NodeState(*row) for row in rows]
 
     def totals(self):
-        row = self._reader().execute(
-            "SELECT count(*), coalesce(sum(flows), 0), coalesce(sum(dns), 0), coalesce(sum(connections), 0) FROM segments").fetchone()
-        return Totals(*row)
+        row = self._reader().execute("SELECT segments, flows, dns, connections FROM totals WHERE id = 1").fetchone()
+        return Totals(*row) if row else Totals(0, 0, 0, 0)
+
+    def ping(self):
+        self._reader().execute("SELECT 1 FROM meta LIMIT 1").fetchall()
 
     def set_snapshot(self, time, items):
         body = compress("\n".join(items))
