@@ -225,7 +225,7 @@ def test_deployment_settings_exactly(default_text):
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert container["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
+    assert container["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "2Gi"}}
     # Writable: the store's directory (the volume) and a small /tmp; nothing of the host.
     assert container["volumeMounts"] == [{"name": "store", "mountPath": "/var/lib/netpol-learn"}, {"name": "tmp", "mountPath": "/tmp"}]
     assert pod["volumes"] == [{"name": "store", "persistentVolumeClaim": {"claimName": "netpol-learn-store"}},
@@ -463,7 +463,7 @@ def test_templates_override(tmp_path):
     assert pod["priorityClassName"] == "system-node-critical"
     assert pod["containers"][0]["resources"]["limits"]["memory"] == "1Gi"
     assert docs["Namespace", "net-observe"]
-    assert docs["Deployment", "netpol-learn"]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] == "1Gi"  # built in
+    assert docs["Deployment", "netpol-learn"]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] == "2Gi"  # built in
     assert validate_documents([out]) == []
     # The service's template on its own: the API server's egress narrowed to its real address.
     service = (TEMPLATES / "service.yaml.j2").read_text()

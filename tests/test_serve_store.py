@@ -187,3 +187,23 @@ def test_one_replica_keeps_the_identity_history_and_another_takes_over(tmp_path,
             stop(second)
             if first.process.poll() is None:
                 stop(first)
+
+
+def test_a_store_without_its_per_node_tables_gets_them_filled_from_its_segments(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "store.db"
+    store = open_store(str(path))
+    for n, node in enumerate(["node-a", "node-b", "node-a"]):
+        store.add_segment(SegmentId(node, "boot", n), 100 + n, 150 + 10 * n, 2, 1, 3, "x")
+    store.close()
+    db = sqlite3.connect(path)  # as a store written before the tables were kept
+    db.execute("DROP TABLE nodes")
+    db.execute("DROP TABLE totals")
+    db.commit()
+    db.close()
+    store = open_store(str(path))
+    assert store.totals() == Totals(segments=3, flows=6, dns=3, connections=9)
+    assert [(n.node, n.segments, n.last_cut, n.last_received, n.last_lag) for n in store.nodes()] == [
+        ("node-a", 2, 102, 170, 68), ("node-b", 1, 101, 160, 59)]
+    store.close()

@@ -9,6 +9,7 @@ Writes go through the store's one writer.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 import threading
@@ -77,6 +78,7 @@ class Service:
         r.register(_StoreCollector(self))
         self.merge_lock = threading.Lock()
         self.merged: tuple[int, FlowLog] | None = None  # (up to row id, the merge)
+        self.merged_text: tuple[int, str] | None = None  # (up to row id, the merge as JSON Lines)
         self.folded = 0  # segments folded in since the last checkpoint
         self.received_count = 0  # by this process, for its last line
         self.duplicate_count = 0
@@ -145,16 +147,35 @@ class Service:
                 held = self.store.checkpoint()
                 self.merged = (0, merge_logs([])) if held is None else (held[0], read_segment(held[1], "checkpoint"))
             upto, log = self.merged
-            new = list(self.store.segment_bodies(after=upto))
-            if new:
-                log = merge_logs([log] + [read_segment(text) for _, text in new])
-                upto = new[-1][0]
-                self.merged = (upto, log)
-                self.folded += len(new)
-                if self.folded >= CHECKPOINT_EVERY:
-                    self.store.set_checkpoint(upto, "".join(dumps_lines(log)))
-                    self.folded = 0
+            rows = iter(self.store.segment_bodies(after=upto))
+            first = next(rows, None)
+            if first is None:
+                return log  # nothing new: the merge as it stands
+            last = [upto, 0]
+
+            def new_segments():
+                # One segment at a time into the merge: memory holds the merge, not the segments.
+                for row_id, text in itertools.chain([first], rows):
+                    last[0], last[1] = row_id, last[1] + 1
+                    yield read_segment(text)
+
+            log = merge_logs(itertools.chain([log], new_segments()))
+            upto = last[0]
+            self.merged = (upto, log)
+            self.folded += last[1]
+            if self.folded >= CHECKPOINT_EVERY:
+                self.store.set_checkpoint(upto, "".join(dumps_lines(log)))
+                self.folded = 0
             return log
+
+    def merged_lines(self) -> str:
+        """The merge of every segment as JSON Lines; formatted again only when segments came."""
+        self.merged_log()
+        with self.merge_lock:
+            upto, log = self.merged
+            if self.merged_text is None or self.merged_text[0] != upto:
+                self.merged_text = (upto, "".join(dumps_lines(log)))
+            return self.merged_text[1]
 
 
 class _StoreCollector:
@@ -317,8 +338,8 @@ def make_app(service: Service) -> Starlette:
         except _Refused as refused:
             service.rejected.labels(refused.reason).inc()
             return _error(refused.status, refused.message)
-        log = service.merged_log(since)
-        return Response("".join(dumps_lines(log)), media_type=_NDJSON)
+        text = service.merged_lines() if since is None else "".join(dumps_lines(service.merged_log(since)))
+        return Response(text, media_type=_NDJSON)
 
     def get_inventory(request: Request):
         if (denied := _reading(request)) is not None:

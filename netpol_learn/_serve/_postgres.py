@@ -37,7 +37,14 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.totals (id INTEGER PRIMARY KEY CHECK (id = 1
 CREATE TABLE IF NOT EXISTS {SCHEMA}.merged (id INTEGER PRIMARY KEY CHECK (id = 1), upto BIGINT NOT NULL, body BYTEA NOT NULL);
 CREATE TABLE IF NOT EXISTS {SCHEMA}.snapshot (id INTEGER PRIMARY KEY CHECK (id = 1), time TEXT NOT NULL, items BYTEA NOT NULL);
 CREATE TABLE IF NOT EXISTS {SCHEMA}.history (id BIGSERIAL PRIMARY KEY, time BIGINT NOT NULL, piece TEXT NOT NULL);
-"""
+
+INSERT INTO {SCHEMA}.totals (id, segments, flows, dns, connections)
+    SELECT 1, count(*), coalesce(sum(flows), 0), coalesce(sum(dns), 0), coalesce(sum(connections), 0) FROM {SCHEMA}.segments
+    WHERE NOT EXISTS (SELECT 1 FROM {SCHEMA}.totals) HAVING count(*) > 0;
+INSERT INTO {SCHEMA}.nodes (node, segments, last_cut, last_received, last_lag)
+    SELECT node, count(*), max(cut), max(received),
+           (SELECT s2.received - s2.cut FROM {SCHEMA}.segments s2 WHERE s2.node = s.node ORDER BY s2.received DESC, s2.id DESC LIMIT 1)
+    FROM {SCHEMA}.segments s WHERE NOT EXISTS (SELECT 1 FROM {SCHEMA}.nodes) GROUP BY node;"""
 
 
 def _redacted(url: str) -> str:

@@ -65,6 +65,15 @@ CREATE TABLE IF NOT EXISTS totals (id INTEGER PRIMARY KEY CHECK (id = 1), segmen
 CREATE TABLE IF NOT EXISTS merged (id INTEGER PRIMARY KEY CHECK (id = 1), upto INTEGER NOT NULL, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS snapshot (id INTEGER PRIMARY KEY CHECK (id = 1), time TEXT NOT NULL, items BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS history (id INTEGER PRIMARY KEY, time INTEGER NOT NULL, piece TEXT NOT NULL);
+
+-- Stores written before the nodes and totals tables were kept: filled once from the segments.
+INSERT INTO totals (id, segments, flows, dns, connections)
+    SELECT 1, count(*), coalesce(sum(flows), 0), coalesce(sum(dns), 0), coalesce(sum(connections), 0) FROM segments
+    WHERE NOT EXISTS (SELECT 1 FROM totals) HAVING count(*) > 0;
+INSERT INTO nodes (node, segments, last_cut, last_received, last_lag)
+    SELECT node, count(*), max(cut), max(received),
+           (SELECT s2.received - s2.cut FROM segments s2 WHERE s2.node = s.node ORDER BY s2.received DESC, s2.id DESC LIMIT 1)
+    FROM segments s WHERE NOT EXISTS (SELECT 1 FROM nodes) GROUP BY node;
 """
 
 
