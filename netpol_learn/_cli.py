@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from netpol_learn._errors import NetpolLearnError, SniffError
+from netpol_learn._errors import NetpolLearnError
 from netpol_learn._output import write_text
 from netpol_learn._text import counted
 from netpol_learn import FlowLog, capture_files, merge_logs, read_flow_log, write_flow_log
@@ -185,20 +185,22 @@ def _flows_option(help: str = "Flow log(s) from capture, merge or collect; repea
 
 
 class _Size(click.ParamType):
-    """A size in bytes: 1048576, 512Ki, 64Mi, 1Gi (Kubernetes' binary suffixes) or 10M, 1G."""
+    """A size in bytes as a Kubernetes quantity: 1048576, 512Ki, 64Mi, 1Gi, 10M, 1G."""
 
     name = "SIZE"
-    _UNITS = {"": 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 
     def convert(self, value, param, ctx):
-        import re
+        from netpol_learn._manifests import quantity_value
 
         if isinstance(value, int):
             return value
-        m = re.fullmatch(r"\s*(\d+)\s*([KMGT]i|[kKMGT]|)\s*", str(value))
-        if not m or int(m.group(1)) <= 0:
+        try:
+            size = quantity_value(str(value).strip())
+        except ValueError:
+            size = None
+        if size is None or size <= 0 or size != size.to_integral_value():
             self.fail(f"{value!r}: expected a size such as 1048576, 512Ki, 64Mi or 1Gi", param, ctx)
-        return int(m.group(1)) * self._UNITS[m.group(2)]
+        return int(size)
 
 
 def _output_option(help: str):

@@ -38,6 +38,7 @@ from netpol_learn._flowlog import FlowLog, Segment, SegmentReader, merge_logs
 from netpol_learn._kube import (
     REQUEST_TIMEOUT,
     NotAList,
+    bearer_token,
     client_configuration,
     client_error_message,
     list_pages,
@@ -330,8 +331,7 @@ def read_token(token_file: str | os.PathLike) -> str:
     """The token in a token file (surrounding white space removed); ``CollectError`` when it
     cannot be read or is empty."""
     try:
-        with open(token_file, encoding="utf-8") as fh:
-            token = fh.read().strip()
+        token = bearer_token(token_file).removeprefix("Bearer ")
     except (OSError, UnicodeDecodeError) as exc:
         raise CollectError(f"--token-file {token_file}: cannot read it: {getattr(exc, 'strerror', None) or exc}") from exc
     if not token:

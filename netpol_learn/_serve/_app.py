@@ -16,7 +16,6 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -31,7 +30,7 @@ from netpol_learn._flowlog import FlowLog, dumps_lines, merge_logs, read_segment
 from netpol_learn._serve._auth import Authenticator, Decision, bearer_token
 from netpol_learn._serve._identity import Identity, inventory_document
 from netpol_learn._serve._store import SegmentId, Store
-from netpol_learn._time import parse_duration
+from netpol_learn._time import parse_api_time, parse_duration
 
 DEFAULT_MAX_SEGMENT_SIZE = 64 * 1024 * 1024
 DEFAULT_MAX_FUTURE = 10 * 60 * 10**9
@@ -253,13 +252,10 @@ def _since(text: str | None, now: int) -> int | None:
         return now - parse_duration(text)
     except ValueError:
         pass
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise _Refused(400, "malformed", f"since={text!r}: neither a duration (1h, 30m) nor an RFC 3339 time") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return int(dt.timestamp()) * 10**9 + dt.microsecond * 1000
+    when = parse_api_time(text)
+    if when is None:
+        raise _Refused(400, "malformed", f"since={text!r}: neither a duration (1h, 30m) nor an RFC 3339 time")
+    return when
 
 
 def make_app(service: Service) -> Starlette:

@@ -15,10 +15,11 @@ import os
 import signal
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from netpol_learn._errors import ServeError
+from netpol_learn._kube import SERVICE_ACCOUNT_DIR
 from netpol_learn._serve._app import Limits, Service, make_app
 from netpol_learn._serve._auth import Authenticator, KubernetesAuth, TokenFile
 from netpol_learn._serve._identity import Identity
@@ -27,7 +28,6 @@ from netpol_learn._serve._store import Store, open_store
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_SERVICE_NAME = "netpol-learn"
 SNIFFER_ACCOUNT = "netpol-learn-sniffer"
-_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 Say = Callable[[str], None]
 
@@ -67,7 +67,7 @@ def own_namespace() -> str:
     if os.environ.get("POD_NAMESPACE"):
         return os.environ["POD_NAMESPACE"]
     try:
-        return Path(_NAMESPACE_FILE).read_text().strip() or "netpol-learn"
+        return (Path(SERVICE_ACCOUNT_DIR) / "namespace").read_text().strip() or "netpol-learn"
     except OSError:
         return "netpol-learn"
 
@@ -83,13 +83,9 @@ class ServeOptions:
     kubeconfig: str | None = None
     context: str | None = None
     watch: bool = True
-    limits: Limits = None  # type: ignore[assignment]
+    limits: Limits = field(default_factory=Limits)
     tls_cert: str | None = None
     tls_key: str | None = None
-
-    def __post_init__(self):
-        if self.limits is None:
-            self.limits = Limits()
 
 
 def _authenticator(o: ServeOptions, namespace: str) -> Authenticator:
