@@ -303,3 +303,43 @@ def test_tokens_checked_with_token_review_and_subject_access_review(tmp_path):
         finally:
             stop(running)
 
+
+
+def test_an_address_handed_over_while_the_service_was_down_resolves_to_each_holder_in_its_time(tmp_path):
+    """DESIGN rule 13 through the service: the history it carries across a kill gives each run of
+    traffic the pod that held the address then."""
+    from netpol_learn._flowlog import Flow, FlowLog
+    from netpol_learn._resolve import resolve
+
+    store, tokens, http = tmp_path / "store.db", tokens_file(tmp_path), urllib3.PoolManager()
+    with WatchApiServer(cluster() + [k8s.pod("api-0", "shop", "10.244.1.9", labels={"app": "api"}, owner=("StatefulSet", "api")),
+                                     k8s.statefulset("api", "shop")]) as api:
+        args = ("--tokens-file", str(tokens), "--kubeconfig", str(write_kubeconfig(tmp_path / "kubeconfig", api.url)))
+        running = start_serve(tmp_path, store, *args)
+        wait_for(lambda: get(http, running.url, "/v1/inventory").status == 200, what="the listing")
+        time.sleep(1.5)
+        before = time.time_ns()
+        running.process.send_signal(signal.SIGKILL)
+        running.process.wait(timeout=10)
+        api.delete("Pod", "shop", "web-6d5f8b7c9-bbbbb")  # 10.244.1.5 goes to a pod of another workload
+        now_s = (time.time_ns() - k8s.ns(0)) / 1e9  # a pod that starts now (k8s times count from its BASE)
+        api.add(k8s.pod("db-0", "shop", "10.244.1.5", labels={"app": "db"}, owner=("StatefulSet", "db"), start=now_s),
+                k8s.statefulset("db", "shop"))
+        time.sleep(0.5)
+        running = start_serve(tmp_path, store, *args)
+        try:
+            wait_for(lambda: history_of(inventory(http, running.url), "db-0"), what="the catch-up")
+            time.sleep(1.5)
+            after = time.time_ns()
+            inv = load_inventory_document(inventory(http, running.url), "service")
+        finally:
+            stop(running)
+
+    def call(at: int) -> Flow:
+        return Flow(src="10.244.1.5", dst="10.244.1.9", proto="TCP", port=8080, packets=6, bytes=600, connections=1,
+                    first_seen=at, last_seen=at + 10**8, direction=(("syn", 1),), evidence="established")
+
+    # Outside the clock tolerance (2 s) of the window in which the handover happened: one holder each.
+    for at, workload in ((before - 5 * 10**9, "Deployment/web"), (after + 3 * 10**9, "StatefulSet/db")):
+        (connection,) = resolve(FlowLog(flows=(call(at),)), inv).connections
+        assert connection.client.workload == workload and connection.server.workload == "StatefulSet/api"
