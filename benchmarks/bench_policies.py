@@ -13,9 +13,7 @@ Uses the cluster of bench_resolve.py (10,000 pods in 2,000 Deployments across 10
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -26,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import bench_resolve  # noqa: E402
 
 from netpol_learn._generate import generate  # noqa: E402
-from netpol_learn._inventory import load_inventory  # noqa: E402
 from netpol_learn._policy import PortSpec, Rule  # noqa: E402
 from netpol_learn._verify import diff, verify  # noqa: E402
 
@@ -35,12 +32,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     bench_resolve.add_size_arguments(ap)
     args = ap.parse_args()
-    raw = bench_resolve.build(args.pods, args.services, args.namespaces, 20)
-    log = bench_resolve.flows(raw, args.flows)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "inventory.json"
-        path.write_text(json.dumps(raw))
-        inv = load_inventory([path])
+    log, inv = bench_resolve.cluster(args)
 
     t0 = time.perf_counter()
     g = generate(log, inv)

@@ -102,6 +102,18 @@ def add_size_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--flows", type=int, default=100_000)
 
 
+def cluster(args: argparse.Namespace):
+    """(flow log, loaded inventory) of the sizes ``add_size_arguments`` read."""
+    import tempfile
+
+    raw = build(args.pods, args.services, args.namespaces, 20)
+    log = flows(raw, args.flows)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "inventory.json"
+        path.write_text(json.dumps(raw))
+        return log, load_inventory([path])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_size_arguments(ap)

@@ -12,6 +12,7 @@ The public API. Every stage of the command line runs from Python too; the CLI
     generated = nl.generate(log, inventory, nl.GenerateOptions(default_deny="ingress"))
     nl.write_directory("policies", generated.directory)              # the policy directory
     status = nl.learning_status(log, inventory, resolution)          # is learning done?
+    page = nl.page_html(nl.build_report(log, inventory))             # the review page
     result = nl.verify(log, inventory, nl.load_policies(["policies"]))
     assert not result.denied
 
@@ -75,6 +76,10 @@ _HOMES = {
     "render_manifests": "netpol_learn._manifests",
     "NetworkPolicy": "netpol_learn._policy",
     "render_files": "netpol_learn._render",
+    "build_report": "netpol_learn._report",
+    "map_png": "netpol_learn._report",
+    "map_svg": "netpol_learn._report",
+    "page_html": "netpol_learn._report",
     "write_directory": "netpol_learn._render",
     "Connection": "netpol_learn._resolve",
     "DEFAULT_CLOCK_SKEW": "netpol_learn._resolve",
@@ -137,6 +142,7 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
     from netpol_learn._manifests import render_manifests
     from netpol_learn._policy import NetworkPolicy
     from netpol_learn._render import render_files, write_directory
+    from netpol_learn._report import build_report, map_png, map_svg, page_html
     from netpol_learn._resolve import DEFAULT_CLOCK_SKEW, Connection, Peer, Resolution, ResolveOptions, report_text, resolution_to_json, resolve
     from netpol_learn._semantics import load_policies
     from netpol_learn._serve import ServeOptions, Store, open_store, serve

@@ -713,6 +713,82 @@ def diff(base: Path, new: Path, inventories, flow_logs, pod_cidr, service_cidr, 
     click.get_current_context().exit(0 if result.equal else 1)
 
 
+#: What ``report --format`` is taken to be from the output file's name when not given.
+_REPORT_SUFFIXES = {".svg": "svg", ".png": "png"}
+
+
+def _report_options(f):
+    """report's options; those of the generated policies have generate's names and defaults."""
+    from netpol_learn._synthesize import DENIES, GenerateOptions
+
+    default = GenerateOptions()
+    return _options(
+        _flows_option(),
+        _inventory_option(),
+        click.option("--policies", "policy_paths", multiple=True, type=click.Path(path_type=Path), help="Policy directory or file(s) to colour the map by, as verify judges them; repeatable [default: the policies generate would write from these flows]."),
+        click.option("--base", "base_paths", multiple=True, type=click.Path(path_type=Path), help="With --policies: the policy set they replace; the map marks and lists what diff BASE POLICIES says (newly allowed, newly denied); repeatable."),
+        click.option("--format", "fmt", type=click.Choice(["html", "svg", "png"]), default=None, help="html: the review page; svg or png: the map alone as a picture, for docs and pull requests [default: from -o's suffix, else html]."),
+        click.option("-o", "--output", required=True, help="The file to write ('-' is stdout), e.g. report.html."),
+        click.option("--title", default=None, help="The page's title [default: netpol-learn: its namespaces]."),
+        click.option("--stable-after", type=_Duration(), default="24h", show_default=True, help="As status has it: a workload is stable when no new edge appeared for this long before the capture ended."),
+        click.option("--default-deny", type=click.Choice(list(DENIES)), default=default.default_deny, show_default=True, help="Without --policies: the generated policies' default-deny, as generate takes it."),
+        click.option("--aggregate-prefix", type=click.IntRange(1, 32), default=None, help="Without --policies: collapse outside IPv4 addresses into prefixes of this length, as generate does (the map shows the blocks) ..."),
+        click.option("--aggregate-prefix-v6", type=click.IntRange(1, 128), default=None, help="... and outside IPv6 addresses into prefixes of this length ..."),
+        click.option("--aggregate-threshold", type=click.IntRange(min=2), default=default.aggregate_threshold, show_default=True, help="... when at least this many of them share one."),
+        click.option("--include-namespace", "include_namespaces", multiple=True, help="Without --policies: also generate policies for this namespace (kube-system is left alone by default)."),
+        _address_options,
+        _time_options,
+    )(f)
+
+
+@main.command()
+@_report_options
+def report(flow_logs, inventories, policy_paths, base_paths, fmt: str | None, output: str, title: str | None, stable_after: int,
+           default_deny: str, aggregate_prefix, aggregate_prefix_v6, aggregate_threshold: int, include_namespaces, pod_cidr, service_cidr, **kw) -> None:
+    """Write the review page: what was learned, as a map of who talks to whom.
+
+    One self-contained HTML file that opens offline (file://, a CI artifact): namespaces as
+    groups; workloads, outside endpoints by DNS name, the cluster DNS, nodes and the API server
+    as nodes; an edge client -> server per protocol and port with its connections, coloured by
+    what the policies do with it (with --policies: as verify judges it, with the denying
+    direction; else the policies generate would write), and the traffic that could not become a
+    rule. Click a workload for its policies and learning status, an edge for its evidence;
+    filter, search, collapse namespaces (collapsed at first above 200 workloads). With --base,
+    the changes diff reports are marked and listed. --format svg or png writes the map alone as
+    a picture. See docs/report.md.
+
+    \b
+    Example:
+      netpol-learn report --flows flows.jsonl --inventory inventory.yaml -o report.html
+      netpol-learn report --flows flows.jsonl --inventory inventory.yaml --policies new/ --base policies/ -o diff.html
+      netpol-learn report --flows flows.jsonl --inventory inventory.yaml -o map.svg
+    """
+    from netpol_learn import GenerateOptions, build_report, map_png, map_svg, page_html
+    from netpol_learn._output import write_data
+
+    if stable_after <= 0:
+        raise click.BadParameter("must be longer than 0 seconds", param_hint="'--stable-after'")
+    if base_paths and not policy_paths:
+        raise click.UsageError("--base needs --policies: the set to compare with the base", ctx=click.get_current_context())
+    fmt = fmt or _REPORT_SUFFIXES.get(Path(output).suffix.lower(), "html")
+    try:
+        options = GenerateOptions(default_deny=default_deny, aggregate_prefix=aggregate_prefix, aggregate_prefix_v6=aggregate_prefix_v6,
+                                  aggregate_threshold=aggregate_threshold, include_namespaces=tuple(include_namespaces))
+    except ValueError as exc:
+        raise click.UsageError(str(exc), ctx=click.get_current_context()) from exc
+    log = _read_flows(flow_logs)
+    inv = _load_inventory(inventories, pod_cidr, service_cidr)
+    model = build_report(log, inv, policy_paths=policy_paths, base_paths=base_paths, generate_options=options,
+                         resolve_options=_resolve_options_of(kw), stable_after=stable_after, title=title, warn=_warn)
+    if fmt == "html":
+        write_text(output, page_html(model))
+    elif fmt == "svg":
+        write_text(output, map_svg(model))
+    else:
+        write_data(output, map_png(model))
+    click.echo(f"{counted(len(model['nodes']), 'node')}, {counted(len(model['edges']), 'edge')} ({model['mode']}) -> {_shown(output)}", err=True)
+
+
 @main.command()
 @_namespace_option(DEFAULT_NAMESPACE, "Namespace for the sniffer and the learning service (the manifests create it).")
 @click.option("--image", default=DEFAULT_IMAGE, show_default=True, help="Image with netpol-learn in it, built from the repository's Dockerfile.")

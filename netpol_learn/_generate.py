@@ -55,13 +55,16 @@ def cluster_ranges(inventory: Inventory) -> tuple[str, ...]:
 
 
 def generate(log: FlowLog, inventory: Inventory, options: GenerateOptions = GenerateOptions(), template_dir=None,
-             resolve_options: ResolveOptions = ResolveOptions(), stable_after: int = DEFAULT_STABLE_AFTER) -> Generated:
+             resolve_options: ResolveOptions = ResolveOptions(), stable_after: int = DEFAULT_STABLE_AFTER,
+             resolution: Resolution | None = None) -> Generated:
     """Resolve ``log`` against ``inventory`` (as ``resolve_options`` say), synthesize the policies
     ``options`` ask for and render them (with the templates of ``template_dir`` replacing the
     built-in ones by name): the files of a policy directory, by name, for ``write_directory``
     (``Generated.directory`` adds the chart). REPORT.md says whether learning is done, a
-    workload being stable after ``stable_after`` ns without a new edge."""
-    resolution = resolve(log, inventory, resolve_options)
+    workload being stable after ``stable_after`` ns without a new edge. A caller that resolved
+    ``log`` already (with those options) passes its ``resolution``."""
+    if resolution is None:
+        resolution = resolve(log, inventory, resolve_options)
     policies = synthesize(resolution, options, cluster_ranges(inventory))
     status = learning_status(log, inventory, resolution, stable_after)
     files = render_files(policies, _report(log, resolution, policies, options, status), template_dir)

@@ -41,6 +41,8 @@ DEFAULT_CLOCK_SKEW = 2 * 10**9
 CLOCK_CHECK_WINDOW = 10 * 60 * 10**9
 #: The lowest port of the ephemeral range, where clients' ports come from.
 EPHEMERAL_LOW = 32768
+#: Why a rule was not written for a heuristic-only connection to an undeclared ephemeral port.
+NOT_WRITTEN_EPHEMERAL = "seen only mid-stream, to an ephemeral port the server's pods do not declare"
 
 
 @dataclass(frozen=True, order=True)
@@ -490,12 +492,37 @@ def _span(pod: Pod) -> str:
     return f"{start}..{end}"
 
 
-def resolve(log: FlowLog, inventory: Inventory, options: ResolveOptions = ResolveOptions()) -> Resolution:
+#: What ``resolve(..., trace=[])`` says each run of a flow line became: a connection, an attempt
+#: (its evidence: refused, unanswered, stale) or a rule not written.
+CONNECTION, NOT_WRITTEN = "connection", "not-written"
+
+
+@dataclass(frozen=True)
+class Traced:
+    """One run of one flow line as resolved: the evidence behind a connection (the review page's
+    edges show it)."""
+
+    flow: Flow  # as resolved: turned around when rule 4 turned it
+    client: Peer
+    server: Peer
+    protocol: str
+    port: int | None
+    outcome: str  # CONNECTION, NOT_WRITTEN, or the evidence of an attempt
+    connections: int
+    first_seen: int
+    last_seen: int
+    via: str | None = None
+    inferred: bool = False  # an end was attributed by inference between snapshots
+
+
+def resolve(log: FlowLog, inventory: Inventory, options: ResolveOptions = ResolveOptions(), trace: list | None = None) -> Resolution:
     """Resolve every flow of the log, each run of activity against who held its addresses then;
     flows through a Service become connections to the backends it had then. Traffic that is no
-    evidence of a need (refused, unanswered, stale) is reported as attempts, never a connection."""
+    evidence of a need (refused, unanswered, stale) is reported as attempts, never a connection.
+    With a ``trace`` list, every run of every flow line is appended to it as a ``Traced``."""
     r = Resolver(inventory, log.dns, options)
     acc = _Accumulated()
+    acc.trace = trace
     for flow in log.flows:
         _resolve_flow(r, flow, acc)
     connections = tuple(
@@ -517,6 +544,7 @@ class _Accumulated:
         self.not_written: Counter = Counter()
         self.inferred: Counter = Counter()
         self.not_expressible = 0
+        self.trace: list | None = None
 
     def add(self, key: tuple, flow: Flow, first_of_flow: bool, connections: int, first: int, last: int,
             mid_stream: bool, inferred: bool) -> None:
@@ -564,10 +592,15 @@ def _resolve_flow(r: Resolver, flow: Flow, acc: _Accumulated) -> None:
                         problems.add((peer.address, peer.reason))
                 if not need:
                     acc.attempts[(peer_label(client), peer_label(server), flow.proto, port, flow.evidence)] += n
+                    if acc.trace is not None:
+                        acc.trace.append(Traced(flow, client, server, flow.proto, port, flow.evidence, n, first, last, via,
+                                                client_inferred or server_inferred))
                     continue
                 if heuristic and server.kind == POD and port is not None and port >= EPHEMERAL_LOW and not r.declares(server, port, flow.proto):
-                    acc.not_written[(peer_label(client), peer_label(server), flow.proto, port,
-                                     "seen only mid-stream, to an ephemeral port the server's pods do not declare")] += 1
+                    acc.not_written[(peer_label(client), peer_label(server), flow.proto, port, NOT_WRITTEN_EPHEMERAL)] += 1
+                    if acc.trace is not None:
+                        acc.trace.append(Traced(flow, client, server, flow.proto, port, NOT_WRITTEN, n, first, last, via,
+                                                client_inferred or server_inferred))
                     continue
                 if client_inferred:
                     inferred_peers.add((peer_label(client), _canon(flow.src)))
@@ -576,6 +609,9 @@ def _resolve_flow(r: Resolver, flow: Flow, acc: _Accumulated) -> None:
                 same_node = client.kind == NODE and server.kind == POD and client.node == server.node
                 key = (client, server, flow.proto, port, port_name, via, same_node)
                 acc.add(key, flow, key not in counted, n, first, last, mid_stream, client_inferred or server_inferred)
+                if acc.trace is not None:
+                    acc.trace.append(Traced(flow, client, server, flow.proto, port, CONNECTION, n, first, last, via,
+                                            client_inferred or server_inferred))
                 counted.add(key)
     for kind in kinds:
         acc.kinds[kind] += 1

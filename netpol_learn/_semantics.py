@@ -44,7 +44,7 @@ def load_policies(paths: Iterable[str | os.PathLike], notes: list[str] | None = 
     what ``kubectl kustomize`` prints). Other kinds are skipped with a note."""
     policies: list[NetworkPolicy] = []
     skipped: dict[str, int] = {}
-    for f in _policy_files(paths):
+    for f in policy_files(paths):
         index = 0
         for doc in _documents(f):
             if isinstance(doc, Mapping) and str(doc.get("kind", "")).endswith("List") and not isinstance(doc.get("items", []), list):
@@ -66,7 +66,7 @@ def load_policies(paths: Iterable[str | os.PathLike], notes: list[str] | None = 
     return policies
 
 
-def _policy_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
+def policy_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """The files given, and the YAML and JSON files under the directories given (but their
     ``kustomization.yaml``), each directory's in name order."""
     files: list[Path] = []

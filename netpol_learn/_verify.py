@@ -15,12 +15,24 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from netpol_learn._text import counted
 from netpol_learn._flowlog import FlowLog
 from netpol_learn._inventory import PROTOCOLS, Inventory, Pod, Workload
 from netpol_learn._policy import NetworkPolicy, Rule
-from netpol_learn._resolve import EXTERNAL, NODE, NODE_LOCAL_DNS, POD, SERVICE_ENDPOINT, Peer, ResolveOptions, peer_label, resolve, workload_label
+from netpol_learn._resolve import (
+    EXTERNAL,
+    NODE,
+    NODE_LOCAL_DNS,
+    POD,
+    SERVICE_ENDPOINT,
+    Connection,
+    Peer,
+    ResolveOptions,
+    peer_label,
+    resolve,
+    workload_label,
+)
 from netpol_learn._semantics import Endpoint, PolicyEngine, isolates
+from netpol_learn._text import counted
 
 
 def engine_for(policies: Iterable[NetworkPolicy], inventory: Inventory) -> PolicyEngine:
@@ -90,33 +102,55 @@ class VerifyResult:
     not_evaluated: tuple[str, ...]  # unresolved ends, protocols policies cannot express
 
 
+@dataclass(frozen=True)
+class Judged:
+    """What a policy set does with one resolved connection: ``allowed``, or the direction that
+    denies it and why; ``skipped`` says why it could not be evaluated (then ``allowed`` is None)."""
+
+    allowed: bool | None
+    denied_by: str | None = None
+    why: str | None = None
+    skipped: str | None = None
+
+
+class Judge:
+    """Evaluates resolved connections against one policy set (``verify``, the review page)."""
+
+    def __init__(self, policies: Iterable[NetworkPolicy], inventory: Inventory):
+        self.engine = engine_for(policies, inventory)
+        self.endpoints = _Endpoints(inventory)
+
+    def __call__(self, c: Connection) -> Judged:
+        what = f"{_label(c.client)} -> {_label(c.server)} {c.protocol}" + (f"/{c.port}" if c.port is not None else "")
+        if c.protocol not in PROTOCOLS or c.port is None:
+            return Judged(None, skipped=f"{what}: NetworkPolicy cannot express {c.protocol}")
+        src, dst = self.endpoints.of(c.client), self.endpoints.of(c.server)
+        if src is None or dst is None:
+            return Judged(None, skipped=f"{what}: an end is unresolved")
+        if c.same_node:
+            return Judged(True)
+        v = self.engine.evaluate(src, dst, c.protocol, c.port)
+        return Judged(True) if v.allowed else Judged(False, v.denied_by, v.why)
+
+
 def verify(log: FlowLog, inventory: Inventory, policies: Iterable[NetworkPolicy], options: ResolveOptions = ResolveOptions()) -> VerifyResult:
     """Which observed connections of ``log`` would ``policies`` deny (and which they allow), with
     the direction that denies each and the policies that isolate its pods; ``options`` say how
     the flows are resolved."""
-    engine = engine_for(policies, inventory)
-    endpoints = _Endpoints(inventory)
+    judge = Judge(policies, inventory)
     denied: dict[tuple, list] = {}
     allowed = 0
     skipped: set[str] = set()
     for c in resolve(log, inventory, options).connections:
-        what = f"{_label(c.client)} -> {_label(c.server)} {c.protocol}" + (f"/{c.port}" if c.port is not None else "")
-        if c.protocol not in PROTOCOLS or c.port is None:
-            skipped.add(f"{what}: NetworkPolicy cannot express {c.protocol}")
+        j = judge(c)
+        if j.skipped:
+            skipped.add(j.skipped)
             continue
-        src, dst = endpoints.of(c.client), endpoints.of(c.server)
-        if src is None or dst is None:
-            skipped.add(f"{what}: an end is unresolved")
-            continue
-        if c.same_node:
-            allowed += 1
-            continue
-        v = engine.evaluate(src, dst, c.protocol, c.port)
-        if v.allowed:
+        if j.allowed:
             allowed += 1
             continue
         key = (_label(c.client), _label(c.server), c.protocol, c.port)
-        acc = denied.setdefault(key, [0, 0, v.denied_by, v.why])
+        acc = denied.setdefault(key, [0, 0, j.denied_by, j.why])
         acc[0] += c.flows
         acc[1] += c.packets
     rows = tuple(Denied(*k, flows, packets, direction, why) for k, (flows, packets, direction, why) in sorted(denied.items()))

@@ -14,6 +14,9 @@ import os
 import pytest
 
 from netpol_learn._capture import _accel
+# The review page's browser: one Chromium for the whole session, shared by every module that
+# opens a page (a fixture imported into each module would start one per module).
+from reportkit import report_browser, report_page  # noqa: F401
 
 CAPTURE_ENGINES = ["c", "python"] if _accel.ENGINE == "c" else ["python"]
 

@@ -39,6 +39,7 @@ STAGES = {
     "diff": {"diff", "DiffResult", "Change", "diff_text", "diff_json"},
     "collect": {"collect", "Collected"},
     "manifests": {"render_manifests"},
+    "report": {"build_report", "page_html", "map_svg", "map_png"},
 }
 
 

@@ -165,7 +165,7 @@ def test_a_version_1_segment_is_taken_and_kept_as_version_2(client, service):
 # --- who gets in ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/v1/flows", "/v1/inventory", "/v1/status", "/metrics"])
+@pytest.mark.parametrize("path", ["/", "/v1/flows", "/v1/inventory", "/v1/status", "/metrics"])
 def test_reading_needs_a_read_token(client, path):
     assert client.get(path).status_code == 401
     assert client.get(path).headers["www-authenticate"].startswith("Bearer")

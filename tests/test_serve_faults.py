@@ -202,6 +202,15 @@ def test_api_unreachable_at_start_ingest_goes_on_and_the_history_catches_up(tmp_
             assert cli.returncode == 0, cli.stderr
             assert status.data == cli.stdout
             assert json.loads(status.data)["counts"] == {"learning": 1, "stabilizing": 0, "stable": 0}  # web, seen as a client
+            # The review page at / is what `netpol-learn report` writes of the same flows and inventory.
+            page = get(http, running.url, "/")
+            assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
+            assert page.headers["Content-Security-Policy"].startswith("default-src 'none'")
+            cli = subprocess.run([sys.executable, "-m", "netpol_learn", "report", "--flows", str(tmp_path / "flows.jsonl"),
+                                  "--inventory", str(tmp_path / "inventory.json"), "--title", "netpol-learn: the learning service",
+                                  "-o", "-"], capture_output=True, timeout=120)
+            assert cli.returncode == 0, cli.stderr
+            assert page.data == cli.stdout
             assert api.watching(PODS) == 1
     finally:
         stop(running)

@@ -1,5 +1,5 @@
-"""The learning service's HTTP API (Starlette): segments in; flows, inventory, status and metrics
-out; health and readiness (docs/service.md).
+"""The learning service's HTTP API (Starlette): segments in; flows, inventory, status, the review
+page and metrics out; health and readiness (docs/service.md).
 
 Endpoints that only compute (reading the store, merging, resolving) are plain functions, which
 Starlette runs in its thread pool; the upload reads its body on the event loop (so that a body
@@ -9,6 +9,7 @@ Writes go through the store's one writer.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import sqlite3
@@ -17,16 +18,23 @@ import time
 import zlib
 from dataclasses import dataclass, field
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from netpol_learn._errors import FlowLogError, FlowLogVersionError, NetpolLearnError
 from netpol_learn._flowlog import FlowLog, dumps_lines, merge_logs, read_segment
+from netpol_learn._inventory import Inventory
 from netpol_learn._serve._auth import Authenticator, Decision, bearer_token
 from netpol_learn._serve._identity import Identity, inventory_document
 from netpol_learn._serve._store import SegmentId, Store
@@ -37,6 +45,12 @@ DEFAULT_MAX_FUTURE = 10 * 60 * 10**9
 #: Segments folded into the merged log in memory before the merge is checkpointed in the store.
 CHECKPOINT_EVERY = 64
 _NDJSON = "application/x-ndjson"
+#: The review page makes no request of its own (everything is inlined): the browser may allow none.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; font-src data:",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
 _ID_TEXT_MAX = 253  # a node name is a DNS subdomain: at most 253 characters
 
 
@@ -78,6 +92,7 @@ class Service:
         self.merge_lock = threading.Lock()
         self.merged: tuple[int, FlowLog] | None = None  # (up to row id, the merge)
         self.merged_text: tuple[int, str] | None = None  # (up to row id, the merge as JSON Lines)
+        self.page: tuple[tuple, str] | None = None  # ((up to row id, history digest), the review page)
         self.folded = 0  # segments folded in since the last checkpoint
         self.received_count = 0  # by this process, for its last line
         self.duplicate_count = 0
@@ -166,6 +181,18 @@ class Service:
                 self.store.set_checkpoint(upto, "".join(dumps_lines(log)))
                 self.folded = 0
             return log
+
+    def report_page(self, inventory: Inventory, document: str) -> str:
+        """The review page (``netpol-learn report``) of the merge and the identity history; made
+        again only when segments came or the history changed."""
+        from netpol_learn._report import build_report, page_html
+
+        log = self.merged_log()
+        with self.merge_lock:
+            key = (self.merged[0], hashlib.sha256(document.encode()).digest())
+        if self.page is None or self.page[0] != key:
+            self.page = (key, page_html(build_report(log, inventory, title="netpol-learn: the learning service")))
+        return self.page[1]
 
     def merged_lines(self) -> str:
         """The merge of every segment as JSON Lines; formatted again only when segments came."""
@@ -345,21 +372,28 @@ def make_app(service: Service) -> Starlette:
             return _error(503, _no_inventory(service))
         return Response(document, media_type="application/json")
 
-    def get_status(request: Request):
-        if (denied := _reading(request)) is not None:
-            return denied
+    def _identity_history() -> tuple[str, Inventory] | Response:
         from netpol_learn._inventory import load_inventory_document
-        from netpol_learn._resolve import resolve
-        from netpol_learn._status import learning_status, status_to_json
 
         document = inventory_document(service.store)
         if document is None:
             return _error(503, _no_inventory(service))
-        log = service.merged_log()
         try:
-            inventory = load_inventory_document(json.loads(document), "the service's identity history")
+            return document, load_inventory_document(json.loads(document), "the service's identity history")
         except NetpolLearnError as exc:
             return _error(500, f"the identity history cannot be read: {exc}")
+
+    def get_status(request: Request):
+        if (denied := _reading(request)) is not None:
+            return denied
+        from netpol_learn._resolve import resolve
+        from netpol_learn._status import learning_status, status_to_json
+
+        history = _identity_history()
+        if isinstance(history, Response):
+            return history
+        inventory = history[1]
+        log = service.merged_log()
         stable_after = request.query_params.get("stable_after") or "24h"
         try:
             stable_after_ns = parse_duration(stable_after)
@@ -371,12 +405,22 @@ def make_app(service: Service) -> Starlette:
         # The bytes `netpol-learn status --format json` writes for the same flows and inventory.
         return Response(json.dumps(status_to_json(status), indent=2, sort_keys=True) + "\n", media_type="application/json")
 
+    def get_page(request: Request):
+        if (denied := _reading(request)) is not None:
+            return denied
+        history = _identity_history()
+        if isinstance(history, Response):
+            return history
+        # The page inlines everything and asks for nothing: the strictest policy holds.
+        return HTMLResponse(service.report_page(history[1], history[0]), headers=_PAGE_HEADERS)
+
     def metrics(request: Request):
         if (denied := _reading(request)) is not None:
             return denied
         return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
 
     return Starlette(routes=[
+        Route("/", get_page),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/v1/segments", post_segment, methods=["POST"]),
