@@ -64,14 +64,20 @@ def main() -> None:
             drawn = page.evaluate("document.querySelectorAll('#map g.node').length")
             print(f"| open in Chromium, collapsed | {t1 - t0:.1f} s -> {drawn} nodes drawn |")
             t0 = time.perf_counter()
-            page.click("#expand-all")
+            # Through the page, not page.click: ELK lays out on the main thread, which Playwright's
+            # actionability checks would wait on for longer than their 30 s.
+            page.evaluate("document.getElementById('expand-all').click()")
             _ready(page)
             t1 = time.perf_counter()
             drawn = page.evaluate("[document.querySelectorAll('#map g.node').length, document.querySelectorAll('#map g.edge').length]")
             print(f"| expand all | {t1 - t0:.1f} s -> {drawn[0]:,} nodes, {drawn[1]:,} edges drawn |")
             first = model["namespaces"][0]["name"]
             t0 = time.perf_counter()
-            page.uncheck(f"input[name=namespace][value='{first}']")
+            page.evaluate(
+                "(ns) => { const box = document.querySelector(`input[name=namespace][value='${ns}']`);"
+                " box.checked = false; box.dispatchEvent(new Event('change')); }",
+                first,
+            )
             _ready(page)
             print(f"| filter out one namespace (expanded) | {time.perf_counter() - t0:.1f} s |")
             heap = page.evaluate("performance.memory ? performance.memory.usedJSHeapSize : 0")

@@ -22,6 +22,7 @@ from netpol_learn._report._image import map_png, map_svg
 from netpol_learn._report._page import CSP, page_html
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
+ROOT = Path(__file__).resolve().parent.parent / "netpol_learn" / "_report"
 
 # Every drawn node and edge with its data attributes, and the label boxes that overlap.
 DOM_JS = """() => {
@@ -282,3 +283,26 @@ def test_static_map(small, synthetic):
     big = ET.fromstring(map_svg(synthetic).encode("utf-8"))
     collapsed = [g.get("data-id") for g in big.iter(SVG_NS + "g") if g.get("class") == "node collapsed"]
     assert len(collapsed) == len({n["namespace"] for n in synthetic["nodes"] if n["namespace"]})
+
+
+def test_a_view_of_too_many_edges_draws_the_most_interesting():
+    from py_mini_racer import MiniRacer
+
+    model = synthetic_model(workloads=1200, namespaces=4, seed=2)
+    ctx = MiniRacer()
+    try:
+        ctx.eval((ROOT / "static" / "map.js").read_text(encoding="utf-8"))
+        cap = ctx.eval("NetpolMap.MAX_EDGES")
+        assert len(model["edges"]) > cap
+        drawn = json.loads(ctx.eval(
+            "(function (model) { var v = NetpolMap.graph(model, {collapsed: new Set(), hidden: new Set(),"
+            " hiddenEdges: new Set()}); return JSON.stringify({ids: v.edges.map(function (d) { return d.id; }),"
+            " omitted: v.omitted}); })(" + json.dumps(model) + ")"))
+    finally:
+        ctx.close()
+    assert len(drawn["ids"]) == cap and drawn["omitted"] == len(model["edges"]) - cap
+    kept = set(drawn["ids"])
+    assert {e["id"] for e in model["edges"] if e["verdict"] != "allowed"} <= kept
+    most_left_out = max(e["connections"] for e in model["edges"] if e["id"] not in kept)
+    assert all(e["connections"] >= most_left_out for e in model["edges"] if e["id"] in kept and e["verdict"] == "allowed")
+    assert drawn["ids"] == [e["id"] for e in model["edges"] if e["id"] in kept]  # in the model's order

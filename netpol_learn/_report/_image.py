@@ -11,6 +11,7 @@ system font: the text is the font the layout measured, and the bytes are the sam
 
 from __future__ import annotations
 
+import atexit
 import json
 import threading
 import time
@@ -46,6 +47,8 @@ def _load():
     ctx.eval(_source("vendor", "elk.bundled.js"))
     ctx.eval(_source("static", "map.js"))
     ctx.eval("var ELK_INSTANCE = new ELK();")
+    # Closed before the interpreter winds down: V8's threads are not left to its finalizers.
+    atexit.register(ctx.close)
     return ctx
 
 

@@ -11,6 +11,7 @@
  * A state is {collapsed: Set of namespaces, hidden: Set of node ids, hiddenEdges: Set of edge ids}.
  * A collapsed namespace is one node, "ns:NAME"; the edges of its nodes are aggregated per
  * (source, target, protocol, port), and those inside it are not drawn (the node counts them).
+ * A view of more than MAX_EDGES edges draws that many, and says how many it left out.
  */
 var NetpolMap = (function () {
   "use strict";
@@ -24,6 +25,11 @@ var NetpolMap = (function () {
   var GROUP_TOP = 34, GROUP_PAD = 14;
   // More workload nodes than this: every namespace starts collapsed.
   var COLLAPSE_ABOVE = 200;
+  // At most this many edges are drawn: beyond a few thousand ELK takes minutes and the browser
+  // runs out of memory, and no one reads such a map. Those of the least interest are left out
+  // (allowed before the other verdicts, unmarked before the diff's, then the fewest connections)
+  // and the map says how many; a search or the namespace filter brings them back.
+  var MAX_EDGES = 2000;
 
   var VERDICTS = ["allowed", "denied", "attempt", "unresolved", "not-written", "not-evaluated"];
   // The verdict an aggregated edge shows: the first of these its edges have.
@@ -131,6 +137,11 @@ var NetpolMap = (function () {
     return out;
   }
 
+  /** How much a reviewer needs to see a drawn edge: a mark of the diff, then any verdict but allowed. */
+  function interest(d) {
+    return (d.diff.length ? 2 : 0) + (d.verdict === "allowed" ? 0 : 1);
+  }
+
   function nodeWidth(kind, label) {
     var w = textWidth(label, NODE_FONT) + 2 * NODE_PAD;
     if (kind === "dns" || kind === "node-local-dns" || kind === "apiserver") w += 2 * POINT;
@@ -197,10 +208,20 @@ var NetpolMap = (function () {
       d.label = edgeLabel(d.members, d.protocol, d.port);
     });
 
+    var omitted = 0;
+    if (edges.length > MAX_EDGES) {
+      var ranked = edges.slice().sort(function (a, b) {
+        return interest(b) - interest(a) || b.connections - a.connections;
+      });  // Array.prototype.sort is stable: ties keep the model's order
+      var keep = new Set(ranked.slice(0, MAX_EDGES));
+      omitted = edges.length - MAX_EDGES;
+      edges = edges.filter(function (d) { return keep.has(d); });
+    }
+
     var groupList = [];
     groups.forEach(function (ids, ns) { if (ids.length) groupList.push({namespace: ns, nodes: ids}); });
     var view = {model: model, nodes: drawnNode, top: top, groups: groupList, edges: edges,
-                collapsed: Array.from(collapsed).sort()};
+                collapsed: Array.from(collapsed).sort(), omitted: omitted};
     view.elk = elkGraph(view);
     return view;
   }
@@ -387,7 +408,7 @@ var NetpolMap = (function () {
 
   /** The legend under the map: the verdicts (with the diff's marks in diff mode) and the kinds of
    * node, in rows no wider than ``width``. */
-  function legend(y, width, mode) {
+  function legend(y, width, mode, omitted) {
     var items = VERDICTS.map(function (v) {
       return {text: v === "allowed" && mode === "generated" ? "observed (rule written)" : v.replace("-", " "), edge: v};
     });
@@ -412,6 +433,12 @@ var NetpolMap = (function () {
         LEGEND_FONT + "\" fill=\"#37474f\">" + esc(it.text) + "</text>";
       x += w + gap;
     });
+    if (omitted) {
+      row += 26;
+      out += "<text class=\"omitted\" x=\"16\" y=\"" + num(row + 13) + "\" font-size=\"" + LEGEND_FONT +
+        "\" fill=\"#b71c1c\">" + esc(omitted + (omitted === 1 ? " edge" : " edges") + " not drawn (at most " +
+        MAX_EDGES + " are): search or filter the namespaces to see them") + "</text>";
+    }
     return {svg: out + "</g>", bottom: row + 26};
   }
 
@@ -427,7 +454,7 @@ var NetpolMap = (function () {
   function render(view, laid) {
     var mode = view.model.mode, at = positions(laid);
     var width = Math.max(Math.ceil(laid.width), 640);
-    var key = legend(Math.ceil(laid.height) + 8, width, mode);
+    var key = legend(Math.ceil(laid.height) + 8, width, mode, view.omitted);
     var height = Math.ceil(key.bottom + 8);
     var body = view.groups.map(function (g) { return renderGroup(g, at.get("group:" + g.namespace)); }).join("");
     var edgeAt = new Map();
@@ -441,7 +468,8 @@ var NetpolMap = (function () {
     }
     return "<svg xmlns=\"http://www.w3.org/2000/svg\" id=\"map\" width=\"" + width + "\" height=\"" + height +
       "\" viewBox=\"0 0 " + width + " " + height + "\" font-family=\"" + esc(FONT_FAMILY) + "\"" +
-      attrs([["data-collapsed", view.collapsed.join(" ")]]) + "><defs>" + markers(mode) + "</defs>" +
+      attrs([["data-collapsed", view.collapsed.join(" ")]].concat(
+        view.omitted ? [["data-omitted-edges", String(view.omitted)]] : [])) + "><defs>" + markers(mode) + "</defs>" +
       "<rect class=\"background\" x=\"0\" y=\"0\" width=\"" + width + "\" height=\"" + height + "\" fill=\"#ffffff\"/>" +
       body + key.svg + "</svg>";
   }
@@ -454,6 +482,7 @@ var NetpolMap = (function () {
 
   return {
     COLLAPSE_ABOVE: COLLAPSE_ABOVE,
+    MAX_EDGES: MAX_EDGES,
     defaultState: defaultState,
     namespaceNames: namespaceNames,
     graph: graph,

@@ -62,6 +62,7 @@
         if (mine !== generation) return;
         show(drawn.svg);
         body.setAttribute("data-collapsed", drawn.view.collapsed.join(" "));
+        body.setAttribute("data-omitted-edges", String(drawn.view.omitted));
         body.setAttribute("data-state", "ready");
       });
     }).catch(function (err) {
