@@ -176,8 +176,16 @@ def _options(*decorators):
 _FILE = click.Path(dir_okay=False, path_type=Path)
 
 
-def _inventory_option(help: str = "Inventory snapshot(s): kubectl get ... -o yaml/json, or netpol-learn inventory; repeatable."):
-    return click.option("--inventory", "inventories", multiple=True, required=True, type=_FILE, help=help)
+#: What --help adds where --inventory may be left out.
+_WITHOUT_INVENTORY = (" Optional for flow logs with identities (Hubble's): without it, the pods, namespaces, nodes and"
+                      " workloads are inferred from the flow records (docs/resolution.md).")
+
+
+def _inventory_option(help: str = "Inventory snapshot(s): kubectl get ... -o yaml/json, or netpol-learn inventory; repeatable.",
+                      required: bool = False):
+    """--inventory; unless ``required``, a flow log's identities stand in for it (``_load_inventory``)."""
+    return click.option("--inventory", "inventories", multiple=True, required=required, type=_FILE,
+                        help=help if required else help + _WITHOUT_INVENTORY)
 
 
 def _flows_option(help: str = "Flow log(s) from capture, merge or collect; repeatable.", required: bool = True):
@@ -212,6 +220,71 @@ def _format_option(*choices: str, help: str | None = None):
     return click.option("--format", "fmt", type=click.Choice(choices), default=choices[0], show_default=True, help=help)
 
 
+def _input_options(f):
+    """The options of capture and learn that say how to read their inputs."""
+    f = click.option("--include-dropped", is_flag=True,
+                     help="Hubble: count DROPPED records as traffic to allow (by default they are reported as dropped, never a rule).")(f)
+    return click.option("--format", "input_format", type=click.Choice(["auto", "pcap", "hubble"]), default="auto", show_default=True,
+                        help="What the inputs are: told by their content (auto), pcap/pcapng, or Hubble flow records (hubble observe -o json/jsonpb, the exporter's files).")(f)
+
+
+class _Terminated(Exception):
+    """SIGTERM or SIGINT while standard input was being read."""
+
+
+class _Stdin:
+    """Standard input for ``read_stream``: its lines until it ends or SIGTERM (or SIGINT) comes,
+    so that ``hubble observe --follow | netpol-learn capture -`` writes what it read when stopped."""
+
+    def __init__(self):
+        self.stream = sys.stdin.buffer
+        self.stop = False
+        self.reading = False
+
+    def peek(self, n: int) -> bytes:
+        return self.stream.peek(n)
+
+    def read(self, n: int = -1) -> bytes:
+        return self.stream.read(n)
+
+    def _stopped(self, signum, frame) -> None:
+        self.stop = True
+        if self.reading:  # blocked in readline: end the input there
+            raise _Terminated
+
+    def __iter__(self):
+        while not self.stop:
+            self.reading = True
+            try:
+                line = self.stream.readline()
+            except _Terminated:
+                return
+            finally:
+                self.reading = False
+            if not line:
+                return
+            yield line
+
+    @contextmanager
+    def signals(self):
+        import signal
+
+        old = {sig: signal.signal(sig, self._stopped) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield self
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+
+
+def _capture_inputs(paths: list[Path], dedup_window: float, input_format: str, include_dropped: bool) -> FlowLog:
+    """capture_files of the inputs given, '-' being standard input (until it ends or SIGTERM)."""
+    stdin = _Stdin()
+    with _progress([p for p in paths if str(p) != "-"]) as report, stdin.signals():
+        return capture_files(paths, dedup_window=dedup_window, warn=_warn, progress=report, input_format=input_format,
+                             include_dropped=include_dropped, stdin=stdin)
+
+
 def _dedup_option(help: str = "Seconds within which the same packet seen again (another interface, a tunnel, after NAT) counts once."):
     from netpol_learn import DEFAULT_DEDUP_WINDOW
 
@@ -243,16 +316,33 @@ def _write_json(output: str, value) -> None:
     write_text(output, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
-def _load_inventory(inventories, pod_cidr=(), service_cidr=()):
+#: Why a command without --inventory cannot go on.
+NO_IDENTITIES = ("no --inventory given, and the flow log holds no identities to build one from "
+                 "(only flow records such as Hubble's carry them)")
+
+
+def _load_inventory(inventories, pod_cidr=(), service_cidr=(), log: FlowLog | None = None):
+    """The inventory of --inventory; without it, the one the flow log's identities describe
+    (its endpoint lines), with the --pod-cidr and --service-cidr given."""
     from netpol_learn import load_inventory
 
-    return load_inventory(inventories, pod_cidrs=pod_cidr, service_cidrs=service_cidr, warn=_warn)
+    if inventories or log is None:
+        return load_inventory(inventories, pod_cidrs=pod_cidr, service_cidrs=service_cidr, warn=_warn)
+    from netpol_learn._errors import InventoryError
+    from netpol_learn._inventory import inventory_from_endpoints
+
+    if not log.endpoints:
+        raise InventoryError(NO_IDENTITIES)
+    return inventory_from_endpoints(log.endpoints, pod_cidr, service_cidr)
 
 
 def _summary(log: FlowLog, out: str) -> str:
     s = log.stats
     tunnels = sum(t.get("packets", 0) for t in s.get("tunnels", {}).values())
-    parts = [f"{s.get('packets', 0)} packets", f"{s.get('duplicates', 0)} duplicates"]
+    if "flow_records" in s:  # Hubble's records: no packets, no copies
+        parts = [f"{s['flow_records']} flow records", f"{s.get('packets', 0)} counted"]
+    else:
+        parts = [f"{s.get('packets', 0)} packets", f"{s.get('duplicates', 0)} duplicates"]
     if tunnels:
         parts.append(f"{tunnels} tunnelled")
     return f"{', '.join(parts)} -> {len(log.flows)} flows, {len(log.dns)} DNS names -> {out}"
@@ -262,22 +352,25 @@ def _summary(log: FlowLog, out: str) -> str:
 @click.argument("pcaps", nargs=-1, required=True, type=_FILE)
 @_output_option("Flow log to write (JSON Lines); '-' is stdout.")
 @_dedup_option()
-def capture(pcaps: tuple[Path, ...], output: str, dedup_window: float) -> None:
-    """Turn pcap/pcapng files (plain or gzip) into a flow log.
+@_input_options
+def capture(pcaps: tuple[Path, ...], output: str, dedup_window: float, input_format: str, include_dropped: bool) -> None:
+    """Turn pcap/pcapng files (plain or gzip), or Hubble's flow records, into a flow log.
 
     Reads Ethernet (with VLAN tags), Linux cooked v1/v2 (tcpdump -i any), raw IP and loopback
     captures; IPv4 and IPv6; TCP, UDP, SCTP, ICMP; VXLAN, Geneve, IP-in-IP, GRE and flannel
     tunnels (flows come from the inner packets). A damaged file yields what could be read, with
-    a warning naming the byte offset. The format is described in docs/flow-log.md.
+    a warning naming the byte offset. Hubble's JSON (hubble observe -o json or -o jsonpb, the
+    exporter's files) brings the identities Cilium gave both ends, so an inventory is optional
+    later. '-' reads standard input until it ends or SIGTERM, then writes the log. The format is
+    described in docs/flow-log.md.
 
     \b
     Example:
       tcpdump -i any -w node.pcap          # on a node, for a while
       netpol-learn capture node.pcap -o flows.jsonl
+      hubble observe --follow -o json | netpol-learn capture - -o flows.jsonl
     """
-    paths = list(pcaps)
-    with _progress(paths) as report:
-        log = capture_files(paths, dedup_window=dedup_window, warn=_warn, progress=report)
+    log = _capture_inputs(list(pcaps), dedup_window, input_format, include_dropped)
     write_flow_log(log, output)
     click.echo(_summary(log, _shown(output)), err=True)
 
@@ -409,7 +502,7 @@ def resolve(flow_logs, inventories, pod_cidr, service_cidr, fmt: str, output: st
     from netpol_learn import resolve as resolve_flows
 
     log = _read_flows(flow_logs)
-    res = resolve_flows(log, _load_inventory(inventories, pod_cidr, service_cidr), _resolve_options_of(kw))
+    res = resolve_flows(log, _load_inventory(inventories, pod_cidr, service_cidr, log), _resolve_options_of(kw))
     if res.report.clock_warning:
         _warn(res.report.clock_warning)
     if fmt == "json":
@@ -454,7 +547,7 @@ def status(flow_logs, inventories, pod_cidr, service_cidr, stable_after: int, fm
     if stable_after <= 0:
         raise click.BadParameter("must be longer than 0 seconds", param_hint="'--stable-after'")
     log = _read_flows(flow_logs)
-    inv = _load_inventory(inventories, pod_cidr, service_cidr)
+    inv = _load_inventory(inventories, pod_cidr, service_cidr, log)
     res = resolve_flows(log, inv, _resolve_options_of(kw))
     if res.report.clock_warning:
         _warn(res.report.clock_warning)
@@ -478,7 +571,7 @@ def status(flow_logs, inventories, pod_cidr, service_cidr, stable_after: int, fm
 def _generate_options(f):
     """The options generate and learn share, in the order --help shows them; their defaults are
     GenerateOptions' own."""
-    from netpol_learn._synthesize import DENIES, DNS_MODES, GenerateOptions
+    from netpol_learn._synthesize import DENIES, DNS_MODES, FLAVORS, GenerateOptions
 
     default = GenerateOptions()
     options = [
@@ -493,6 +586,10 @@ def _generate_options(f):
         click.option("--open-ingress-above", type=click.IntRange(min=1), default=None, help="Allow any outside address to a port that more than this many outside addresses reached (the cluster's ranges excepted). Off by default; REPORT.md says where it would apply."),
         click.option("--include-namespace", "include_namespaces", multiple=True, help="Also write policies for this namespace (kube-system is left alone by default)."),
         click.option("--name-prefix", default="", help="Prefix for the name of every generated policy (e.g. learned-), so they cannot clash with policies already in the cluster."),
+        click.option("--flavor", type=click.Choice(FLAVORS), default=default.flavor, show_default=True, help="networkpolicy: Kubernetes NetworkPolicies; cilium: CiliumNetworkPolicies (cilium.io/v2), outside names as toFQDNs through Cilium's DNS proxy."),
+        click.option("--fqdn-pattern-above", type=click.IntRange(min=1), default=default.fqdn_pattern_above, show_default=True, help="With --flavor cilium: more names than this one level under one parent domain become one matchPattern (*.parent)."),
+        click.option("--cluster-baseline", is_flag=True, help="Also write a ClusterNetworkPolicy (tier Baseline, alpha) that denies, in the directions --default-deny isolates, what no NetworkPolicy decides, in every namespace but the excluded ones: namespaces created later start default-deny too."),
+        click.option("--baseline-exclude", multiple=True, default=default.baseline_exclude, show_default=True, help="Namespace the cluster baseline leaves alone; repeatable (replaces the default)."),
         _address_options,
         _time_options,
         click.option("--templates", "template_dir", type=click.Path(file_okay=False, exists=False, path_type=Path), default=None, help="Directory of Jinja templates that replace the built-in ones by name."),
@@ -517,7 +614,7 @@ def _write_policies(log: FlowLog, kw: dict) -> None:
         options = _generate_options_of(kw)
     except ValueError as exc:
         raise click.UsageError(str(exc), ctx=click.get_current_context()) from exc
-    inv = _load_inventory(kw["inventories"], kw["pod_cidr"], kw["service_cidr"])
+    inv = _load_inventory(kw["inventories"], kw["pod_cidr"], kw["service_cidr"], log)
     out = kw["output"]
     generated = generate(log, inv, options, kw["template_dir"], _resolve_options_of(kw))
     if generated.resolution.report.clock_warning:
@@ -558,17 +655,16 @@ def generate(flow_logs, **kw) -> None:
 @main.command()
 @click.argument("pcaps", nargs=-1, required=True, type=_FILE)
 @_dedup_option()
+@_input_options
 @_generate_options
-def learn(pcaps, dedup_window: float, **kw) -> None:
-    """Capture and generate in one step: pcap/pcapng files to a policy directory.
+def learn(pcaps, dedup_window: float, input_format: str, include_dropped: bool, **kw) -> None:
+    """Capture and generate in one step: pcap/pcapng files (or Hubble's flow records) to a policy directory.
 
     \b
     Example:
       netpol-learn learn node-a.pcap node-b.pcap --inventory inventory.yaml -o policies/
     """
-    paths = list(pcaps)
-    with _progress(paths) as report:
-        log = capture_files(paths, dedup_window=dedup_window, warn=_warn, progress=report)
+    log = _capture_inputs(list(pcaps), dedup_window, input_format, include_dropped)
     _write_policies(log, kw)
 
 
@@ -668,8 +764,9 @@ def verify(policy_paths, inventories, flow_logs, pod_cidr, service_cidr, fmt: st
     policies = load_policies(policy_paths, notes)
     for note in notes:
         _warn(note)
-    inv = _load_inventory(inventories, pod_cidr, service_cidr)
-    result = verify_flows(_read_flows(flow_logs), inv, policies, _resolve_options_of(kw))
+    log = _read_flows(flow_logs)
+    inv = _load_inventory(inventories, pod_cidr, service_cidr, log)
+    result = verify_flows(log, inv, policies, _resolve_options_of(kw))
     if fmt == "json":
         _write_json(output, verify_json(result))
     else:
@@ -680,7 +777,7 @@ def verify(policy_paths, inventories, flow_logs, pod_cidr, service_cidr, fmt: st
 @main.command()
 @click.argument("base", type=click.Path(exists=False, path_type=Path))
 @click.argument("new", type=click.Path(exists=False, path_type=Path))
-@_inventory_option("Inventory snapshot(s): the pods and namespaces to compare connectivity between; repeatable.")
+@_inventory_option("Inventory snapshot(s): the pods and namespaces to compare connectivity between; repeatable.", required=True)
 @_flows_option("Flow log(s): mark the differences that touch observed traffic; repeatable.", required=False)
 @_address_options
 @_time_options
@@ -777,7 +874,7 @@ def report(flow_logs, inventories, policy_paths, base_paths, fmt: str | None, ou
     except ValueError as exc:
         raise click.UsageError(str(exc), ctx=click.get_current_context()) from exc
     log = _read_flows(flow_logs)
-    inv = _load_inventory(inventories, pod_cidr, service_cidr)
+    inv = _load_inventory(inventories, pod_cidr, service_cidr, log)
     model = build_report(log, inv, policy_paths=policy_paths, base_paths=base_paths, generate_options=options,
                          resolve_options=_resolve_options_of(kw), stable_after=stable_after, title=title, warn=_warn)
     if fmt == "html":

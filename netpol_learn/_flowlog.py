@@ -37,6 +37,7 @@ DIRECTION_METHODS = (
     "sctp-init",
     "icmp-echo",
     "dns",
+    "flow-record",
     "listen",
     "port-heuristic",
     "first-packet",
@@ -47,9 +48,15 @@ MAX_CLIENT_PORTS = 8
 #: What a flow line's connections showed of the server's answer (docs/flow-log.md, "Evidence").
 #: The first four are evidence of a need; the next three are attempts, reported and never a rule;
 #: ``observed`` is a version 1 line's, which did not record it (taken as a need, as then).
-EVIDENCE = ("established", "answered", "repeated", "socket-scan", "refused", "unanswered", "stale", "observed")
+#: ``dropped`` (last, so the others keep their places) is a flow record's: the network's policy
+#: dropped it (Hubble's verdict DROPPED), reported as what is blocked today, never a rule.
+EVIDENCE = ("established", "answered", "repeated", "socket-scan", "refused", "unanswered", "stale", "observed", "dropped")
 NEEDS = frozenset({"established", "answered", "repeated", "socket-scan", "observed"})
-ATTEMPTS = ("refused", "unanswered", "stale")
+ATTEMPTS = ("refused", "unanswered", "stale", "dropped")
+#: Who an endpoint line says held an address: a pod, or one of Cilium's reserved entities. Not
+#: ``world``: Cilium calls world whatever it has no identity for (a node address, too), which is
+#: what an address no one claims is anyway.
+ENTITIES = ("pod", "host", "remote-node", "kube-apiserver")
 #: Connections of a flow closer in time than this make one run of activity (docs/flow-log.md, "Runs").
 RUN_GAP = 120 * 10**9
 
@@ -89,6 +96,11 @@ class Flow:
     # When the connections happened: runs of activity, sorted, no two within RUN_GAP of each
     # other; empty when built by hand: then the one run (first_seen, last_seen, connections).
     runs: tuple[Run, ...] = ()
+    # The reserved entity a flow record gave the client's and the server's address (Hubble's
+    # ``reserved:host``, ``remote-node``, ``kube-apiserver``: one of ENTITIES but
+    # ``pod``); empty when none did (docs/flow-log.md, "Flow records").
+    src_entity: str = ""
+    dst_entity: str = ""
 
     def __post_init__(self):
         if not self.runs:
@@ -96,7 +108,7 @@ class Flow:
 
     @property
     def key(self) -> tuple:
-        return (self.src, self.dst, self.proto, self.port, self.evidence, self.src_pods, self.dst_pods)
+        return (self.src, self.dst, self.proto, self.port, self.evidence, self.src_pods, self.dst_pods, self.src_entity, self.dst_entity)
 
 
 @dataclass(frozen=True, order=True)
@@ -129,11 +141,35 @@ class DnsObservation:
 
 
 @dataclass(frozen=True)
+class Endpoint:
+    """Who held an address while flow records named it, as the records say (Hubble's endpoint
+    identities): a pod with its labels, or a reserved entity (``ENTITIES``), from ``first_seen``
+    to ``last_seen`` (docs/flow-log.md, "endpoint")."""
+
+    address: str
+    entity: str  # one of ENTITIES
+    first_seen: int
+    last_seen: int
+    records: int  # flow records that named it so
+    namespace: str = ""
+    pod: str = ""
+    labels: tuple[tuple[str, str], ...] = ()  # the pod's labels, sorted
+    namespace_labels: tuple[tuple[str, str], ...] = ()
+    workload: str = ""  # "Kind/name", when the record names the pod's workload
+    node: str = ""  # the node it runs on (a host entity: that node), when a record shows it
+
+    @property
+    def key(self) -> tuple:
+        return (self.address, self.entity, self.namespace, self.pod, self.labels, self.namespace_labels, self.workload)
+
+
+@dataclass(frozen=True)
 class FlowLog:
     flows: tuple[Flow, ...] = ()
     dns: tuple[DnsObservation, ...] = ()
     stats: Mapping = field(default_factory=dict)
     sources: tuple[str, ...] = ()
+    endpoints: tuple[Endpoint, ...] = ()
 
 
 # --- merging -------------------------------------------------------------------------------
@@ -152,7 +188,16 @@ _EVIDENCE_ORDER = {e: i for i, e in enumerate(EVIDENCE)}
 
 def flow_sort_key(flow: Flow) -> tuple:
     return (_address_sort(flow.src), _address_sort(flow.dst), flow.proto, _port_sort(flow.port),
-            _EVIDENCE_ORDER[flow.evidence], flow.src_pods, flow.dst_pods)
+            _EVIDENCE_ORDER[flow.evidence], flow.src_pods, flow.dst_pods, flow.src_entity, flow.dst_entity)
+
+
+def endpoint_sort_key(e: Endpoint) -> tuple:
+    return (_address_sort(e.address), *e.key[1:])
+
+
+def merge_endpoint(a: Endpoint, b: Endpoint) -> Endpoint:
+    return replace(a, first_seen=min(a.first_seen, b.first_seen), last_seen=max(a.last_seen, b.last_seen),
+                   records=a.records + b.records, node=max(a.node, b.node))
 
 
 def merge_runs(runs: Iterable[Run], gap: int = RUN_GAP) -> tuple[Run, ...]:
@@ -239,6 +284,7 @@ def merge_logs(logs: Iterable[FlowLog]) -> FlowLog:
     result does not depend on the order of the logs."""
     flows: dict[tuple, Flow] = {}
     dns: dict[tuple, DnsObservation] = {}
+    endpoints: dict[tuple, Endpoint] = {}
     stats: dict = {}
     sources: set[str] = set()
     for log in logs:
@@ -246,6 +292,8 @@ def merge_logs(logs: Iterable[FlowLog]) -> FlowLog:
             flows[f.key] = merge_flow(flows[f.key], f) if f.key in flows else f
         for d in log.dns:
             dns[d.key] = merge_dns(dns[d.key], d) if d.key in dns else d
+        for e in log.endpoints:
+            endpoints[e.key] = merge_endpoint(endpoints[e.key], e) if e.key in endpoints else e
         stats = merge_stats(stats, log.stats)
         sources.update(log.sources)
     return FlowLog(
@@ -253,6 +301,7 @@ def merge_logs(logs: Iterable[FlowLog]) -> FlowLog:
         dns=tuple(sorted(dns.values(), key=lambda d: (_address_sort(d.client), _address_sort(d.resolver), d.qname, d.qtype))),
         stats=stats,
         sources=tuple(sorted(sources)),
+        endpoints=tuple(sorted(endpoints.values(), key=endpoint_sort_key)),
     )
 
 
@@ -282,6 +331,23 @@ def flow_to_json(f: Flow) -> dict:
         out["src_pods"] = list(f.src_pods)
     if f.dst_pods:
         out["dst_pods"] = list(f.dst_pods)
+    # Optional: only flow records (Hubble) carry them.
+    if f.src_entity:
+        out["src_entity"] = f.src_entity
+    if f.dst_entity:
+        out["dst_entity"] = f.dst_entity
+    return out
+
+
+def endpoint_to_json(e: Endpoint) -> dict:
+    out = {"kind": "endpoint", "address": e.address, "entity": e.entity, "first_seen": format_time(e.first_seen),
+           "last_seen": format_time(e.last_seen), "records": e.records}
+    for key, value in (("namespace", e.namespace), ("pod", e.pod), ("workload", e.workload), ("node", e.node)):
+        if value:
+            out[key] = value
+    if e.entity == "pod":
+        out["labels"] = dict(e.labels)
+        out["namespace_labels"] = dict(e.namespace_labels)
     return out
 
 
@@ -315,6 +381,8 @@ def dumps_lines(log: FlowLog) -> Iterable[str]:
         yield line(flow_to_json(f))
     for d in log.dns:
         yield line(dns_to_json(d))
+    for e in log.endpoints:
+        yield line(endpoint_to_json(e))
     yield line({"kind": "stats", **log.stats})
 
 
@@ -337,6 +405,7 @@ def read_flow_log(path: str | os.PathLike) -> FlowLog:
     reader = SegmentReader(strict=True, name=str(path))
     flows: list[Flow] = []
     dns: list[DnsObservation] = []
+    endpoints: list[Endpoint] = []
     stats: dict = {}
     sources: set[str] = set()
 
@@ -351,6 +420,7 @@ def read_flow_log(path: str | os.PathLike) -> FlowLog:
             raise FlowLogError(f"{path}:{reader.lineno}: invalid stats: {exc}") from exc
         flows.extend(log.flows)
         dns.extend(log.dns)
+        endpoints.extend(log.endpoints)
         sources.update(log.sources)
 
     with fh:
@@ -362,12 +432,12 @@ def read_flow_log(path: str | os.PathLike) -> FlowLog:
         take(reader.close())
     if reader.lineno == 0:
         raise FlowLogError(f"{path}: empty file, not a flow log")
-    return merge_logs([FlowLog(tuple(flows), tuple(dns), stats, tuple(sorted(sources)))])
+    return merge_logs([FlowLog(tuple(flows), tuple(dns), stats, tuple(sorted(sources)), tuple(endpoints))])
 
 
 # --- segments ------------------------------------------------------------------------------
 
-_KINDS = ("header", "flow", "dns", "stats")  # a tuple: a kind that is a list or a mapping is no error
+_KINDS = ("header", "flow", "dns", "endpoint", "stats")  # a tuple: a kind that is a list or a mapping is no error
 #: What the header and the stats line hold as ``dumps_lines`` writes them (nothing else does:
 #: inside a JSON string the quotes would be escaped).
 _FORMAT_MARK = _dumps({"format": FORMAT})[1:-1].encode()
@@ -408,10 +478,11 @@ class _Open:
         self.problem = problem
         self.flows: list[Flow] = []
         self.dns: list[DnsObservation] = []
+        self.endpoints: list[Endpoint] = []
         self.stats: dict = {}
 
     def log(self) -> FlowLog:
-        return FlowLog(tuple(self.flows), tuple(self.dns), self.stats, self.sources)
+        return FlowLog(tuple(self.flows), tuple(self.dns), self.stats, self.sources, tuple(self.endpoints))
 
 
 class _Unsupported(ValueError):
@@ -487,6 +558,8 @@ class SegmentReader:
         try:
             if kind == "flow":
                 seg.flows.append(_flow_from_json(obj, seg.version))
+            elif kind == "endpoint":
+                seg.endpoints.append(_endpoint_from_json(obj))
             else:
                 seg.dns.append(_dns_from_json(obj))
         except _BAD_LINE as exc:
@@ -654,7 +727,37 @@ def _flow_from_json(o: dict, version: int = VERSION) -> Flow:
         dst_pods=tuple(sorted(set(_strings(o, "dst_pods")))),
         evidence=evidence,
         runs=runs,
+        src_entity=_entity(o, "src_entity"),
+        dst_entity=_entity(o, "dst_entity"),
     )
+
+
+def _entity(o: Mapping, key: str) -> str:
+    value = o.get(key, "")
+    if value != "" and (value not in ENTITIES or value == "pod"):
+        raise ValueError(f"{key}: {value!r} is not one of {', '.join(e for e in ENTITIES if e != 'pod')}")
+    return value
+
+
+def _labels(o: Mapping, key: str) -> tuple[tuple[str, str], ...]:
+    value = o.get(key, {})
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ValueError(f"{key}: not a mapping of strings")
+    return tuple(sorted(value.items()))
+
+
+def _endpoint_from_json(o: dict) -> Endpoint:
+    """An endpoint line's fields, checked as ``_flow_from_json`` checks a flow's."""
+    first_seen, last_seen = _window(o)
+    entity = o.get("entity")
+    if entity not in ENTITIES:
+        raise ValueError(f"entity: {entity!r} is not one of {', '.join(ENTITIES)}")
+    optional = {k: (_text(o, k) if k in o else "") for k in ("namespace", "pod", "workload", "node")}
+    if entity == "pod" and not (optional["namespace"] and optional["pod"]):
+        raise ValueError("a pod endpoint needs its namespace and pod")
+    return Endpoint(address=_address(o, "address"), entity=entity, first_seen=first_seen, last_seen=last_seen,
+                    records=_count(o, "records"), labels=_labels(o, "labels"), namespace_labels=_labels(o, "namespace_labels"),
+                    **optional)
 
 
 def _runs(o: Mapping, first_seen: int, last_seen: int, connections: int) -> tuple[Run, ...]:

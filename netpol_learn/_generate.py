@@ -9,9 +9,10 @@ REPORT.md ends with the learning status (``_status``), and the chart of new edge
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
+from netpol_learn._baseline import FILE as BASELINE_FILE, cluster_baseline
 from netpol_learn._chart import CHART, learning_chart
 from netpol_learn._text import counted
 from netpol_learn._flowlog import FlowLog
@@ -65,8 +66,16 @@ def generate(log: FlowLog, inventory: Inventory, options: GenerateOptions = Gene
     ``log`` already (with those options) passes its ``resolution``."""
     if resolution is None:
         resolution = resolve(log, inventory, resolve_options)
-    policies = synthesize(resolution, options, cluster_ranges(inventory))
     status = learning_status(log, inventory, resolution, stable_after)
+    if options.flavor == "cilium":
+        from netpol_learn._cilium import synthesize_cilium
+
+        policies = synthesize_cilium(resolution, options, cluster_ranges(inventory), log.dns)
+    else:
+        moving = {c.name: tuple(dict.fromkeys(a.address for a in c.addresses)) for c in status.dns_changes}
+        policies = synthesize(resolution, options, cluster_ranges(inventory), moving)
+    if options.cluster_baseline:
+        policies = replace(policies, baseline=cluster_baseline(resolution, options))
     files = render_files(policies, _report(log, resolution, policies, options, status), template_dir)
     return Generated(files, policies, resolution, status)
 
@@ -88,6 +97,15 @@ def _report(log: FlowLog, resolution: Resolution, policies: PolicySet, options: 
         f"- {counted(len(workload_policies), 'workload policy', 'workload policies')} in {counted(len({p.namespace for p in policies.policies}), 'namespace')}"
         + (f"; namespaces left alone: {', '.join(options.exclude_namespaces)}" if options.exclude_namespaces else ""),
         f"- default deny: {options.default_deny}; DNS: {dns}",
+    ]
+    if options.flavor == "cilium":
+        lines.append("- flavour: cilium (CiliumNetworkPolicy, cilium.io/v2; outside names as toFQDNs through Cilium's DNS proxy)")
+    if policies.baseline is not None:
+        b = policies.baseline
+        lines.append(f"- cluster baseline: {BASELINE_FILE} (ClusterNetworkPolicy, tier Baseline) denies {' and '.join(d.lower() for d in b.directions)} "
+                     f"that no NetworkPolicy decides in every namespace but {', '.join(b.exclude) or 'none'}"
+                     + ("; it lets DNS to the cluster DNS through" if "Egress" in b.directions else ""))
+    lines += [
         f"- learning: {status.verdict} (see Learning status below)",
         "",
     ]

@@ -98,6 +98,22 @@ def write_data(path: str | os.PathLike, data: bytes) -> None:
         raise OutputError(f"cannot write {path}: {_reason(exc)}") from exc
 
 
+def spool(stream, path: str | os.PathLike, chunk: int = 1 << 20) -> None:
+    """Copy a binary ``stream`` (standard input) to ``path``, a new file (``O_EXCL``: never one
+    that is there), in chunks: a capture on standard input read as a file."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {_reason(exc)}") from exc
+    try:
+        while data := stream.read(chunk):
+            _write_all(fd, data)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {_reason(exc)}") from exc
+    finally:
+        os.close(fd)
+
+
 def open_append(path: str | os.PathLike, *, cancelled: Callable[[], bool] | None = None,
                 info: Callable[[str], None] | None = None) -> int:
     """A descriptor that appends to ``path``: a new file follows the umask, a symlink is followed,

@@ -19,6 +19,16 @@ NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 
 
 @lru_cache(maxsize=1 << 16)
+def object_metadata(name: str, namespace: str, labels=(), annotations=()) -> dict:
+    """A namespaced object's ``metadata``: its name and namespace, labels and annotations when any."""
+    metadata: dict = {"name": name, "namespace": namespace}
+    if labels:
+        metadata["labels"] = dict(labels)
+    if annotations:
+        metadata["annotations"] = dict(annotations)
+    return metadata
+
+
 def host_cidr(address: str) -> str:
     """One address as a block of its own, as policies write it: ``10.0.0.1/32``, ``fd00::1/128``."""
     ip = ipaddress.ip_address(address)
@@ -120,11 +130,7 @@ class NetworkPolicy:
     comment: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict:
-        metadata: dict = {"name": self.name, "namespace": self.namespace}
-        if self.labels:
-            metadata["labels"] = dict(self.labels)
-        if self.annotations:
-            metadata["annotations"] = dict(self.annotations)
+        metadata = object_metadata(self.name, self.namespace, self.labels, self.annotations)
         spec: dict = {"podSelector": self.pod_selector.to_dict(), "policyTypes": list(self.policy_types)}
         if self.ingress is not None:
             spec["ingress"] = [r.to_dict("ingress") for r in self.ingress]

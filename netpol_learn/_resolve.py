@@ -9,7 +9,10 @@ NodeLocal DNSCache address, an address outside the cluster (with the DNS names t
 it), or unresolved (inside the pod or service ranges, but held by no pod at that time; or held by
 more than one: ambiguous). A server address that is a Service's ClusterIP, external IP or load
 balancer IP (or a node address on a NodePort) resolves to the Service's backend pods on their
-target port, named ports resolved. Everything here is pure: no I/O.
+target port, named ports resolved. What a flow record says of an address comes first: the pod it
+names (when the inventory knows it), then the reserved entity it gives (Cilium's host and
+remote-node are nodes, kube-apiserver the API server), then the inventory's holders at the time
+(docs/resolution.md). Everything here is pure: no I/O.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ PEER_KINDS = (POD, NODE, SERVICE_ENDPOINT, NODE_LOCAL_DNS, EXTERNAL, UNRESOLVED)
 #: Where the cluster DNS runs and how its pods are labelled (CoreDNS and kube-dns alike).
 CLUSTER_DNS_NAMESPACE = "kube-system"
 CLUSTER_DNS_LABEL = ("k8s-app", "kube-dns")
+#: The Service in front of the API server: a flow record's ``kube-apiserver`` is its endpoint.
+API_SERVICE = "default/kubernetes"
+#: The reserved entities of flow records that are nodes (``Flow.src_entity``, ``dst_entity``).
+_NODE_ENTITIES = ("host", "remote-node")
 #: How an unresolved peer's reason starts when several pods held the address at that time.
 AMBIGUOUS = "ambiguous"
 _LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
@@ -93,7 +100,7 @@ class Report:
     not_expressible: int  # flows of protocols NetworkPolicy cannot express (ICMP, ...)
     notes: tuple[str, ...] = ()
     # Traffic that is no evidence of a need: (client, server, protocol, port, evidence, connections)
-    # with peers as ``peer_label`` names them and evidence refused, unanswered or stale.
+    # with peers as ``peer_label`` names them and evidence refused, unanswered, stale or dropped.
     attempts: tuple[tuple[str, str, str, int | None, str, int], ...] = ()
     # Rules not written: (client, server, protocol, port, why), such as a port-heuristic flow to an
     # ephemeral port the server pod does not declare.
@@ -145,7 +152,7 @@ _INF = float("inf")
 class Resolver:
     """Indexes of an inventory, and lookups of addresses at a time."""
 
-    def __init__(self, inventory: Inventory, dns: Iterable = (), options: ResolveOptions = ResolveOptions()):
+    def __init__(self, inventory: Inventory, dns: Iterable = (), options: ResolveOptions = ResolveOptions(), endpoints: Iterable = ()):
         self.inv = inventory
         self.options = options
         self.skew = options.clock_skew
@@ -155,6 +162,10 @@ class Resolver:
             ip: sorted((_tenure(p) for p in pods), key=lambda t: (t.start, t.pod.key)) for ip, pods in self.pods_by_ip.items()
         }
         self.node_by_ip = _node_addresses(inventory.nodes)
+        # The nodes that flow records' ``host`` endpoints name, by address: a node's name where
+        # the inventory does not know the address (Cilium's cilium_host address, or no inventory).
+        self.record_node_by_ip = {_canon(e.address): e.node for e in sorted(endpoints, key=lambda e: e.key)
+                                  if e.entity == "host" and e.node}
         self.service_by_ip, self.service_by_node_port = _service_addresses(inventory.services)
         self.slices = defaultdict(list)
         for s in inventory.endpoint_slices:
@@ -175,20 +186,25 @@ class Resolver:
     # --- one address ---------------------------------------------------------------------
 
     def peers_at(self, address: str, first: int, last: int, port: int | None = None,
-                 pods: tuple[str, ...] = ()) -> list[tuple[Peer, bool]]:
+                 pods: tuple[str, ...] = (), entity: str = "") -> list[tuple[Peer, bool]]:
         """[(peer, inferred)] for the address in a run of activity from ``first`` to ``last``: one,
         or two when the address changed hands within the run.
 
-        ``pods`` are the pods that a live sniffer recorded for the address then: one that the
-        inventory knows decides. Otherwise the holders at the run's start and at its end, each
-        within the clock tolerance (two candidates at one instant are ambiguous); when neither
-        instant had a holder, the one pod that held the address in between."""
+        ``pods`` are the pods that a live sniffer or a flow record named for the address then:
+        one that the inventory knows decides. Then ``entity``, the reserved identity a flow
+        record gave the address (``Flow.src_entity``, ``dst_entity``): a node, or the API
+        server (docs/resolution.md, "Identities from flow records"). Otherwise the holders at
+        the run's start and at its end, each within the clock tolerance (two candidates at one
+        instant are ambiguous); when neither instant had a holder, the one pod that held the
+        address in between."""
         address = _canon(address)
         if len(pods) == 1:
             ns, _, name = pods[0].partition("/")
             pod = self.pods.get((ns, name))
             if pod is not None and not pod.host_network:
                 return [(self._pod_peer(pod), False)]
+        if entity in _NODE_ENTITIES or entity == "kube-apiserver":
+            return [(self._entity_peer(address, entity), False)]
         tenures = self.tenures.get(address)
         if not tenures:
             return [(self._timeless(address, port), False)]
@@ -233,6 +249,21 @@ class Resolver:
                 f"held by {_pod_label(x.pod)} until {format_time(int(x.end))} (the last snapshot that showed it); "
                 "after that only by inference between snapshots, refused by --no-inference")), False
         return self._pod_peer(x.pod), True
+
+    def _entity_peer(self, address: str, entity: str) -> Peer:
+        """The peer of an address that a flow record gave a reserved identity: ``host`` and
+        ``remote-node`` a node (named by the inventory, else by the records' host endpoints, else
+        its address), ``kube-apiserver`` the API server as the Service ``default/kubernetes``
+        without a selector has it (an ``ipBlock`` on the address and port)."""
+        fixed = self._fixed.get((address, entity))
+        if fixed is None:
+            if entity == "kube-apiserver":
+                fixed = Peer(SERVICE_ENDPOINT, address, service=API_SERVICE)
+            else:
+                node = self.node_by_ip.get(address) or self.record_node_by_ip.get(address) or address
+                fixed = Peer(NODE, address, node=node, names=tuple(sorted(self.host_pods_by_node.get(node, ()))))
+            self._fixed[(address, entity)] = fixed
+        return fixed
 
     def _clock_evidence(self, address: str, tenures: list[_Tenure], first: int) -> None:
         """A run that began before the pod it ran into existed, with no pod holding the address
@@ -304,7 +335,7 @@ class Resolver:
                 return [(Peer(UNRESOLVED, address, reason=f"Service {svc.namespace}/{svc.name} has no port {flow.proto}/{flow.port}"), flow.port, None, None, False)]
             return self._backends(svc, sp, flow, first, last)
         return [(peer, flow.port, self._port_name(peer, flow.port, flow.proto), None, inferred)
-                for peer, inferred in self.peers_at(address, first, last, flow.port, flow.dst_pods)]
+                for peer, inferred in self.peers_at(address, first, last, flow.port, flow.dst_pods, flow.dst_entity)]
 
     def _endpoints(self, svc: Service, sp, first: int, last: int) -> list[tuple[str, Pod | None, int]]:
         """(address, pod, target port) of a Service port's endpoints from ``first`` to ``last``:
@@ -386,7 +417,8 @@ class Resolver:
                         names.add(cp.name)
         return ports
 
-    def declared_port(self, address: str, port: int, protocol: str, first: int, last: int, pods: tuple[str, ...] = ()) -> bool:
+    def declared_port(self, address: str, port: int, protocol: str, first: int, last: int, pods: tuple[str, ...] = (),
+                      entity: str = "") -> bool:
         """Whether ``address:port`` is a port the cluster declares: a Service port of a Service
         address, a Service's target port of an endpoint address then, or a containerPort of the
         pod that held the address then."""
@@ -396,7 +428,7 @@ class Resolver:
             return any(p.port == port and p.protocol == protocol for p in svc.ports)
         if address in self.node_by_ip and (port, protocol) in self.service_by_node_port:
             return True
-        return any(self.declares(peer, port, protocol) for peer, _ in self.peers_at(address, first, last, port, pods))
+        return any(self.declares(peer, port, protocol) for peer, _ in self.peers_at(address, first, last, port, pods, entity))
 
 
 def _tenure(pod: Pod) -> _Tenure:
@@ -493,7 +525,7 @@ def _span(pod: Pod) -> str:
 
 
 #: What ``resolve(..., trace=[])`` says each run of a flow line became: a connection, an attempt
-#: (its evidence: refused, unanswered, stale) or a rule not written.
+#: (its evidence: refused, unanswered, stale, dropped) or a rule not written.
 CONNECTION, NOT_WRITTEN = "connection", "not-written"
 
 
@@ -518,9 +550,9 @@ class Traced:
 def resolve(log: FlowLog, inventory: Inventory, options: ResolveOptions = ResolveOptions(), trace: list | None = None) -> Resolution:
     """Resolve every flow of the log, each run of activity against who held its addresses then;
     flows through a Service become connections to the backends it had then. Traffic that is no
-    evidence of a need (refused, unanswered, stale) is reported as attempts, never a connection.
+    evidence of a need (refused, unanswered, stale, dropped) is reported as attempts, never a connection.
     With a ``trace`` list, every run of every flow line is appended to it as a ``Traced``."""
-    r = Resolver(inventory, log.dns, options)
+    r = Resolver(inventory, log.dns, options, log.endpoints)
     acc = _Accumulated()
     acc.trace = trace
     for flow in log.flows:
@@ -582,7 +614,7 @@ def _resolve_flow(r: Resolver, flow: Flow, acc: _Accumulated) -> None:
     counted: set[tuple] = set()
     inferred_peers: set[tuple[str, str]] = set()
     for first, last, n in flow.runs:
-        clients = r.peers_at(flow.src, first, last, None, flow.src_pods)
+        clients = r.peers_at(flow.src, first, last, None, flow.src_pods, flow.src_entity)
         servers = r.servers(flow, first, last)
         for client, client_inferred in clients:
             for server, port, port_name, via, server_inferred in servers:
@@ -625,12 +657,13 @@ def _redecided(r: Resolver, flow: Flow) -> Flow:
     """A flow whose direction came from a heuristic, turned around when its server's port is not
     one the cluster declares and one of its client ports is (DESIGN rule 4)."""
     first, last = flow.first_seen, flow.last_seen
-    if r.declared_port(flow.dst, flow.port, flow.proto, first, last, flow.dst_pods):
+    if r.declared_port(flow.dst, flow.port, flow.proto, first, last, flow.dst_pods, flow.dst_entity):
         return flow
     for client_port in flow.client_ports:
-        if r.declared_port(flow.src, client_port, flow.proto, first, last, flow.src_pods):
+        if r.declared_port(flow.src, client_port, flow.proto, first, last, flow.src_pods, flow.src_entity):
             return replace(flow, src=flow.dst, dst=flow.src, port=client_port, client_ports=(flow.port,),
-                           src_pods=flow.dst_pods, dst_pods=flow.src_pods, translated=())
+                           src_pods=flow.dst_pods, dst_pods=flow.src_pods, src_entity=flow.dst_entity,
+                           dst_entity=flow.src_entity, translated=())
     return flow
 
 
@@ -768,7 +801,7 @@ def report_text(res: Resolution) -> str:
     section("Workloads without a unique selector", [f"{ns}/{w}  also selects {', '.join(o)}" for ns, w, o in r.workloads_not_unique])
     section("Workloads no selector can pick (no shared labels)", [f"{ns}/{w}" for ns, w in r.workloads_unselectable])
     section("Workloads inferred without their owner objects", [f"{ns}/{w}  {why}" for ns, w, why in r.workloads_inferred])
-    section("Attempts that are no evidence of a need (refused, unanswered, stale)",
+    section("Attempts that are no evidence of a need (refused, unanswered, stale, dropped)",
             [f"{c} -> {sv} {p}{'' if port is None else f'/{port}'}  {ev}  {counted(n, 'connection')}" for c, sv, p, port, ev, n in r.attempts])
     section("Rules not written", [f"{c} -> {sv} {p}{'' if port is None else f'/{port}'}  {why}" for c, sv, p, port, why in r.not_written])
     section("Attributed by inference between snapshots", [f"{a} -> {label}  {n} flow(s)" for label, a, n in r.inferred])

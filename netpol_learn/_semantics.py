@@ -39,9 +39,19 @@ from netpol_learn._policy import NAMESPACE_LABEL, IpBlock, NetworkPolicy, Policy
 # --- reading -------------------------------------------------------------------------------
 
 
+#: Kinds that decide traffic but that the engine does not read: refused, never skipped (skipping
+#: would judge the traffic as if they were not there).
+NOT_JUDGED = {
+    "CiliumNetworkPolicy": "generate --flavor networkpolicy for a set they can check",
+    "CiliumClusterwideNetworkPolicy": "generate --flavor networkpolicy for a set they can check",
+    "ClusterNetworkPolicy": "pass the namespaces' files, not the cluster baseline, to check those",
+}
+
+
 def load_policies(paths: Iterable[str | os.PathLike], notes: list[str] | None = None) -> list[NetworkPolicy]:
     """NetworkPolicies from files and directories (YAML or JSON; Lists, multi-document files,
-    what ``kubectl kustomize`` prints). Other kinds are skipped with a note."""
+    what ``kubectl kustomize`` prints). Other kinds are skipped with a note, but those that decide
+    traffic the engine cannot read (``NOT_JUDGED``) are a PolicyError."""
     policies: list[NetworkPolicy] = []
     skipped: dict[str, int] = {}
     for f in policy_files(paths):
@@ -52,6 +62,8 @@ def load_policies(paths: Iterable[str | os.PathLike], notes: list[str] | None = 
             for obj in _items(doc):
                 index += 1
                 kind = obj.get("kind") if isinstance(obj, Mapping) else None
+                if kind in NOT_JUDGED:
+                    raise PolicyError(f"{f}: document {index} is a {kind}: verify and diff judge NetworkPolicies only ({NOT_JUDGED[kind]})")
                 if kind != "NetworkPolicy":
                     skipped[str(kind)] = skipped.get(str(kind), 0) + 1
                     continue

@@ -15,7 +15,7 @@ Its verdict follows Calico Enterprise's policy recommendation (Learning -> Stabi
 The cluster's verdict is its least settled workload's (``learning`` when no workload was seen).
 Besides: workloads whose pods ran the whole capture but never showed up in traffic; workloads that
 are ``partial`` (pods older than the capture, every connection of theirs open before it began:
-what they open has not been seen); attempts that are no need (refused, unanswered, stale);
+what they open has not been seen); attempts that are no need (refused, unanswered, stale, dropped);
 attributions made by inference; outside names whose addresses changed during the capture (an
 ``ipBlock`` for such a name goes stale). Everything here is pure and deterministic
 (docs/learning.md).
@@ -377,7 +377,7 @@ def _sections(status: Status) -> list[tuple[str, list[list[str]]]]:
     return [
         ("Workloads never seen in traffic (their pods ran the whole capture)", [[f"{ns}/{w}"] for ns, w in status.never_seen]),
         ("Partial workloads (every connection was open before the capture began: what they open is not known)", [[f"{w.label}  {counted(len(w.edges), 'edge')}"] for w in partial]),
-        ("Attempts that are no need (refused, unanswered, stale: never a rule)",
+        ("Attempts that are no need (refused, unanswered, stale, dropped: never a rule)",
          [[f"{c} -> {s} {_port(p, port)}  {evidence}  {counted(n, 'connection')}"] for c, s, p, port, evidence, n in status.attempts]),
         ("Attributions inferred between snapshots", [[f"{peer}  {address}  {counted(n, 'flow')}"] for peer, address, n in status.inferred]),
         ("Outside names whose addresses changed (an ipBlock for them goes stale)", changes),

@@ -48,6 +48,10 @@ class GenerateOptions:
     open_ingress_above: int | None = None  # open a port to any address past this many outside sources
     include_namespaces: tuple[str, ...] = ()  # namespaces of LEFT_ALONE to write policies for all the same
     name_prefix: str = ""  # before every generated policy name, to keep clear of policies already there
+    flavor: str = "networkpolicy"  # networkpolicy: NetworkPolicy objects; cilium: CiliumNetworkPolicy (cilium.io/v2)
+    fqdn_pattern_above: int = 10  # cilium: more names than this under one parent domain become one matchPattern
+    cluster_baseline: bool = False  # also a ClusterNetworkPolicy (tier Baseline) denying what no policy allows
+    baseline_exclude: tuple[str, ...] = ("kube-system",)  # namespaces the baseline leaves alone
 
     def __post_init__(self):
         if self.default_deny not in ISOLATES:
@@ -58,6 +62,15 @@ class GenerateOptions:
             raise ValueError(f"name prefix {self.name_prefix!r}: use lower-case letters, digits, '-' and '.', starting with a letter or digit")
         if len(self.name_prefix) > 200:
             raise ValueError("name prefix: at most 200 characters (policy names are at most 253)")
+        if self.flavor not in FLAVORS:
+            raise ValueError(f"flavor: {self.flavor!r} is not one of {', '.join(FLAVORS)}")
+        if self.fqdn_pattern_above < 1:
+            raise ValueError(f"fqdn pattern threshold: {self.fqdn_pattern_above} is not a number of names (1 or more)")
+        if self.cluster_baseline and not DENIES[self.default_deny]:
+            raise ValueError("--cluster-baseline denies in the directions --default-deny isolates; with --default-deny none there is none")
+        for ns in self.baseline_exclude:
+            if not _NAMESPACE.fullmatch(ns):
+                raise ValueError(f"baseline exclude: {ns!r} is not a namespace name")
 
     @property
     def exclude_namespaces(self) -> tuple[str, ...]:
@@ -92,6 +105,9 @@ DENIES = {"both": ("Ingress", "Egress"), "ingress": ("Ingress",), "egress": ("Eg
 #: workloads that get a policy of their own are isolated, in the directions they were seen in.
 ISOLATES = {mode: types or ("Ingress", "Egress") for mode, types in DENIES.items()}
 NAMESPACE_POLICIES = ("default-deny", "allow-dns")  # the names of the policies that select a whole namespace
+#: --flavor: the kind of objects written.
+FLAVORS = ("networkpolicy", "cilium")
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _NAME_PREFIX = re.compile(r"[a-z0-9][-a-z0-9.]*")
 _DNS1123 = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 
@@ -103,6 +119,8 @@ class PolicySet:
     hints: tuple[str, ...] = ()  # options that would change the result
     flows_per_namespace: dict[str, int] = field(default_factory=dict)
     name_prefix: str = ""
+    flavor: str = "networkpolicy"
+    baseline: object | None = None  # the ClusterNetworkPolicy of --cluster-baseline (``_baseline.ClusterBaseline``)
 
     @property
     def workload_policies(self) -> tuple[NetworkPolicy, ...]:
@@ -169,41 +187,55 @@ class PolicyPeers:
     """The policy peer of a resolved peer seen from a home namespace, and its comment
     (``_policy_peer``), remembered: a busy peer is in thousands of connections."""
 
-    def __init__(self, workloads: Mapping[tuple[str, str], Workload]):
+    def __init__(self, workloads: Mapping[tuple[str, str], Workload], moving: Mapping[str, tuple[str, ...]] | None = None):
         self.workloads = workloads
+        self.moving = moving or {}
         self._cache: dict = {}
 
     def __call__(self, p: Peer, home_namespace: str) -> tuple[PolicyPeer, str] | None:
         key = (p, home_namespace)
         if key not in self._cache:
-            self._cache[key] = _policy_peer(p, home_namespace, self.workloads)
+            self._cache[key] = _policy_peer(p, home_namespace, self.workloads, self.moving)
         return self._cache[key]
 
 
-def gather_traffic(resolution: Resolution, options: GenerateOptions = GenerateOptions()) -> Traffic:
+def gather_traffic(resolution: Resolution, options: GenerateOptions = GenerateOptions(), moving: Mapping[str, tuple[str, ...]] | None = None) -> Traffic:
     """Each resolved connection onto the ingress side of its server's workload and the egress
-    side of its client's, in the directions the options isolate; DNS onto its namespace."""
+    side of its client's, in the directions the options isolate; DNS onto its namespace.
+    ``moving``: the names whose DNS answers changed during the capture -> their addresses, for the comments."""
     traffic = Traffic()
-    peers = PolicyPeers(resolution.workloads)
+    peers = PolicyPeers(resolution.workloads, moving)
     for c in resolution.connections:
         _gather(c, traffic, peers, options)
     return traffic
 
 
-def _gather(c: Connection, traffic: Traffic, peers: PolicyPeers, options: GenerateOptions) -> None:
+def connection_sides(c: Connection, traffic: Traffic, workloads, options: GenerateOptions, inexpressible: str
+                     ) -> tuple[PortSpec, WorkloadTraffic | None, WorkloadTraffic | None] | None:
+    """(port, the server's and the client's workload traffic) of a connection that may become
+    rules, its flows counted in the namespaces of its ends; None for one of a protocol no rule
+    can name (skipped with ``inexpressible``) or between a pod and its own node (always allowed)."""
     if c.protocol not in PROTOCOLS:
-        traffic.skipped.add(f"{peer_label(c.client)} -> {peer_label(c.server)} {c.protocol}: NetworkPolicy cannot express {c.protocol}")
-        return
+        traffic.skipped.add(f"{peer_label(c.client)} -> {peer_label(c.server)} {c.protocol}: {inexpressible}")
+        return None
     if c.same_node:
-        return  # kubelet probes from the pod's own node are always allowed
-    port = _port_spec(c, options.named_ports)
-    server = _workload_traffic(c.server, traffic, peers.workloads, options)
-    client = _workload_traffic(c.client, traffic, peers.workloads, options)
+        return None  # kubelet probes from the pod's own node are always allowed
+    port = port_spec(c, options.named_ports)
+    server = workload_traffic(c.server, traffic, workloads, options)
+    client = workload_traffic(c.client, traffic, workloads, options)
     for ns in {t.workload.namespace for t in (server, client) if t is not None}:
         traffic.flows_per_namespace[ns] += c.flows  # once per namespace, even when both ends are in it
+    return port, server, client
+
+
+def _gather(c: Connection, traffic: Traffic, peers: PolicyPeers, options: GenerateOptions) -> None:
+    sides = connection_sides(c, traffic, peers.workloads, options, f"NetworkPolicy cannot express {c.protocol}")
+    if sides is None:
+        return
+    port, server, client = sides
     if server is not None and "Ingress" in options.isolates:
         _add_skip(traffic, _add_ingress(server, c, port, peers))
-    if c.client.kind == POD and c.client.namespace not in options.exclude_namespaces and _is_dns(c):
+    if c.client.kind == POD and c.client.namespace not in options.exclude_namespaces and is_dns(c):
         # allow-dns selects every pod of the namespace: it serves even a workload no selector can pick.
         _add_dns(traffic.dns.setdefault(c.client.namespace, DnsTraffic()), c, peers)
     if client is not None and "Egress" in options.isolates:
@@ -215,7 +247,7 @@ def _add_skip(traffic: Traffic, why: str | None) -> None:
         traffic.skipped.add(why)
 
 
-def _workload_traffic(peer: Peer, traffic: Traffic, workloads, options: GenerateOptions) -> WorkloadTraffic | None:
+def workload_traffic(peer: Peer, traffic: Traffic, workloads, options: GenerateOptions) -> WorkloadTraffic | None:
     """The traffic record of the workload a peer is, when it gets a policy."""
     if peer.kind != POD or peer.namespace in options.exclude_namespaces:
         return None
@@ -236,7 +268,7 @@ def _add_ingress(t: WorkloadTraffic, c: Connection, port: PortSpec, peers: Polic
     t.saw(c)
     found = peers(c.client, t.workload.namespace)
     if found is None:
-        return f"ingress of {workload_label(t.workload)} from {peer_label(c.client)}: {_why_not(c.client)}"
+        return f"ingress of {workload_label(t.workload)} from {peer_label(c.client)}: {why_not(c.client)}"
     peer, comment = found
     t.ingress.add(peer, port, comment)
     if c.client.kind == EXTERNAL:
@@ -248,12 +280,12 @@ def _add_ingress(t: WorkloadTraffic, c: Connection, port: PortSpec, peers: Polic
 def _add_egress(t: WorkloadTraffic, c: Connection, port: PortSpec, peers: PolicyPeers) -> str | None:
     """``c`` into the egress of its client's workload (DNS: the mark that it resolved names)."""
     t.saw(c)
-    if _is_dns(c):
+    if is_dns(c):
         t.dns = True
         return None
     found = peers(c.server, t.workload.namespace)
     if found is None:
-        return f"egress of {workload_label(t.workload)} to {peer_label(c.server)}: {_why_not(c.server)}"
+        return f"egress of {workload_label(t.workload)} to {peer_label(c.server)}: {why_not(c.server)}"
     peer, comment = found
     t.egress.add(peer, port, comment)
     if c.server.kind == EXTERNAL:
@@ -271,11 +303,16 @@ def _add_dns(dns: DnsTraffic, c: Connection, peers: PolicyPeers) -> None:
 # --- building: the policies ---------------------------------------------------------------
 
 
-def synthesize(resolution: Resolution, options: GenerateOptions = GenerateOptions(), cluster_ranges: tuple[str, ...] = ()) -> PolicySet:
+def synthesize(resolution: Resolution, options: GenerateOptions = GenerateOptions(), cluster_ranges: tuple[str, ...] = (),
+               moving: Mapping[str, tuple[str, ...]] | None = None) -> PolicySet:
     """The policies that allow what was observed. ``cluster_ranges``: the pod and Service ranges
-    and node addresses, which a wide ipBlock (open ingress, aggregation) never covers."""
-    traffic = gather_traffic(resolution, options)
-    names = _policy_names([t.workload for t in traffic.workloads.values()], options.name_prefix)
+    and node addresses, which a wide ipBlock (open ingress, aggregation) never covers.
+    ``moving``: the outside names whose DNS answers changed during the capture -> every address
+    they answered with (the learning status's ``dns_changes``): their ipBlocks' comments list
+    them all, and REPORT.md says what would not go stale."""
+    moving = dict(moving or {})
+    traffic = gather_traffic(resolution, options, moving)
+    names = policy_names([t.workload for t in traffic.workloads.values()], options.name_prefix)
     policies: list[NetworkPolicy] = []
     hints: set[str] = set()
     for key in sorted(traffic.workloads):
@@ -293,6 +330,8 @@ def synthesize(resolution: Resolution, options: GenerateOptions = GenerateOption
         namespaces |= set(traffic.dns)
     policies += namespace_policies(namespaces, traffic.dns, options)
     policies.sort(key=lambda p: _policy_order(p, options.name_prefix))
+    if "Egress" in options.isolates:
+        hints.update(moving_name_hints(resolution, moving))
     return PolicySet(tuple(policies), tuple(sorted(traffic.skipped)), tuple(sorted(hints)),
                      {ns: traffic.flows_per_namespace[ns] for ns in sorted(namespaces)}, options.name_prefix)
 
@@ -318,13 +357,19 @@ def workload_policy(t: WorkloadTraffic, name: str, options: GenerateOptions = Ge
         ingress=ingress if ingress else None,
         egress=egress if egress else None,
         labels=tuple(MANAGED_BY.items()),
-        annotations=(
-            ("netpol-learn.io/flows", str(t.flows)),
-            ("netpol-learn.io/observed", f"{format_time(t.first)}/{format_time(t.last)}"),
-            ("netpol-learn.io/workload", w.ref),
-        ),
-        comment=_workload_comment(w),
+        annotations=workload_annotations(t),
+        comment=workload_comment(w),
     ), hints
+
+
+def workload_annotations(t: WorkloadTraffic) -> tuple[tuple[str, str], ...]:
+    """A workload policy's annotations: its flows, the observation window and the workload (never
+    the time it was written, so that the same inputs give the same files)."""
+    return (
+        ("netpol-learn.io/flows", str(t.flows)),
+        ("netpol-learn.io/observed", f"{format_time(t.first)}/{format_time(t.last)}"),
+        ("netpol-learn.io/workload", t.workload.ref),
+    )
 
 
 def namespace_policies(namespaces: Iterable[str], dns: Mapping[str, DnsTraffic], options: GenerateOptions = GenerateOptions()) -> list[NetworkPolicy]:
@@ -378,18 +423,18 @@ def _policy_order(p: NetworkPolicy, prefix: str) -> tuple:
     return (p.namespace, NAMESPACE_POLICIES.index(base) if base else len(NAMESPACE_POLICIES), p.name)
 
 
-def _is_dns(c: Connection) -> bool:
+def is_dns(c: Connection) -> bool:
     dns_port = c.port == 53 or (c.via or "").endswith(":53")
     return c.protocol in ("UDP", "TCP") and dns_port and (c.server.cluster_dns or c.server.kind == NODE_LOCAL_DNS)
 
 
-def _port_spec(c: Connection, named: bool) -> PortSpec:
+def port_spec(c: Connection, named: bool) -> PortSpec:
     if named and c.port_name:
         return PortSpec(c.protocol, c.port_name)
     return PortSpec(c.protocol, c.port)
 
 
-def _why_not(p: Peer) -> str:
+def why_not(p: Peer) -> str:
     if p.kind == UNRESOLVED:
         return f"unresolved ({p.reason}); no rule"
     if p.kind == POD:
@@ -397,7 +442,7 @@ def _why_not(p: Peer) -> str:
     return "no rule"
 
 
-def _policy_peer(p: Peer, home_namespace: str, workloads) -> tuple[PolicyPeer, str] | None:
+def _policy_peer(p: Peer, home_namespace: str, workloads, moving: Mapping[str, tuple[str, ...]] | None = None) -> tuple[PolicyPeer, str] | None:
     """The policy peer for a resolved peer, and the comment a reviewer sees beside it."""
     if p.kind == POD:
         w = workloads.get((p.namespace, p.workload))
@@ -418,8 +463,25 @@ def _policy_peer(p: Peer, home_namespace: str, workloads) -> tuple[PolicyPeer, s
     if p.kind == NODE_LOCAL_DNS:
         return PolicyPeer(ip_block=IpBlock(host_cidr(p.address))), "NodeLocal DNSCache"
     if p.kind == EXTERNAL:
-        return PolicyPeer(ip_block=IpBlock(host_cidr(p.address))), ", ".join(p.names) if p.names else "outside the cluster"
+        comment = ", ".join(p.names) if p.names else "outside the cluster"
+        moved = [n for n in p.names if n in (moving or {})]
+        if moved:  # the names still go first: aggregation reads them back from before the "; "
+            comment += "; " + "; ".join(f"{n} answered {', '.join(moving[n])} during the capture" for n in moved)
+        return PolicyPeer(ip_block=IpBlock(host_cidr(p.address))), comment
     return None
+
+
+def moving_name_hints(resolution: Resolution, moving: Mapping[str, tuple[str, ...]]) -> set[str]:
+    """REPORT.md's line for each moving name that a workload connected to."""
+    hints = set()
+    for c in resolution.connections:
+        if c.server.kind == EXTERNAL and c.client.kind == POD:
+            for n in c.server.names:
+                if n in moving:
+                    hints.add(f"{n} answered {len(moving[n])} addresses during the capture ({', '.join(moving[n])}): an ipBlock per address "
+                              f"allows only those and goes stale when the name moves on; --flavor cilium allows the name itself (toFQDNs), "
+                              f"--aggregate-prefix (with --aggregate-threshold) a wider block")
+    return hints
 
 
 def _dns_rule(peers: dict, ports: set) -> Rule:
@@ -459,7 +521,7 @@ def _merged_rules(ports_of: dict, comments: dict, external: set, options: Genera
     rule; outside addresses aggregated first where the options ask (``ports_of`` and ``comments``
     change in place)."""
     if options.aggregate_prefix or options.aggregate_prefix_v6:
-        _aggregate(ports_of, comments, external, options, cluster_ranges)
+        aggregate_outside(ports_of, comments, external, options, cluster_ranges)
     groups: dict[tuple, list[PolicyPeer]] = defaultdict(list)
     for peer, ports in ports_of.items():
         if ports:
@@ -472,19 +534,27 @@ def _merged_rules(ports_of: dict, comments: dict, external: set, options: Genera
     return tuple(rules)
 
 
-def _open_ingress(external_sources: dict, ports_of: dict, comments: dict, options, cluster_ranges, w: Workload) -> tuple[str, ...]:
-    """A port that many outside addresses reached (an ingress controller, a public API) opened to
-    any address, the cluster's own ranges excepted (``ports_of`` and ``comments`` change in
-    place); off by default: then the hints say where it would apply."""
-    hints = []
+def ports_to_open(external_sources: dict, options: GenerateOptions, w: Workload) -> tuple[list, list[str]]:
+    """The (port, outside sources) that more than --open-ingress-above outside addresses
+    reached, and, when the option is off, the hints naming the ports where it would apply."""
+    opened, hints = [], []
     for port, sources in external_sources.items():
         n = len(sources)
         if options.open_ingress_above is None:
             if n > OPEN_INGRESS_HINT:
                 hints.append(f"{workload_label(w)} {port.protocol}/{port.port} was reached from {n} outside addresses: --open-ingress-above {OPEN_INGRESS_HINT} would allow any address instead")
-            continue
-        if n <= options.open_ingress_above:
-            continue
+        elif n > options.open_ingress_above:
+            opened.append((port, sources))
+    return opened, hints
+
+
+def _open_ingress(external_sources: dict, ports_of: dict, comments: dict, options, cluster_ranges, w: Workload) -> tuple[str, ...]:
+    """A port that many outside addresses reached (an ingress controller, a public API) opened to
+    any address, the cluster's own ranges excepted (``ports_of`` and ``comments`` change in
+    place); off by default: then the hints say where it would apply."""
+    opened, hints = ports_to_open(external_sources, options, w)
+    for port, sources in opened:
+        n = len(sources)
         for address in sources:
             peer = PolicyPeer(ip_block=IpBlock(host_cidr(address)))
             ports_of.get(peer, set()).discard(port)
@@ -496,7 +566,7 @@ def _open_ingress(external_sources: dict, ports_of: dict, comments: dict, option
     return tuple(hints)
 
 
-def _aggregate(ports_of: dict, comments: dict, external: set, options, cluster_ranges) -> None:
+def aggregate_outside(ports_of: dict, comments: dict, external: set, options, cluster_ranges) -> None:
     """Outside addresses with the same ports collapse into a wider prefix when at least
     ``aggregate_threshold`` of them share it; cluster ranges inside it go into ``except``."""
     by_ports: dict[frozenset, list[PolicyPeer]] = defaultdict(list)
@@ -517,7 +587,7 @@ def _aggregate(ports_of: dict, comments: dict, external: set, options, cluster_r
             excepts = tuple(str(c) for c in cluster if c.version == wide.version and c.subnet_of(wide))
             if any(c.version == wide.version and wide.subnet_of(c) for c in cluster):
                 continue  # the prefix lies inside a cluster range: never allow it wholesale
-            names = sorted({n for m in members for n in comments.get(m, "").split(", ") if n and n != "outside the cluster"})
+            names = sorted({n for m in members for n in comments.get(m, "").split("; ")[0].split(", ") if n and n != "outside the cluster"})
             for m in members:
                 ports_of.pop(m, None)
                 comments.pop(m, None)
@@ -526,7 +596,7 @@ def _aggregate(ports_of: dict, comments: dict, external: set, options, cluster_r
             comments[peer] = f"{len(members)} outside addresses" + (f": {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}" if names else "")
 
 
-def _policy_names(workloads: list[Workload], prefix: str = "") -> dict[tuple[str, str], str]:
+def policy_names(workloads: list[Workload], prefix: str = "") -> dict[tuple[str, str], str]:
     """A policy is named after its workload (``api``); where two workloads of a namespace share a
     name, or a workload is named like a namespace-wide policy, the kind is added
     (``statefulset-api``); where even that is taken, a short hash of the kind and name. Names are
@@ -573,7 +643,7 @@ def _dns_name(name: str, suffix: str = "") -> str:
     return f"{name[:253 - len(digest) - 1].rstrip('-.')}-{digest}"
 
 
-def _workload_comment(w: Workload) -> str:
+def workload_comment(w: Workload) -> str:
     text = f"{w.ref}: {len(w.pods)} pod(s) seen"
     if w.inferred:
         text += f"; owner inferred ({w.inferred})"

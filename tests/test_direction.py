@@ -78,7 +78,9 @@ CASES = {
     "other protocol": ((0, 50, 0, 0, True), ("first-packet", A)),
     "gre with port-like numbers": ((0, 47, 80, 40000, True), ("first-packet", A)),
     # evidence of methods the table does not know (bits above the evidence methods) is ignored
-    "unknown evidence bit": ((ev(a=1 << 5), TCP, 80, 40000, False), ("port-heuristic", B)),
+    # a flow record's own direction (Hubble's reply flag, bit 5) beats the ports
+    "flow record": ((ev(a=1 << 5), TCP, 80, 40000, False), ("flow-record", A)),
+    "unknown evidence bit": ((ev(a=1 << 6), TCP, 80, 40000, False), ("port-heuristic", B)),
 }
 
 

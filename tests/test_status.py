@@ -393,7 +393,7 @@ def test_markdown(scene):
     assert "- downloads.example.com" in lines and "  - 198.51.100.21 (A): answered 2025-06-01 10:59:50 .. 2025-06-04 12:59:51; traffic 2025-06-02 13:00:00 .. 2025-06-04 13:10:00" in lines
     assert "![New edges over time](chart.png)" in status_markdown(status, chart="chart.png").splitlines()
     nested = status_markdown(status, level=2).splitlines()
-    assert nested[0] == "## Learning status" and "### Attempts that are no need (refused, unanswered, stale: never a rule)" in nested
+    assert nested[0] == "## Learning status" and "### Attempts that are no need (refused, unanswered, stale, dropped: never a rule)" in nested
 
 
 def test_text(scene):
@@ -411,7 +411,7 @@ def test_text(scene):
     narrow = status_text(status, width=80).splitlines()
     assert max(len(line) for line in narrow if not line.startswith(("Learning", "Capture", "  ", "Partial", "Attempts", "Outside", "Workloads"))) <= 80
     assert "Workloads never seen in traffic (their pods ran the whole capture) (1):\n  shop/Deployment/idle\n" in text
-    assert "Attempts that are no need (refused, unanswered, stale: never a rule): none\n" in text
+    assert "Attempts that are no need (refused, unanswered, stale, dropped: never a rule): none\n" in text
     coloured = status_text(status, color=True)
     assert "\x1b[" in coloured and "learning" in coloured
     assert status_text(status) == text  # the same status, the same text

@@ -48,7 +48,9 @@ MAX_TUNNEL_DEPTH = 3
 # Direction evidence, per packet: the methods by which its source (ev_src) or its
 # destination (ev_dst) is the client. Bit order is the strength order of docs/flow-log.md.
 EV_SYN, EV_SYNACK, EV_SCTP, EV_ICMP, EV_DNS = 1, 2, 4, 8, 16
-EVIDENCE_METHODS = ("syn", "syn-ack", "sctp-init", "icmp-echo", "dns")
+#: A flow record's own direction (Hubble's reply flag): never a decoded packet's.
+EV_FLOW_RECORD = 32
+EVIDENCE_METHODS = ("syn", "syn-ack", "sctp-init", "icmp-echo", "dns", "flow-record")
 
 LINK_ETHERNET = 1
 LINK_RAW = 101

@@ -3,10 +3,12 @@
     snapshot files (kubectl get -o yaml/json)  ->  load_inventory (_load)  ->  Inventory (_model)
     live API  ->  fetch_inventory (_live)  ->  write_inventory  ->  kubectl-style YAML List
     live API  ->  watch_inventory (_watch)  ->  the List and the history of every change after it
+    flow records' identities (FlowLog.endpoints)  ->  inventory_from_endpoints (_flows)  ->  Inventory
 """
 
 from __future__ import annotations
 
+from netpol_learn._inventory._flows import inventory_from_endpoints
 from netpol_learn._inventory._live import DEFAULT_PAGE_SIZE, fetch_inventory, write_inventory
 from netpol_learn._inventory._load import load_inventory, load_inventory_document
 from netpol_learn._inventory._watch import (
@@ -57,6 +59,7 @@ __all__ = sorted([
     "Watched",
     "Workload",
     "fetch_inventory",
+    "inventory_from_endpoints",
     "labels_problem",
     "load_inventory",
     "load_inventory_document",

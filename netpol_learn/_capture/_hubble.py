@@ -1,0 +1,469 @@
+"""Flow records from Hubble (Cilium's flow observer) to a flow log.
+
+    lines (``hubble observe -o json`` / ``-o jsonpb``, the exporter's files: one
+    ``{"flow": {...}}`` per line, or bare flow objects)  ->  HubbleReader  ->  FlowLog
+
+A flow record is one packet event seen at one observation point, with Cilium's verdict and the
+identities of both ends. The reader turns each counted record into one row of the capture's
+``Packets`` and feeds the capture's own ``Aggregator``, so connections, the direction decision,
+the evidence classes, runs and merging are exactly a packet capture's (docs/flow-log.md, "Flow
+records"). What differs:
+
+* direction: a record's reply flag (``is_reply``; ``reply: true`` before Cilium 1.10, which left
+  out ``false``, so that a record with a ``traffic_direction`` and no flag is a request) is the
+  method ``flow-record``; TCP flags give ``syn``/``syn-ack``; L7 DNS requests and responses give
+  ``dns``; a record with none of these (seen ``TO_OVERLAY``) is decided like a mid-stream packet;
+* identity: the pod (namespace, name, labels, workload) or reserved entity each end had then goes
+  into the flows (``src_pods``/``dst_pods``, ``src_entity``/``dst_entity``) and into ``endpoint``
+  lines, so that resolution prefers it and can do without an inventory;
+* left out: Cilium's health checks (``reserved:health``), the L7 proxy's own connections to the
+  upstream (their source has a pod's labels but no namespace: the proxy's address; the client's
+  connection to the proxy is the one counted), the DNS proxy's forwarding of the pods' lookups
+  (from ``reserved:host``/``remote-node`` to port 53, when the input shows the DNS proxy at
+  work), and records of other verdicts (``ERROR``, ``TRANSLATED``);
+* ``DROPPED`` records are flows of their own with evidence ``dropped`` (blocked today, reported,
+  never a rule), unless ``include_dropped``;
+* L7 DNS records become dns lines with their answers; records carry no sizes (``bytes`` is 0) and
+  ``packets`` counts records.
+
+The per-record work is a Python loop over parsed JSON (the records are JSON text: ``json.loads``
+is the cost), feeding numpy columns in chunks.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from functools import lru_cache
+
+import numpy as np
+
+from netpol_learn._capture import _decode as d
+from netpol_learn._capture._aggregate import Aggregator
+from netpol_learn._flowlog import DnsAnswer, DnsObservation, Endpoint, FlowLog, merge_answers, merge_logs
+
+#: Records per chunk fed to the aggregator.
+CHUNK = 65536
+#: Verdicts whose records are evidence of traffic the network let through.
+PASSED = frozenset({"FORWARDED", "REDIRECTED", "AUDIT", "TRACED"})
+#: Keys of the responses ``hubble observe -o json`` writes besides flows (GetFlowsResponse).
+_OTHER_RESPONSES = ("node_status", "lost_events", "agent_event", "debug_event")
+_FLOW_KEYS = frozenset({"IP", "l4", "verdict", "source", "destination", "Type", "event_type"})
+_ENTITIES = {"reserved:kube-apiserver": "kube-apiserver", "reserved:host": "host", "reserved:remote-node": "remote-node",
+             "reserved:world": "world", "reserved:world-ipv4": "world", "reserved:world-ipv6": "world"}
+_ENTITY_ORDER = ("kube-apiserver", "host", "remote-node", "world")  # "world" is not written (_flowlog.ENTITIES)
+_RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
+_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)")
+_ECHO = {("ICMPv4", 8): True, ("ICMPv4", 0): False, ("ICMPv6", 128): True, ("ICMPv6", 129): False}
+_L4 = {"TCP": d.TCP, "UDP": d.UDP, "SCTP": d.SCTP, "ICMPv4": d.ICMP, "ICMPv6": d.ICMPV6}
+TCP_FLAG_BITS = {"FIN": 0x01, "SYN": 0x02, "RST": 0x04, "PSH": 0x08, "ACK": 0x10, "URG": 0x20, "ECE": 0x40, "CWR": 0x80}
+#: Stats counters of a Hubble input (docs/flow-log.md, "stats").
+COUNTERS = ("flow_records", "flow_records_dns_proxy", "flow_records_dropped", "flow_records_health", "flow_records_lost",
+            "flow_records_other", "flow_records_proxy", "flow_records_unusable")
+
+
+class NotFlowRecords(ValueError):
+    """The input does not hold Hubble flow records."""
+
+
+def looks_like_flow_records(first_line: bytes | str) -> bool:
+    """Whether the first line of an input is a Hubble record: a JSON object holding a flow (or
+    another of ``hubble observe``'s responses), or a bare flow object."""
+    try:
+        obj = json.loads(first_line)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(obj, dict) and (isinstance(obj.get("flow"), dict) or any(k in obj for k in _OTHER_RESPONSES)
+                                      or len(_FLOW_KEYS & obj.keys()) >= 3)
+
+
+@lru_cache(maxsize=4096)
+def _second(text: str, zone: str) -> int:
+    dt = datetime.fromisoformat(text + ("+00:00" if zone == "Z" else zone))
+    return int(dt.astimezone(timezone.utc).timestamp())
+
+
+def parse_record_time(text) -> int | None:
+    """A record's RFC 3339 time (nanoseconds, as protobuf's JSON writes it) in ns; None if not one."""
+    m = _TIME.fullmatch(text) if isinstance(text, str) else None
+    if m is None:
+        return None
+    return _second(m.group(1), m.group(3)) * 1_000_000_000 + int((m.group(2) or "0").ljust(9, "0"))
+
+
+@dataclass(frozen=True)
+class _Identity:
+    entity: str  # "pod", an entity of _ENTITIES, "health", "proxy" (a pod's labels, no namespace), or ""
+    namespace: str = ""
+    pod: str = ""
+    labels: tuple = ()
+    namespace_labels: tuple = ()
+    workload: str = ""
+    local: bool = False  # an endpoint of the node that observed the record
+
+
+@lru_cache(maxsize=65536)
+def _identity(labels: tuple, namespace: str, pod: str, workload: str, local: bool) -> _Identity:
+    reserved = {lab for lab in labels if lab.startswith("reserved:")}
+    if "reserved:health" in reserved:
+        return _Identity("health")
+    own, ns_labels, ns_from_labels = [], [], ""
+    for lab in labels:
+        if not lab.startswith("k8s:"):
+            continue
+        key, _, value = lab[4:].partition("=")
+        if key == "io.kubernetes.pod.namespace":
+            ns_from_labels = value
+        elif key.startswith("io.cilium.k8s.namespace.labels."):
+            ns_labels.append((key[len("io.cilium.k8s.namespace.labels."):], value))
+        elif not key.startswith("io.cilium."):
+            own.append((key, value))
+    if pod and (namespace or ns_from_labels):
+        # A pod by name, even where the labels say world: the L7 proxy's records lose the identity.
+        ns = namespace or ns_from_labels
+        return _Identity("pod", ns, pod, tuple(sorted(own)), tuple(sorted({**dict(ns_labels), "kubernetes.io/metadata.name": ns}.items())),
+                         workload, local)
+    entities = {_ENTITIES[r] for r in reserved if r in _ENTITIES}
+    for entity in _ENTITY_ORDER:
+        if entity in entities:
+            return _Identity(entity, local=local)
+    if not namespace and ns_from_labels and not pod:
+        return _Identity("proxy")
+    return _Identity("")
+
+
+def _endpoint_identity(e) -> _Identity:
+    if not isinstance(e, Mapping):
+        return _Identity("")
+    labels = e.get("labels") or ()
+    workloads = e.get("workloads") or ()
+    workload = ""
+    if isinstance(workloads, list) and workloads and isinstance(workloads[0], Mapping):
+        w = workloads[0]
+        if isinstance(w.get("kind"), str) and isinstance(w.get("name"), str) and w["kind"] and w["name"]:
+            workload = f"{w['kind']}/{w['name']}"
+    ns, pod = e.get("namespace"), e.get("pod_name")
+    return _identity(tuple(x for x in labels if isinstance(x, str)) if isinstance(labels, list) else (),
+                     ns if isinstance(ns, str) else "", pod if isinstance(pod, str) else "", workload, bool(e.get("ID")))
+
+
+def _address(text) -> tuple[int, int, str] | None:
+    try:
+        ip = ipaddress.ip_address(text)
+    except (ValueError, TypeError):
+        return None
+    if ip.version == 4:
+        return 0, 0xFFFF00000000 | int(ip), str(ip)
+    v = int(ip)
+    return v >> 64, v & 0xFFFFFFFFFFFFFFFF, ip.compressed
+
+
+_address = lru_cache(maxsize=65536)(_address)
+
+
+@dataclass
+class _Rows:
+    """Columns of the records of one kind (passed or dropped), before they become Packets."""
+
+    ts: list
+    src: list
+    dst: list
+    proto: list
+    sport: list
+    dport: list
+    flags: list
+    ev_src: list
+    ev_dst: list
+
+    @classmethod
+    def new(cls) -> _Rows:
+        return cls([], [], [], [], [], [], [], [], [])
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+
+class HubbleReader:
+    """Reads the records of one input (``feed`` each line, then ``result``): the flow log of its
+    counted records, with their identities and DNS, its ``sources`` ``(source,)``."""
+
+    def __init__(self, source: str, include_dropped: bool = False, warn: Callable[[str], None] | None = None):
+        self.source = source
+        self.include_dropped = include_dropped
+        self.warn = warn
+        self.lineno = 0
+        self.stats: dict[str, int] = defaultdict(int)
+        self.warnings: list[str] = []
+        self.passed, self.dropped = Aggregator(0), Aggregator(0)
+        self.rows = {"passed": _Rows.new(), "dropped": _Rows.new()}
+        # Held back until the end: which connections are the proxies' own, and whether the DNS
+        # proxy was at work, are known only then.
+        self.records: list[tuple] = []  # (kind, ts, src, dst, proto, sport, dport, flags, ev_src, ev_dst, src id, dst id, observer)
+        self.proxy_legs: set[tuple] = set()
+        self.dns_proxy_seen = False
+        self.dns: dict[tuple, list] = {}
+        self._fingerprint = 0
+
+    # --- per line ----------------------------------------------------------------------------
+
+    def feed(self, line: str | bytes) -> None:
+        self.lineno += 1
+        if not line.strip():
+            return
+        try:
+            obj = json.loads(line)
+        except (ValueError, UnicodeDecodeError) as exc:
+            self._damage(f"line {self.lineno} is not JSON ({getattr(exc, 'msg', exc)}); skipped")
+            return
+        if not isinstance(obj, dict):
+            self._damage(f"line {self.lineno} is not a JSON object; skipped")
+            return
+        flow = obj.get("flow") if "flow" in obj else (obj if _FLOW_KEYS & obj.keys() else None)
+        if flow is None:
+            lost = obj.get("lost_events")
+            if isinstance(lost, Mapping):
+                n = lost.get("num_events_lost")
+                self.stats["flow_records_lost"] += int(n) if isinstance(n, (int, str)) and str(n).isdigit() else 0
+            self.stats["flow_records_other"] += 1
+            return
+        if not isinstance(flow, Mapping):
+            self._damage(f"line {self.lineno}: flow is not an object; skipped")
+            return
+        self.stats["flow_records"] += 1
+        self._record(flow, obj)
+
+    def _damage(self, message: str) -> None:
+        text = f"{self.source}: {message}"
+        self.warnings.append(text)
+        if self.warn:
+            self.warn(text)
+
+    def _record(self, flow: Mapping, outer: Mapping) -> None:
+        ts = parse_record_time(flow.get("time", outer.get("time")))
+        ip = flow.get("IP")
+        l4 = flow.get("l4")
+        if ts is None or not isinstance(ip, Mapping) or not isinstance(l4, Mapping) or len(l4) != 1:
+            self.stats["flow_records_unusable"] += 1
+            return
+        src, dst = _address(ip.get("source")), _address(ip.get("destination"))
+        (l4_name, l4_fields), = l4.items()
+        proto = _L4.get(l4_name)
+        if src is None or dst is None or proto is None or not isinstance(l4_fields, Mapping):
+            self.stats["flow_records_unusable"] += 1
+            return
+        verdict = flow.get("verdict")
+        if verdict == "DROPPED":
+            self.stats["flow_records_dropped"] += 1
+            kind = "passed" if self.include_dropped else "dropped"
+        elif verdict in PASSED:
+            kind = "passed"
+        else:
+            self.stats["flow_records_unusable"] += 1
+            return
+        s_id, d_id = _endpoint_identity(flow.get("source")), _endpoint_identity(flow.get("destination"))
+        if s_id.entity == "health" or d_id.entity == "health":
+            self.stats["flow_records_health"] += 1
+            return
+
+        ev_src = ev_dst = flags = 0
+        sport = dport = 0
+        if proto in (d.TCP, d.UDP, d.SCTP):
+            sport, dport = _int(l4_fields.get("source_port")), _int(l4_fields.get("destination_port"))
+            if sport is None or dport is None:
+                self.stats["flow_records_unusable"] += 1
+                return
+            if proto == d.TCP:
+                tcp_flags = l4_fields.get("flags") if isinstance(l4_fields.get("flags"), Mapping) else {}
+                flags = sum(bit for name, bit in TCP_FLAG_BITS.items() if tcp_flags.get(name) is True)
+                if flags & 0x02:
+                    if flags & 0x10:
+                        ev_dst |= d.EV_SYNACK
+                    else:
+                        ev_src |= d.EV_SYN
+        else:
+            echo = _ECHO.get((l4_name, _int(l4_fields.get("type"))))
+            if echo is None:
+                self.stats["icmp_control"] += 1
+                return
+            if echo:
+                ev_src |= d.EV_ICMP
+            else:
+                ev_dst |= d.EV_ICMP
+        reply = _reply(flow)
+        if reply is not None:
+            if reply:
+                ev_dst |= d.EV_FLOW_RECORD
+            else:
+                ev_src |= d.EV_FLOW_RECORD
+        l7 = flow.get("l7")
+        if isinstance(l7, Mapping) and isinstance(l7.get("dns"), Mapping):
+            response = l7.get("type") == "RESPONSE"
+            ev_src, ev_dst = (ev_src, ev_dst | d.EV_DNS) if response else (ev_src | d.EV_DNS, ev_dst)
+            self._dns(l7["dns"], response, src[2], dst[2], ts, "tcp" if proto == d.TCP else "udp")
+        if s_id.entity == "proxy" and reply is not True:
+            self.proxy_legs.add((proto, src[2], sport, dst[2], dport))
+        self.records.append((kind, ts, src, dst, proto, sport, dport, flags, ev_src, ev_dst, s_id, d_id,
+                             str(flow.get("node_name") or outer.get("node_name") or "")))
+
+    def _dns(self, dns: Mapping, response: bool, src: str, dst: str, ts: int, transport: str) -> None:
+        if dns.get("observation_source") == "proxy":
+            self.dns_proxy_seen = True
+        query = dns.get("query")
+        if not isinstance(query, str) or not query:
+            return
+        qname = query.rstrip(".").lower()
+        client, resolver = (dst, src) if response else (src, dst)
+        qtypes = [q for q in dns.get("qtypes") or () if isinstance(q, str)] or ["A"]
+        ttl = _int(dns.get("ttl")) or 0
+        for qtype in qtypes:
+            acc = self.dns.get((client, resolver, qname, qtype))
+            if acc is None:
+                acc = self.dns[(client, resolver, qname, qtype)] = [0, 0, ts, ts, [], set(), set()]
+            acc[2], acc[3] = min(acc[2], ts), max(acc[3], ts)
+            acc[6].add(transport)
+            if not response:
+                acc[0] += 1
+                continue
+            acc[1] += 1
+            rcode = _int(dns.get("rcode")) or 0
+            acc[5].add(_RCODES.get(rcode, f"RCODE{rcode}"))
+            for ip in dns.get("ips") or ():
+                a = _address(ip)
+                if a is not None:
+                    acc[4].append(DnsAnswer(qname, "A" if a[0] == 0 and a[1] >> 32 == 0xFFFF else "AAAA", a[2], ttl))
+            for cname in dns.get("cnames") or ():
+                if isinstance(cname, str) and cname:
+                    acc[4].append(DnsAnswer(qname, "CNAME", cname.rstrip(".").lower(), ttl))
+
+    # --- at the end --------------------------------------------------------------------------
+
+    def result(self) -> FlowLog:
+        endpoints: dict[tuple, list] = {}
+        holders: dict[str, list] = defaultdict(list)  # address -> [(first, last, identity)]
+        for rec in self.records:
+            kind, ts, src, dst, proto, sport, dport, flags, ev_src, ev_dst, s_id, d_id, observer = rec
+            if (proto, src[2], sport, dst[2], dport) in self.proxy_legs or (proto, dst[2], dport, src[2], sport) in self.proxy_legs:
+                self.stats["flow_records_proxy"] += 1
+                continue
+            if self.dns_proxy_seen and dport == 53 and s_id.entity in ("host", "remote-node") and proto in (d.UDP, d.TCP):
+                self.stats["flow_records_dns_proxy"] += 1
+                continue
+            if self.dns_proxy_seen and sport == 53 and d_id.entity in ("host", "remote-node") and proto in (d.UDP, d.TCP):
+                self.stats["flow_records_dns_proxy"] += 1
+                continue
+            for address, ident in ((src[2], s_id), (dst[2], d_id)):
+                if ident.entity in ("pod", "host", "remote-node", "kube-apiserver"):
+                    node = observer if (ident.entity == "host" or (ident.entity == "pod" and ident.local)) else ""
+                    key = (address, ident.entity, ident.namespace, ident.pod, ident.labels, ident.namespace_labels, ident.workload)
+                    e = endpoints.get(key)
+                    if e is None:
+                        endpoints[key] = [ts, ts, 1, node]
+                    else:
+                        e[0], e[1], e[2], e[3] = min(e[0], ts), max(e[1], ts), e[2] + 1, max(e[3], node)
+            rows = self.rows[kind]
+            rows.ts.append(ts)
+            rows.src.append(src)
+            rows.dst.append(dst)
+            rows.proto.append(proto)
+            rows.sport.append(sport)
+            rows.dport.append(dport)
+            rows.flags.append(flags)
+            rows.ev_src.append(ev_src)
+            rows.ev_dst.append(ev_dst)
+            if len(rows) >= CHUNK:
+                self._flush(kind)
+        for kind in self.rows:
+            self._flush(kind)
+        self.records = []
+        eps = tuple(Endpoint(address=k[0], entity=k[1], namespace=k[2], pod=k[3], labels=k[4], namespace_labels=k[5], workload=k[6],
+                             first_seen=v[0], last_seen=v[1], records=v[2], node=v[3]) for k, v in endpoints.items())
+        for e in eps:
+            holders[e.address].append(e)
+        logs = [self._log(self.passed, holders)]
+        if self.dropped.stats.get("packets"):
+            log = self._log(self.dropped, holders)
+            logs.append(replace(log, flows=tuple(replace(f, evidence="dropped") for f in log.flows), stats={}))
+        dns = tuple(DnsObservation(client=c, resolver=r, qname=q, qtype=t, queries=a[0], responses=a[1], first_seen=a[2], last_seen=a[3],
+                                   answers=merge_answers(a[4]), rcodes=tuple(sorted(a[5])), transports=tuple(sorted(a[6])))
+                    for (c, r, q, t), a in self.dns.items())
+        stats = {k: int(v) for k, v in self.stats.items() if v}
+        logs.append(FlowLog(dns=dns, stats=stats, sources=(self.source,), endpoints=eps))
+        return merge_logs(logs)
+
+    def _flush(self, kind: str) -> None:
+        rows = self.rows[kind]
+        if not len(rows):
+            return
+        n = len(rows)
+        z64 = lambda: np.zeros(n, dtype=np.int64)  # noqa: E731
+        src = np.array([(a, b) for a, b, _ in rows.src], dtype=np.uint64).reshape(n, 2)
+        dst = np.array([(a, b) for a, b, _ in rows.dst], dtype=np.uint64).reshape(n, 2)
+        # Every record is its own packet: the fingerprints differ, so nothing is taken for a copy.
+        fingerprint = np.arange(self._fingerprint, self._fingerprint + n, dtype=np.uint64)
+        self._fingerprint += n
+        p = d.Packets(
+            status=np.full(n, d.OK, dtype=np.int8), ts=np.array(rows.ts, dtype=np.int64),
+            src_hi=src[:, 0].copy(), src_lo=src[:, 1].copy(), dst_hi=dst[:, 0].copy(), dst_lo=dst[:, 1].copy(),
+            proto=np.array(rows.proto, dtype=np.int64), sport=np.array(rows.sport, dtype=np.int64), dport=np.array(rows.dport, dtype=np.int64),
+            iplen=z64(), ipid=z64(), frag=z64(), ev_src=np.array(rows.ev_src, dtype=np.int64), ev_dst=np.array(rows.ev_dst, dtype=np.int64),
+            fingerprint=fingerprint, tcp_seq=z64(), tcp_ack=z64(), tcp_next=z64(), tcp_flags=np.array(rows.flags, dtype=np.int64),
+            dns_at=np.full(n, -1, dtype=np.int64), dns_end=z64(), tunnel=np.zeros(n, dtype=np.int8),
+            outer=(np.zeros(n, dtype=np.uint64),) * 4,
+        )
+        (self.passed if kind == "passed" else self.dropped).feed(b"", p)
+        self.rows[kind] = _Rows.new()
+
+    def _log(self, agg: Aggregator, holders: Mapping[str, list]) -> FlowLog:
+        log = agg.result(self.source)
+        flows = []
+        for f in log.flows:
+            src_pods, src_entity = _holders(holders.get(f.src, ()), f.first_seen, f.last_seen)
+            dst_pods, dst_entity = _holders(holders.get(f.dst, ()), f.first_seen, f.last_seen)
+            flows.append(replace(f, src_pods=src_pods, dst_pods=dst_pods, src_entity=src_entity, dst_entity=dst_entity))
+        # No tunnels nor copies: records are not packets on a wire.
+        stats = {k: v for k, v in log.stats.items() if k not in ("duplicates", "tunnels")}
+        return replace(merge_logs([replace(log, flows=tuple(flows))]), stats=stats)
+
+
+def _holders(endpoints: Iterable[Endpoint], first: int, last: int) -> tuple[tuple[str, ...], str]:
+    """The pods that the records say held an address from ``first`` to ``last``, and, when none
+    did, the reserved entity they gave it."""
+    pods, entities = set(), set()
+    for e in endpoints:
+        if e.first_seen <= last and first <= e.last_seen:
+            if e.entity == "pod":
+                pods.add(f"{e.namespace}/{e.pod}")
+            else:
+                entities.add(e.entity)
+    if pods:
+        return tuple(sorted(pods)), ""
+    return (), next((e for e in _ENTITY_ORDER if e in entities), "")
+
+
+def _reply(flow: Mapping) -> bool | None:
+    """Whether the record is the server's (True), the client's (False), or unknown (None)."""
+    is_reply = flow.get("is_reply")
+    if isinstance(is_reply, Mapping):  # a BoolValue written as an object by some exporters
+        is_reply = is_reply.get("value", False)
+    if isinstance(is_reply, bool):
+        return is_reply
+    if flow.get("reply") is True:
+        return True
+    if flow.get("traffic_direction") in ("INGRESS", "EGRESS"):
+        return False  # Cilium before 1.10 wrote ``reply`` only when true
+    return None
+
+
+def _int(value) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():  # jsonpb writes 64-bit integers as strings
+        return int(value)
+    return None
