@@ -211,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"where the capture is cached (default {DEFAULT_PCAP}; "
                          f"{SMOKE_PCAP} with --smoke)")
     ap.add_argument("--rebuild", action="store_true", help="regenerate the capture even if cached")
+    ap.add_argument("--wide-flows", type=int, default=0, metavar="N",
+                    help="add N distinct flows from local pods to outside addresses, which most TCP connections go to")
+    ap.add_argument("--wide-names", type=int, default=0, metavar="M",
+                    help="add M outside DNS names (an A and an AAAA line each), which most DNS lookups ask")
     ap.add_argument("--skip-tools", action="store_true",
                     help="measure only netpol-learn, not tshark, tcpdump or the Python walk")
     ap.add_argument("--smoke", action="store_true",
@@ -232,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
 
     packets = args.packets or (SMOKE_PACKETS if args.smoke else DEFAULT_PACKETS)
     pcap = Path(args.pcap or (SMOKE_PCAP if args.smoke else DEFAULT_PCAP))
-    meta, built = ensure_pcap(pcap, packets, args.seed, args.rebuild)
+    meta, built = ensure_pcap(pcap, packets, args.seed, args.rebuild, args.wide_flows, args.wide_names)
     if args.generate_only:
         print(json.dumps(meta, indent=2, sort_keys=True))
         return 0

@@ -9,6 +9,13 @@ flow and dns lines a flow log of it has (``expected_flows``, ``expected_dns_line
 version. The same arguments always give the same bytes (seeded random). What the traffic is:
 benchmarks/README.md, "The capture".
 
+Flow-heavy files (issue 15): ``wide_flows=N`` adds N distinct flows from the local pods to
+outside addresses in 100.64.0.0/10 (port 443), which most TCP connections then go to, each new
+connection to the next of them until all were used; ``wide_names=M`` adds M outside names (five
+dots or more, so no search path: an A and an AAAA line each, answered with an address of
+100.64.0.0/10) that the DNS lookups ask in turn, with DNS given a larger share of the packets.
+With both 0 (the default) the file is the same as before, byte for byte.
+
 How: scapy builds a few templates (the fixed parts of Ethernet/IPv4/IPv6/TCP/UDP/VXLAN headers and
 every DNS message); each packet is then one struct.pack of its headers plus a payload slice, so a
 million packets take seconds. IPv4 header checksums are correct; TCP and UDP checksums are left 0
@@ -247,8 +254,9 @@ def make_vxlan(t: Templates, rng: random.Random, inner, a_node: str, b_node: str
 
 
 def tcp_conversation(rng: random.Random, frame, key, flows: set, mid_stream: bool,
-                     rejected: bool):
-    """Yields the frames of one TCP connection: handshake, request/response rounds, FIN."""
+                     rejected: bool, short: bool = False):
+    """Yields the frames of one TCP connection: handshake, request/response rounds, FIN; with
+    ``short``, one small request and answer (about 9 packets: many connections, many flows)."""
     flows.add(key)  # runs when the first packet is taken
     rnd = rng.random
     c = rng.getrandbits(32)
@@ -262,15 +270,15 @@ def tcp_conversation(rng: random.Random, frame, key, flows: set, mid_stream: boo
         yield frame(1, s, c, SYN | ACK, 0)
         s += 1
         yield frame(0, c, s, ACK, 0)
-        rounds = 1 + int(rnd() * rnd() * 8)
+        rounds = 1 if short else 1 + int(rnd() * rnd() * 8)
     else:
-        rounds = 2 + int(rnd() * 12)
+        rounds = 1 if short else 2 + int(rnd() * 12)
     for _ in range(rounds):
         q = 60 + int(rnd() * rnd() * 900)
         yield frame(0, c, s, PSH | ACK, q)
         c += q
         x = rnd()
-        r = 80 + int(x * x * x * 24000)  # mostly small answers, a few large ones
+        r = 80 + int(x * x * x * (1000 if short else 24000))  # mostly small answers, a few large ones
         n = 0
         while r > 0:
             seg = MSS if r > MSS else r
@@ -299,13 +307,37 @@ def tcp_conversation(rng: random.Random, frame, key, flows: set, mid_stream: boo
 class Plan:
     """Addresses, Services, who talks to whom, and the DNS messages for it."""
 
-    def __init__(self, rng: random.Random, t: Templates) -> None:
+    def __init__(self, rng: random.Random, t: Templates, wide_flows: int = 0, wide_names: int = 0) -> None:
         self.t = t
         self._pods(rng)
         self._services(rng)
         self._externals(rng)
         self._who_talks_to_whom(rng)
         self._dns(t)
+        self._wide(rng, t, wide_flows, wide_names)
+
+    def _wide(self, rng: random.Random, t: Templates, flows: int, names: int) -> None:
+        """The flow-heavy additions (module doc); nothing, and no random draw, when both are 0."""
+        self.wide_flows = []  # (client pod, outside address, 443), each a distinct flow
+        self.wide_chains = []  # (client, steps) as in self.chains, one name each
+        if flows:
+            clients = self.local_pods
+            for i in range(flows):
+                self.wide_flows.append((clients[i % len(clients)], _cgnat(i // len(clients)), 443))
+            rng.shuffle(self.wide_flows)
+        if names:
+            # Built by hand, not with scapy (about 2.5 ms a message): the question, and for A one
+            # answer pointing back to it (0xC00C); AAAA answers with no data.
+            for i in range(names):
+                name = f"h{i}.r{i % 97}.z{i % 13}.wide.example.net"
+                question = b"".join(bytes([len(label)]) + label.encode() for label in name.split(".")) + b"\x00"
+                a_q = struct.pack(">HHHHHH", 0, 0x0100, 1, 0, 0, 0) + question + b"\x00\x01\x00\x01"
+                a_r = (struct.pack(">HHHHHH", 0, 0x8180, 1, 1, 0, 0) + question + b"\x00\x01\x00\x01"
+                       + b"\xc0\x0c\x00\x01\x00\x01" + struct.pack(">IH", 60, 4) + ipaddress.IPv4Address(_cgnat(i)).packed)
+                aaaa_q = struct.pack(">HHHHHH", 0, 0x0100, 1, 0, 0, 0) + question + b"\x00\x1c\x00\x01"
+                aaaa_r = struct.pack(">HHHHHH", 0, 0x8180, 1, 0, 0, 0) + question + b"\x00\x1c\x00\x01"
+                self.wide_chains.append((self.local_pods[i % len(self.local_pods)],
+                                         [(name, "A", a_q, a_r), (name, "AAAA", aaaa_q, aaaa_r)]))
 
     def _pods(self, rng: random.Random) -> None:
         hosts = lambda third, n: [f"10.244.{third}.{i}" for i in sorted(rng.sample(range(2, 255), n))]  # noqa: E731
@@ -422,9 +454,15 @@ class Plan:
                     break
             self.chains.append((client, steps))
         self.dns_templates = len(dns_cache)
-def dns_lookup(rng: random.Random, t: Templates, plan: Plan, dns_keys: set, flows: set):
-    """A glibc-style lookup: A and AAAA for each search-path candidate until one answers."""
-    client, steps = plan.chains[int(rng.random() * len(plan.chains))]
+def _cgnat(i: int) -> str:
+    """The i-th address of 100.64.0.0/10 (shared address space: outside any cluster range)."""
+    return str(ipaddress.IPv4Address(0x64400001 + i))
+
+
+def dns_lookup(rng: random.Random, t: Templates, plan: Plan, dns_keys: set, flows: set, wide: int | None = None):
+    """A glibc-style lookup: A and AAAA for each search-path candidate until one answers; with
+    ``wide``, of the wide name of that index instead."""
+    client, steps = plan.chains[int(rng.random() * len(plan.chains))] if wide is None else plan.wide_chains[wide]
     pack = Framer.UDP4.pack
     mid = t.ip4_udp_mid
     cb, rb = _ip4(client), _ip4(RESOLVER)
@@ -468,6 +506,7 @@ class Traffic:
         self.flows: set = set()
         self.dns_keys: set = set()
         self.conns = {"tcp": 0, "dns_lookups": 0, "mid_stream": 0, "rejected": 0}
+        self.next_wide_flow = self.next_wide_name = 0
 
     def _pick(self, lst):
         return lst[int(self.rng.random() * len(lst))]
@@ -476,16 +515,26 @@ class Traffic:
         rng, t, plan, blob, conns = self.rng, self.t, self.plan, self.blob, self.conns
         if kind == "dns":
             conns["dns_lookups"] += 1
+            if plan.wide_chains and rng.random() < 0.9:  # the wide names in turn, then again
+                self.next_wide_name += 1
+                return dns_lookup(rng, t, plan, self.dns_keys, self.flows, (self.next_wide_name - 1) % len(plan.wide_chains))
             return dns_lookup(rng, t, plan, self.dns_keys, self.flows)
         sport = rng.randrange(32768, 61000)
+        lst = None
         if kind == "tcp4":
             x = rng.random()
-            lst = (plan.svc_flows if x < 0.5 else plan.ext_flows if x < 0.7
-                   else plan.pod_flows if x < 0.9 else plan.ingress_flows)
-            c, s, port = self._pick(lst)
+            if plan.wide_flows and x < 0.8:  # each wide flow in turn, then again
+                lst = plan.wide_flows
+                c, s, port = lst[self.next_wide_flow % len(lst)]
+                self.next_wide_flow += 1
+            else:
+                x = x if not plan.wide_flows else (x - 0.8) / 0.2
+                lst = (plan.svc_flows if x < 0.5 else plan.ext_flows if x < 0.7
+                       else plan.pod_flows if x < 0.9 else plan.ingress_flows)
+                c, s, port = self._pick(lst)
             frame = make_tcp4(t, rng, blob, c, s, sport, port,
                               ROUTER_MAC if lst is plan.ingress_flows else None,
-                              ROUTER_MAC if lst is plan.ext_flows else None)
+                              ROUTER_MAC if lst is plan.ext_flows or lst is plan.wide_flows else None)
         elif kind == "ipv6":
             c, s, port = self._pick(plan.v6_flows)
             frame = make_tcp6(t, rng, blob, c, s, sport, port)
@@ -501,18 +550,25 @@ class Traffic:
         conns["tcp"] += 1
         conns["mid_stream"] += mid
         conns["rejected"] += rejected
-        return tcp_conversation(rng, frame, (c, s, "TCP", port), self.flows, mid, rejected)
+        return tcp_conversation(rng, frame, (c, s, "TCP", port), self.flows, mid, rejected, lst is not None and lst is plan.wide_flows)
 
 
-def generate(path: Path, packets: int, seed: int) -> dict:
+def generate(path: Path, packets: int, seed: int, wide_flows: int = 0, wide_names: int = 0) -> dict:
     """Writes the capture and returns what went into it (also saved as PATH.meta.json)."""
     t0 = time.perf_counter()
     rng = random.Random(seed)
     t = Templates()
-    plan = Plan(rng, t)
+    plan = Plan(rng, t, wide_flows, wide_names)
     traffic = Traffic(rng, t, plan)
     plan_s = time.perf_counter() - t0
-    written, dups, ts, nbytes, per_kind = _write_pcap(path, packets, rng, traffic)
+    # Each DNS pick is a burst of 4 packets, any other pick one packet: enough DNS slots for
+    # lookups of every wide name (90% of the lookups ask one) and a margin.
+    slot_kinds = SLOT_KINDS
+    if wide_names:
+        share = min(0.8, 4 * 1.2 * wide_names / 0.9 / max(packets, 1))  # of the packets
+        others = sum(n for k, n in SLOT_KINDS.items() if k != "dns")
+        slot_kinds = dict(SLOT_KINDS, dns=max(SLOT_KINDS["dns"], round(share * others / (4 * (1 - share)))))
+    written, dups, ts, nbytes, per_kind = _write_pcap(path, packets, rng, traffic, slot_kinds)
     elapsed = time.perf_counter() - t0
     meta = {
         "generator_version": GENERATOR_VERSION,
@@ -529,6 +585,7 @@ def generate(path: Path, packets: int, seed: int) -> dict:
         "services": len(plan.services),
         "external_hosts": len(plan.externals),
         "dns_templates": plan.dns_templates,
+        **({"wide_flows": wide_flows, "wide_names": wide_names} if wide_flows or wide_names else {}),
         "first_ts": START_EPOCH,
         "duration_s": round(ts / 1e6, 3),
         "generation_s": round(elapsed, 2),
@@ -538,15 +595,15 @@ def generate(path: Path, packets: int, seed: int) -> dict:
     return meta
 
 
-def _write_pcap(path: Path, packets: int, rng: random.Random, traffic: Traffic) -> tuple[int, int, int, int, dict]:
+def _write_pcap(path: Path, packets: int, rng: random.Random, traffic: Traffic, slot_kinds: dict = SLOT_KINDS) -> tuple[int, int, int, int, dict]:
     """Writes ``packets`` packets of ``traffic`` to ``path`` (through a temporary file beside it):
     every packet comes from a slot chosen at random, each slot carrying one connection at a time.
     Returns (packets written, duplicates among them, last timestamp in µs from START_EPOCH, file
     size, packets per kind)."""
-    kinds = [k for k, n in SLOT_KINDS.items() for _ in range(n)]
+    kinds = [k for k, n in slot_kinds.items() for _ in range(n)]
     slots = [traffic.new_conn(k, at_start=True) for k in kinds]
     nslots = len(slots)
-    per_kind = dict.fromkeys(SLOT_KINDS, 0)
+    per_kind = dict.fromkeys(slot_kinds, 0)
 
     rec = struct.Struct("<IIII").pack
     rnd = rng.random
@@ -597,7 +654,8 @@ def _write_pcap(path: Path, packets: int, rng: random.Random, traffic: Traffic) 
         f.write(b"".join(out))
     os.replace(tmp, path)
     return written, dups, ts, nbytes, per_kind
-def ensure_pcap(path: Path, packets: int, seed: int = DEFAULT_SEED, rebuild: bool = False) -> tuple[dict, bool]:
+def ensure_pcap(path: Path, packets: int, seed: int = DEFAULT_SEED, rebuild: bool = False,
+                wide_flows: int = 0, wide_names: int = 0) -> tuple[dict, bool]:
     """``(meta, built)``: the capture at ``path`` as ``generate`` writes it, reused when its
     ``.meta.json`` says it was generated with the same packet count, seed and generator version
     (``built`` False), else generated now (with a note on stderr)."""
@@ -609,10 +667,11 @@ def ensure_pcap(path: Path, packets: int, seed: int = DEFAULT_SEED, rebuild: boo
             meta = {}
         if (meta.get("generator_version") == GENERATOR_VERSION and meta.get("seed") == seed
                 and meta.get("packets") == packets
+                and meta.get("wide_flows", 0) == wide_flows and meta.get("wide_names", 0) == wide_names
                 and meta.get("file_bytes") == path.stat().st_size):
             return meta, False
     print(f"building {path} ({packets:,} packets) ...", file=sys.stderr, flush=True)
-    meta = generate(path, packets, seed)
+    meta = generate(path, packets, seed, wide_flows, wide_names)
     print(f"built in {meta['generation_s']:.1f} s ({meta['file_bytes'] / 1e6:.0f} MB)",
           file=sys.stderr, flush=True)
     return meta, True

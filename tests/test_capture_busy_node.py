@@ -105,3 +105,19 @@ def test_asking_the_aggregator_for_its_result_twice_gives_the_same_log(busy, ref
     first = agg.result(busy[0].name)
     assert first == reference
     assert agg.result(busy[0].name) == first
+
+
+def test_a_flow_heavy_file_has_what_the_generator_wrote(tmp_path):
+    """The benchmark's flow-heavy variant (--wide-flows, --wide-names): many distinct flows to
+    outside addresses and many outside names, each as the generator counted it."""
+    path = tmp_path / "wide.pcap"
+    meta, _ = pcapgen_busy.ensure_pcap(path, PACKETS, wide_flows=2_000, wide_names=1_500)
+    log = capture_file(path)
+    assert len({(f.src, f.dst, f.proto, f.port) for f in log.flows}) == meta["expected_flows"]
+    assert len(log.dns) == meta["expected_dns_lines"]
+    wide = {(f.src, f.dst) for f in log.flows if f.dst.startswith("100.")}
+    assert len(wide) > 1_000  # most of the 2,000 wide flows fit in 40,000 packets
+    names = {d.qname for d in log.dns if d.qname.endswith(".wide.example.net")}
+    assert len(names) > 1_000
+    answered = {a.data for d in log.dns for a in d.answers if d.qname.endswith(".wide.example.net")}
+    assert answered and all(a.startswith("100.") for a in answered)
