@@ -21,6 +21,8 @@ records"). What differs:
   connection to the proxy is the one counted), the DNS proxy's forwarding of the pods' lookups
   (from ``reserved:host``/``remote-node`` to port 53, when the input shows the DNS proxy at
   work), and records of other verdicts (``ERROR``, ``TRANSLATED``);
+* records are held back a chunk at a time (``CHUNK``): a proxy leg or DNS-proxy forward is known
+  from the records so far, so a reply that comes a chunk before its request would count;
 * ``DROPPED`` records are flows of their own with evidence ``dropped`` (blocked today, reported,
   never a rule), unless ``include_dropped``;
 * L7 DNS records become dns lines with their answers; records carry no sizes (``bytes`` is 0) and
@@ -201,12 +203,13 @@ class HubbleReader:
         self.warnings: list[str] = []
         self.passed, self.dropped = Aggregator(0), Aggregator(0)
         self.rows = {"passed": _Rows.new(), "dropped": _Rows.new()}
-        # Held back until the end: which connections are the proxies' own, and whether the DNS
-        # proxy was at work, are known only then.
+        # Held back a chunk at a time (CHUNK records): which connections are the proxies' own,
+        # and whether the DNS proxy is at work, are known from the records so far.
         self.records: list[tuple] = []  # (kind, ts, src, dst, proto, sport, dport, flags, ev_src, ev_dst, src id, dst id, observer)
         self.proxy_legs: set[tuple] = set()
         self.dns_proxy_seen = False
         self.dns: dict[tuple, list] = {}
+        self.endpoints: dict[tuple, list] = {}  # endpoint key -> [first, last, records, node]
         self._fingerprint = 0
 
     # --- per line ----------------------------------------------------------------------------
@@ -309,6 +312,8 @@ class HubbleReader:
             self.proxy_legs.add((proto, src[2], sport, dst[2], dport))
         self.records.append((kind, ts, src, dst, proto, sport, dport, flags, ev_src, ev_dst, s_id, d_id,
                              str(flow.get("node_name") or outer.get("node_name") or "")))
+        if len(self.records) >= CHUNK:
+            self._process()
 
     def _dns(self, dns: Mapping, response: bool, src: str, dst: str, ts: int, transport: str) -> None:
         if dns.get("observation_source") == "proxy":
@@ -342,9 +347,11 @@ class HubbleReader:
 
     # --- at the end --------------------------------------------------------------------------
 
-    def result(self) -> FlowLog:
-        endpoints: dict[tuple, list] = {}
-        holders: dict[str, list] = defaultdict(list)  # address -> [(first, last, identity)]
+    def _process(self) -> None:
+        """The records held back, filtered with what is known so far (the proxies' connections,
+        whether the DNS proxy is at work), into the endpoints and the aggregators' chunks: memory
+        grows with connections and identities, as for packets, not with records."""
+        endpoints = self.endpoints
         for rec in self.records:
             kind, ts, src, dst, proto, sport, dport, flags, ev_src, ev_dst, s_id, d_id, observer = rec
             if (proto, src[2], sport, dst[2], dport) in self.proxy_legs or (proto, dst[2], dport, src[2], sport) in self.proxy_legs:
@@ -377,9 +384,14 @@ class HubbleReader:
             rows.ev_dst.append(ev_dst)
             if len(rows) >= CHUNK:
                 self._flush(kind)
+        self.records = []
+
+    def result(self) -> FlowLog:
+        self._process()
         for kind in self.rows:
             self._flush(kind)
-        self.records = []
+        endpoints = self.endpoints
+        holders: dict[str, list] = defaultdict(list)  # address -> the endpoints that held it
         eps = tuple(Endpoint(address=k[0], entity=k[1], namespace=k[2], pod=k[3], labels=k[4], namespace_labels=k[5], workload=k[6],
                              first_seen=v[0], last_seen=v[1], records=v[2], node=v[3]) for k, v in endpoints.items())
         for e in eps:
