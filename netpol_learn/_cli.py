@@ -671,7 +671,7 @@ def learn(pcaps, dedup_window: float, input_format: str, include_dropped: bool, 
 @main.command()
 @click.option("-i", "--interface", "interfaces", multiple=True, help="Interface to capture on, a glob pattern (quoted), or any; repeatable [default: the pod-facing ones: veth*, cali*, lxc*, cni0, flannel*, vxlan*, genev*].")
 @click.option("--interval", type=click.FloatRange(min=0.1), default=DEFAULT_INTERVAL, show_default=True, help="Seconds between flow-log segments.")
-@click.option("--max-connections", type=click.IntRange(min=1), default=DEFAULT_MAX_CONNECTIONS, show_default=True, help="Distinct connections kept per interval; packets of more are dropped and counted (dropped_connections).")
+@click.option("--max-connections", type=click.IntRange(min=1), default=DEFAULT_MAX_CONNECTIONS, show_default=True, help="Distinct connections kept per interval (about 4 KB of memory each at the peak); packets of more are dropped and counted (dropped_connections).")
 @_output_option("Flow log to append segments to (fsync'd, whole segments only); '-' is stdout [default with --server: none].")
 @click.option("--server", metavar="URL", default=None, help="Send each segment to the learning service (netpol-learn serve) at this URL, e.g. http://netpol-learn.netpol-learn.svc:8080, through an on-disk spool, in order, retried with backoff.")
 @click.option("--token-file", metavar="FILE", default=None, help="Token to send to --server, read again for every attempt [default: the pod's service account token].")

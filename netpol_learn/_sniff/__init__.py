@@ -47,8 +47,10 @@ LISTEN socket shows the wrong way round (docs/sniffer.md).
 
 **Bounds.** At most ``max_connections`` distinct connections (5-tuples, both directions as one)
 per interval: packets of further connections are dropped before aggregation and counted
-(``dropped_connections``, ``dropped_packets``). Each interval starts a fresh aggregator, so
-memory never grows with time. Kernel drops (ring full) are counted as ``dropped_by_kernel``.
+(``dropped_connections``, each connection once: exact up to 65,536, then estimated by linear
+counting in 1 MiB; ``dropped_packets``). Each interval starts a fresh aggregator, so memory never
+grows with time; it grows with the bound (``MEMORY_PER_CONNECTION``, ``peak_memory``: the default
+bound and the DaemonSet's memory limit agree with ``MEMORY_MARGIN``). Kernel drops (ring full) are counted as ``dropped_by_kernel``.
 
 **Interfaces.** Named ones, glob patterns, or by default the pod-facing ones (``veth*``,
 ``cali*``, ``lxc*``, ``cni0``, ``flannel*``, ``vxlan*``, ``genev*``). A netlink socket reports
