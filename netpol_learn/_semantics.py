@@ -93,11 +93,60 @@ def policy_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return files
 
 
+_STR, _MAP, _SEQ = "tag:yaml.org,2002:str", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
+
+
+class _FastLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """The safe loader on libyaml (where PyYAML has it), building the plain mappings, sequences
+    and strings that policy files are made of without the generic constructor's per-node
+    machinery; every other node (numbers, merge keys, tags, non-string keys) goes to the safe
+    constructor as before. A cluster's policies are millions of nodes."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._tags: dict[tuple, str] = {}
+
+    def resolve(self, kind, value, implicit):  # the safe resolver has no path resolvers: a pure function
+        key = (kind, value, implicit)
+        tag = self._tags.get(key)
+        if tag is None:
+            tag = self._tags[key] = super().resolve(kind, value, implicit)
+        return tag
+
+    def construct_document(self, node):
+        data = self._build(node, {})
+        self.constructed_objects, self.recursive_objects = {}, {}
+        return data
+
+    def _build(self, node, built: dict):
+        if node.tag == _STR and type(node) is yaml.ScalarNode:
+            return node.value
+        if id(node) in built:  # an alias
+            return built[id(node)]
+        if node.tag == _MAP and type(node) is yaml.MappingNode and all(type(k) is yaml.ScalarNode and k.tag == _STR for k, _ in node.value):
+            out: dict = {}
+            built[id(node)] = out
+            for k, v in node.value:
+                out[k.value] = self._build(v, built)
+        elif node.tag == _SEQ and type(node) is yaml.SequenceNode:
+            out = built[id(node)] = []
+            out += [self._build(v, built) for v in node.value]
+        else:
+            out = built[id(node)] = self.construct_object(node, deep=True)
+        return out
+
+
 def _documents(f: Path) -> list:
     try:
-        return list(yaml.safe_load_all(f.read_text(encoding="utf-8")))
+        text = f.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyError(f"{f}: cannot read: {exc}") from exc
+    try:
+        return list(yaml.load_all(text, Loader=_FastLoader))
+    except yaml.YAMLError:
+        pass  # libyaml words errors its own way (and refuses a few texts the pure loader reads): the pure one decides
+    try:
+        return list(yaml.safe_load_all(text))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise PolicyError(f"{f}:{f' line {mark.line + 1}:' if mark else ''} invalid YAML: {getattr(exc, 'problem', None) or exc}") from exc
