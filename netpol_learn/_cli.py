@@ -306,8 +306,9 @@ def _shown(output: str) -> str:
 
 
 def _read_flows(flow_logs) -> FlowLog:
-    """The flow logs given, merged."""
-    return merge_logs(read_flow_log(p) for p in flow_logs)
+    """The flow logs given, merged (one log is merged already: read_flow_log merges its segments)."""
+    logs = [read_flow_log(p) for p in flow_logs]
+    return logs[0] if len(logs) == 1 else merge_logs(logs)
 
 
 def _write_json(output: str, value) -> None:
