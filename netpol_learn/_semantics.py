@@ -19,6 +19,8 @@ Where the documentation leaves a point to the implementation, our choice:
   never by the ipBlock that happens to contain its IP (as Cilium and network-config-analyzer do;
   the documentation says ipBlocks "should be cluster-external IPs").
 - Host-network pods and nodes are addresses, not pods: policies do not select them.
+ClusterNetworkPolicies (policy.networking.k8s.io/v1alpha2) are read too: the Admin tier decides
+before NetworkPolicies, the Baseline tier for pods they do not isolate (``_cluster_policy``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pathlib import Path
 
 import yaml
 
+from netpol_learn._cluster_policy import ClusterPolicy, cluster_policy_from_dict, decide
 from netpol_learn._errors import PolicyError
 from netpol_learn._inventory import PROTOCOLS, LabelSelector, labels_problem
 from netpol_learn._policy import NAMESPACE_LABEL, IpBlock, NetworkPolicy, PolicyPeer, PortSpec, Rule
@@ -44,15 +47,22 @@ from netpol_learn._policy import NAMESPACE_LABEL, IpBlock, NetworkPolicy, Policy
 NOT_JUDGED = {
     "CiliumNetworkPolicy": "generate --flavor networkpolicy for a set they can check",
     "CiliumClusterwideNetworkPolicy": "generate --flavor networkpolicy for a set they can check",
-    "ClusterNetworkPolicy": "pass the namespaces' files, not the cluster baseline, to check those",
 }
 
 
-def load_policies(paths: Iterable[str | os.PathLike], notes: list[str] | None = None) -> list[NetworkPolicy]:
+class Policies(list):
+    """The NetworkPolicies of a policy set, a list; ``cluster``: its ClusterNetworkPolicies."""
+
+    cluster: tuple[ClusterPolicy, ...] = ()
+
+
+def load_policies(paths: Iterable[str | os.PathLike], notes: list[str] | None = None) -> Policies:
     """NetworkPolicies from files and directories (YAML or JSON; Lists, multi-document files,
-    what ``kubectl kustomize`` prints). Other kinds are skipped with a note, but those that decide
-    traffic the engine cannot read (``NOT_JUDGED``) are a PolicyError."""
-    policies: list[NetworkPolicy] = []
+    what ``kubectl kustomize`` prints), with the ClusterNetworkPolicies among them in ``cluster``.
+    Other kinds are skipped with a note, but those that decide traffic the engine cannot read
+    (``NOT_JUDGED``) are a PolicyError."""
+    policies = Policies()
+    cluster: list[ClusterPolicy] = []
     skipped: dict[str, int] = {}
     for f in policy_files(paths):
         index = 0
@@ -63,18 +73,20 @@ def load_policies(paths: Iterable[str | os.PathLike], notes: list[str] | None = 
                 index += 1
                 kind = obj.get("kind") if isinstance(obj, Mapping) else None
                 if kind in NOT_JUDGED:
-                    raise PolicyError(f"{f}: document {index} is a {kind}: verify and diff judge NetworkPolicies only ({NOT_JUDGED[kind]})")
-                if kind != "NetworkPolicy":
+                    raise PolicyError(f"{f}: document {index} is a {kind}: verify and diff judge NetworkPolicies and ClusterNetworkPolicies only ({NOT_JUDGED[kind]})")
+                read = {"NetworkPolicy": (policy_from_dict, policies), "ClusterNetworkPolicy": (cluster_policy_from_dict, cluster)}.get(kind)
+                if read is None:
                     skipped[str(kind)] = skipped.get(str(kind), 0) + 1
                     continue
                 try:
-                    policies.append(policy_from_dict(obj))
+                    read[1].append(read[0](obj))
                 except (ValueError, TypeError, KeyError, AttributeError) as exc:
                     meta = obj.get("metadata")
                     name = meta.get("name") if isinstance(meta, Mapping) else None
-                    raise PolicyError(f"{f}: document {index} (NetworkPolicy {name if isinstance(name, str) and name else '?'}): {exc}") from exc
+                    raise PolicyError(f"{f}: document {index} ({kind} {name if isinstance(name, str) and name else '?'}): {exc}") from exc
     if notes is not None:
         notes.extend(f"skipped {n} document(s) of kind {k}" for k, n in sorted(skipped.items()))
+    policies.cluster = tuple(sorted(cluster, key=lambda c: (c.tier, c.priority, c.name)))
     return policies
 
 
@@ -368,7 +380,11 @@ def _policy_label(p: NetworkPolicy) -> str:
 
 
 class PolicyEngine:
-    def __init__(self, policies: Iterable[NetworkPolicy], namespace_labels: Mapping[str, Mapping[str, str]]):
+    def __init__(self, policies: Iterable[NetworkPolicy], namespace_labels: Mapping[str, Mapping[str, str]],
+                 cluster: Iterable[ClusterPolicy] | None = None):
+        # ClusterNetworkPolicies: given, else those ``load_policies`` found beside the policies.
+        self.cluster = tuple(sorted(getattr(policies, "cluster", ()) if cluster is None else cluster,
+                                    key=lambda c: (c.tier, c.priority, c.name)))
         self.by_namespace: dict[str, list[NetworkPolicy]] = {}
         for p in policies:
             self.by_namespace.setdefault(p.namespace, []).append(p)
@@ -406,7 +422,20 @@ class PolicyEngine:
         for direction, subject, peer in (("egress", src, dst), ("ingress", dst, src)):
             if not subject.is_pod:
                 continue
-            isolating = self._selecting(subject, direction)
+            # The tiers in their order: Admin, then the pod's NetworkPolicies, then (for a pod they
+            # do not isolate) Baseline; a tier that decides nothing hands over to the next.
+            isolating = None
+            for tier_name in ("Admin", "Baseline"):
+                if tier_name == "Baseline":
+                    isolating = self._selecting(subject, direction)
+                    if isolating:
+                        break
+                tier = self._tier(tier_name, direction, subject, peer, dst, protocol, port)
+                if isinstance(tier, Verdict):
+                    return tier
+                if tier is not None:
+                    allowed_by.append(tier)
+                    break
             if not isolating:
                 continue
             matching = [p for p in isolating if any(self._rule_matches(r, p, peer, dst, protocol, port) for r in (getattr(p, direction) or ()))]
@@ -415,6 +444,20 @@ class PolicyEngine:
                 return Verdict(False, denied_by=direction, why=f"{direction} of {subject.namespace}/{subject.name or subject.address} is isolated by {names}; none allows it")
             allowed_by += [_policy_label(p) for p in matching]
         return Verdict(True, allowed_by=tuple(dict.fromkeys(allowed_by)), why="allowed")
+
+    def _tier(self, tier: str, direction: str, subject: Endpoint, peer: Endpoint, dst: Endpoint, protocol: str, port: int):
+        """What the ClusterNetworkPolicies of ``tier`` decide for one direction: a denying
+        Verdict, the name of the policy that accepts it, or None (no rule matched, or Pass)."""
+        if not self.cluster:
+            return None
+        found = decide(self.cluster, tier, direction, subject, peer, dst, protocol, port, self._ns_labels)
+        if found is None or found[0] == "Pass":
+            return None
+        action, policy, rule = found
+        if action == "Accept":
+            return policy.label
+        who = f"{subject.namespace}/{subject.name or subject.address}"
+        return Verdict(False, denied_by=direction, why=f"{direction} of {who} is denied by {policy.label}, rule {rule.name or '?'}")
 
     def _rule_matches(self, rule: Rule, policy: NetworkPolicy, peer: Endpoint, dst: Endpoint, protocol: str, port: int) -> bool:
         if rule.ports:  # missing or empty: every port

@@ -219,6 +219,8 @@ def _ports(policy_sets: Iterable[Iterable[NetworkPolicy]], inventory: Inventory,
     ports = set(extra)
     for proto in PROTOCOLS:
         ports |= {(proto, 1), (proto, 65535)}
+    for proto, first, last in _cluster_ports(policy_sets):
+        ports |= {(proto, first), (proto, last)} | ({(proto, last + 1)} if last < 65535 else set())
     for rule in _rules_of(policy_sets):
         for spec in rule.ports or ():
             if isinstance(spec.port, int):
@@ -232,6 +234,14 @@ def _ports(policy_sets: Iterable[Iterable[NetworkPolicy]], inventory: Inventory,
     return sorted(ports)
 
 
+def _cluster_ports(policy_sets) -> Iterator[tuple[str, int, int]]:
+    """The (protocol, first, last) port ranges the ClusterNetworkPolicies of the sets name."""
+    for policies in policy_sets:
+        for cp in getattr(policies, "cluster", ()):
+            for rule in (*cp.ingress, *cp.egress):
+                yield from (p for p in rule.protocols or () if p[0] != "named")
+
+
 def _outside(policy_sets: Iterable[Iterable[NetworkPolicy]], extra: Iterable[str]) -> dict[str, str]:
     """Outside addresses at which what a policy set allows can change, each named by the
     narrowest block that holds it: the first and last address of every block and except, and
@@ -241,6 +251,10 @@ def _outside(policy_sets: Iterable[Iterable[NetworkPolicy]], extra: Iterable[str
         for peer in rule.peers or ():
             if peer.ip_block is not None:
                 blocks |= {ipaddress.ip_network(c) for c in (peer.ip_block.cidr, *peer.ip_block.except_)}
+    for policies in policy_sets:  # the ClusterNetworkPolicies' networks
+        for cp in getattr(policies, "cluster", ()):
+            for rule in (*cp.ingress, *cp.egress):
+                blocks |= {net for peer in rule.peers if peer[0] == "networks" for net in peer[1]}
     probes = set()
     for net in blocks:
         probes |= {net.network_address, net.broadcast_address}
@@ -271,7 +285,9 @@ def diff(base: list[NetworkPolicy], new: list[NetworkPolicy], inventory: Invento
     ends = _workload_ends(inventory)
     outside = [(name, Endpoint(address)) for address, name in _outside((base, new), extra_addresses).items()]
     ports = _ports((base, new), inventory, extra_ports)
-    pairs = _pairs(ends, outside, _changed(base, new))
+    # A change of the ClusterNetworkPolicies can change any pair: all are probed then.
+    everything = getattr(base, "cluster", ()) != getattr(new, "cluster", ())
+    pairs = _pairs(ends, outside, _changed(base, new), everything)
     changes = _changes(pairs, ports, engine_for(base, inventory), engine_for(new, inventory), observed, {id(e) for _, e in outside})
     return _diff_result(changes, ports)
 
@@ -302,11 +318,13 @@ def _workload_ends(inventory: Inventory) -> list[tuple[str, Endpoint]]:
             if w.pods and not pods[(w.namespace, w.pods[0])].host_network]
 
 
-def _pairs(ends: list[tuple[str, Endpoint]], outside: list[tuple[str, Endpoint]], changed: list[NetworkPolicy]) -> list[tuple]:
+def _pairs(ends: list[tuple[str, Endpoint]], outside: list[tuple[str, Endpoint]], changed: list[NetworkPolicy],
+           everything: bool = False) -> list[tuple]:
     """The (client, server) pairs to evaluate: a pair can only change where a policy that differs
-    between the sets selects its source (egress) or its destination (ingress)."""
-    src_changed = {n for n, e in ends if _selected_by(changed, e, "Egress")}
-    dst_changed = {n for n, e in ends if _selected_by(changed, e, "Ingress")}
+    between the sets selects its source (egress) or its destination (ingress); ``everything``:
+    every pair (the cluster-wide policies differ)."""
+    src_changed = {n for n, e in ends if everything or _selected_by(changed, e, "Egress")}
+    dst_changed = {n for n, e in ends if everything or _selected_by(changed, e, "Ingress")}
     every = ends + outside
     pairs = [(a, b) for a in ends if a[0] in src_changed for b in every]
     pairs += [(a, b) for b in ends if b[0] in dst_changed for a in every if a[0] not in src_changed]

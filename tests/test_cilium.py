@@ -389,20 +389,23 @@ def test_cli_flavour_baseline_and_usage_errors(tmp_path):
 
 
 @pytest.mark.parametrize("command", ["verify", "diff"])
-def test_verify_and_diff_refuse_what_they_cannot_judge(tmp_path, command):
+def test_verify_and_diff_refuse_cilium_and_judge_the_baseline(tmp_path, command):
     args = _cli_inputs(tmp_path)
     out = tmp_path / "out"
     assert CliRunner().invoke(main, ["generate", *args, "-o", str(out), "--flavor", "cilium"]).exit_code == 0
     nps = tmp_path / "nps"
     assert CliRunner().invoke(main, ["generate", *args, "-o", str(nps), "--cluster-baseline"]).exit_code == 0
     inventory = ["--inventory", str(tmp_path / "inventory.yaml")]
-    for policies, kind in ((out, "CiliumNetworkPolicy"), (nps, "ClusterNetworkPolicy")):
+
+    def run(policies):
         if command == "verify":
-            r = CliRunner().invoke(main, ["verify", "--policies", str(policies), *args])
-        else:
-            r = CliRunner().invoke(main, ["diff", str(policies), str(policies), *inventory])
-        assert r.exit_code == 2, r.output
-        assert f"is a {kind}: verify and diff judge NetworkPolicies only" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    # the namespaces' files of the NetworkPolicy flavour are judged as ever
-    r = CliRunner().invoke(main, ["verify", "--policies", str(nps / "shop.yaml"), *args])
+            return CliRunner().invoke(main, ["verify", "--policies", str(policies), *args])
+        return CliRunner().invoke(main, ["diff", str(policies), str(policies), *inventory])
+
+    r = run(out)
+    assert r.exit_code == 2, r.output
+    assert "is a CiliumNetworkPolicy: verify and diff judge NetworkPolicies and ClusterNetworkPolicies only" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    # the NetworkPolicy flavour with its ClusterNetworkPolicy baseline is judged whole (tests/test_cluster_policy.py)
+    r = run(nps)
     assert r.exit_code == 0, r.output
