@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from netpol_learn._flowlog import DnsObservation
 from netpol_learn._inventory import LabelSelector
 from netpol_learn._policy import MANAGED_BY, IpBlock, PolicyPeer, PortSpec, host_cidr, object_metadata
-from netpol_learn._resolve import (CLUSTER_DNS_LABEL, CLUSTER_DNS_NAMESPACE, EXTERNAL, NODE, NODE_LOCAL_DNS, POD, SERVICE_ENDPOINT,
+from netpol_learn._resolve import (API_SERVICE, CLUSTER_DNS_LABEL, CLUSTER_DNS_NAMESPACE, EXTERNAL, NODE, NODE_LOCAL_DNS, POD, SERVICE_ENDPOINT,
                                    Connection, Peer, Resolution, peer_label, workload_label)
 from netpol_learn._synthesize import (DENIES, DnsTraffic, GenerateOptions, PolicySet, Side, Traffic, WorkloadTraffic,
                                       aggregate_outside, connection_sides, is_dns, policy_names, ports_to_open, why_not, workload_annotations, workload_comment, namespace_policy_of)
@@ -43,8 +43,6 @@ from netpol_learn._synthesize import (DENIES, DnsTraffic, GenerateOptions, Polic
 API_VERSION = "cilium.io/v2"
 #: The label Cilium gives every endpoint: its namespace.
 NAMESPACE_KEY = "k8s:io.kubernetes.pod.namespace"
-#: The Service whose endpoints are the API server.
-API_SERVER_SERVICE = "default/kubernetes"
 #: The lookups the DNS proxy lets through (and learns the addresses of): all. A narrower list
 #: would refuse the search-list names and in-cluster names the capture did not happen to show.
 DNS_PATTERNS = ("*",)
@@ -202,7 +200,7 @@ class _Peers:
             comment = f"node {p.node}" + (" (the pod's own)" if entity == "host" else "") + (f" (host network: {', '.join(p.names)})" if p.names else "")
             return [(CiliumPeer(ENTITIES, entity=entity), comment)]
         if p.kind == SERVICE_ENDPOINT:
-            if p.service == API_SERVER_SERVICE:
+            if p.service == API_SERVICE:
                 return [(CiliumPeer(ENTITIES, entity="kube-apiserver"), f"the API server (endpoints of Service {p.service})")]
             return [(CiliumPeer(CIDRS, cidr=IpBlock(host_cidr(p.address))), f"endpoint of Service {p.service}")]
         if p.kind == NODE_LOCAL_DNS:

@@ -224,7 +224,9 @@ def _input_options(f):
     """The options of capture and learn that say how to read their inputs."""
     f = click.option("--include-dropped", is_flag=True,
                      help="Hubble: count DROPPED records as traffic to allow (by default they are reported as dropped, never a rule).")(f)
-    return click.option("--format", "input_format", type=click.Choice(["auto", "pcap", "hubble"]), default="auto", show_default=True,
+    from netpol_learn._capture import INPUT_FORMATS
+
+    return click.option("--format", "input_format", type=click.Choice(INPUT_FORMATS), default="auto", show_default=True,
                         help="What the inputs are: told by their content (auto), pcap/pcapng, or Hubble flow records (hubble observe -o json/jsonpb, the exporter's files).")(f)
 
 
@@ -247,7 +249,7 @@ class _Stdin:
     def read(self, n: int = -1) -> bytes:
         return self.stream.read(n)
 
-    def _stopped(self, signum, frame) -> None:
+    def stopped(self, signum, frame) -> None:
         self.stop = True
         if self.reading:  # blocked in readline: end the input there
             raise _Terminated
@@ -265,22 +267,14 @@ class _Stdin:
                 return
             yield line
 
-    @contextmanager
-    def signals(self):
-        import signal
-
-        old = {sig: signal.signal(sig, self._stopped) for sig in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            yield self
-        finally:
-            for sig, handler in old.items():
-                signal.signal(sig, handler)
 
 
 def _capture_inputs(paths: list[Path], dedup_window: float, input_format: str, include_dropped: bool) -> FlowLog:
     """capture_files of the inputs given, '-' being standard input (until it ends or SIGTERM)."""
+    from netpol_learn._signals import on_stop
+
     stdin = _Stdin()
-    with _progress([p for p in paths if str(p) != "-"]) as report, stdin.signals():
+    with _progress([p for p in paths if str(p) != "-"]) as report, on_stop(stdin.stopped):
         return capture_files(paths, dedup_window=dedup_window, warn=_warn, progress=report, input_format=input_format,
                              include_dropped=include_dropped, stdin=stdin)
 

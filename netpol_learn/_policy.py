@@ -11,11 +11,9 @@ import ipaddress
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from netpol_learn._inventory import LabelSelector
+from netpol_learn._inventory import NAMESPACE_LABEL, LabelSelector  # noqa: F401  (NAMESPACE_LABEL: the synthesis and the engine import it from here)
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "netpol-learn"}
-#: The label the API server sets on every namespace (since 1.21): how a peer names a namespace.
-NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 
 
 @lru_cache(maxsize=1 << 16)

@@ -36,8 +36,6 @@ CLUSTER_DNS_NAMESPACE = "kube-system"
 CLUSTER_DNS_LABEL = ("k8s-app", "kube-dns")
 #: The Service in front of the API server: a flow record's ``kube-apiserver`` is its endpoint.
 API_SERVICE = "default/kubernetes"
-#: The reserved entities of flow records that are nodes (``Flow.src_entity``, ``dst_entity``).
-_NODE_ENTITIES = ("host", "remote-node")
 #: How an unresolved peer's reason starts when several pods held the address at that time.
 AMBIGUOUS = "ambiguous"
 _LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
@@ -203,7 +201,7 @@ class Resolver:
             pod = self.pods.get((ns, name))
             if pod is not None and not pod.host_network:
                 return [(self._pod_peer(pod), False)]
-        if entity in _NODE_ENTITIES or entity == "kube-apiserver":
+        if entity:  # host, remote-node, kube-apiserver (the flow log's ENTITIES but pod)
             return [(self._entity_peer(address, entity), False)]
         tenures = self.tenures.get(address)
         if not tenures:

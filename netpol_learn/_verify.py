@@ -234,12 +234,17 @@ def _ports(policy_sets: Iterable[Iterable[NetworkPolicy]], inventory: Inventory,
     return sorted(ports)
 
 
-def _cluster_ports(policy_sets) -> Iterator[tuple[str, int, int]]:
-    """The (protocol, first, last) port ranges the ClusterNetworkPolicies of the sets name."""
+def _cluster_rules(policy_sets) -> Iterator:
+    """Every rule of the ClusterNetworkPolicies of the sets (``load_policies``' ``cluster``)."""
     for policies in policy_sets:
         for cp in getattr(policies, "cluster", ()):
-            for rule in (*cp.ingress, *cp.egress):
-                yield from (p for p in rule.protocols or () if p[0] != "named")
+            yield from (*cp.ingress, *cp.egress)
+
+
+def _cluster_ports(policy_sets) -> Iterator[tuple[str, int, int]]:
+    """The (protocol, first, last) port ranges the ClusterNetworkPolicies of the sets name."""
+    for rule in _cluster_rules(policy_sets):
+        yield from (p for p in rule.protocols or () if p[0] != "named")
 
 
 def _outside(policy_sets: Iterable[Iterable[NetworkPolicy]], extra: Iterable[str]) -> dict[str, str]:
@@ -251,10 +256,8 @@ def _outside(policy_sets: Iterable[Iterable[NetworkPolicy]], extra: Iterable[str
         for peer in rule.peers or ():
             if peer.ip_block is not None:
                 blocks |= {ipaddress.ip_network(c) for c in (peer.ip_block.cidr, *peer.ip_block.except_)}
-    for policies in policy_sets:  # the ClusterNetworkPolicies' networks
-        for cp in getattr(policies, "cluster", ()):
-            for rule in (*cp.ingress, *cp.egress):
-                blocks |= {net for peer in rule.peers if peer[0] == "networks" for net in peer[1]}
+    for rule in _cluster_rules(policy_sets):  # the ClusterNetworkPolicies' networks
+        blocks |= {net for peer in rule.peers if peer[0] == "networks" for net in peer[1]}
     probes = set()
     for net in blocks:
         probes |= {net.network_address, net.broadcast_address}

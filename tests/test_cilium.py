@@ -121,6 +121,17 @@ def test_every_example_validates_and_allows_its_truth_table(name, options):
         ), (name, edge)
 
 
+@pytest.mark.parametrize("name", ["guestbook", "ingress", "cross-namespace", "monitoring", "dns-egress"])
+def test_a_pod_is_never_a_cidr(name):
+    """DESIGN rule 2 in this flavour: pods are endpoint selectors, never a CIDR that holds a pod's address."""
+    import ipaddress
+
+    pods = [ipaddress.ip_address(a) for p in load_inventory([CAPTURES / name / "inventory.yaml"]).pods if not p.host_network for a in p.ips]
+    cidrs = [ipaddress.ip_network(c["cidr"]) for d in check_model(example(name)) for section in ("ingress", "egress")
+             for r in d["spec"].get(section) or () for key in ("fromCIDRSet", "toCIDRSet") for c in r.get(key, ())]
+    assert pods and not [(net, ip) for net in cidrs for ip in pods if ip.version == net.version and ip in net]
+
+
 def test_guestbook_rules_are_endpoints_with_the_namespace_label_and_the_pods_ports():
     docs = check_model(example("guestbook"))
     p = by_name(docs)

@@ -108,18 +108,21 @@ def _input_problem(path: Path, input_format: str) -> tuple[str, str | None]:
     return "pcap", f"{problem}, nor Hubble flow records" if problem and first.lstrip().startswith(b"{") else problem
 
 
-def check_inputs(paths: Iterable[str | os.PathLike], input_format: str = "auto") -> None:
+def check_inputs(paths: Iterable[str | os.PathLike], input_format: str = "auto") -> list[str]:
     """Raise ``CaptureError`` unless every path exists, is a file and starts like a capture
     (pcap, pcapng or gzip of one) or, unless ``input_format`` is ``pcap``, like Hubble's flow
-    records (JSON); the message names each bad path. Reads the first bytes (line) of each."""
+    records (JSON); the message names each bad path. Reads the first bytes (line) of each.
+    Returns what each path is: ``pcap``, ``hubble``, or ``stream`` (``-``)."""
     if input_format not in INPUT_FORMATS:
         raise ValueError(f"input format {input_format!r} is not one of {', '.join(INPUT_FORMATS)}")
     paths = [Path(p) for p in paths]
     if sum(1 for p in paths if str(p) == STDIN) > 1:
         raise CaptureError("standard input ('-') given more than once")
-    problems = list(dict.fromkeys(filter(None, (_input_problem(p, input_format)[1] for p in paths))))
+    found = [_input_problem(p, input_format) for p in paths]
+    problems = list(dict.fromkeys(problem for _, problem in found if problem))
     if problems:
         raise CaptureError("; ".join(problems))
+    return [kind for kind, _ in found]
 
 
 def capture_file(
@@ -152,7 +155,7 @@ def _flow_records(path: Path, include_dropped: bool, warn, progress) -> FlowLog:
                 if progress and reader.lineno % 4096 == 0:
                     progress(raw.tell())
         except (EOFError, OSError, zlib.error) as exc:
-            reader._damage(f"compressed data damaged or cut off after line {reader.lineno} ({exc})")
+            reader.damage(f"compressed data damaged or cut off after line {reader.lineno} ({exc})")
     return _records_log(reader, path, warn)
 
 
@@ -249,13 +252,12 @@ def capture_files(
     ``stdin`` (a binary stream), read by ``read_stream``.
     """
     paths = [Path(p) for p in paths]
-    check_inputs(paths, input_format)
+    kinds = check_inputs(paths, input_format)
     logs = []
     failed: list[str] = []
-    for p in paths:
+    for p, kind in zip(paths, kinds):
         report = (lambda pos, p=p: progress(p, pos)) if progress else None
         try:
-            kind = _input_problem(p, input_format)[0]
             if kind == "stream":
                 logs.append(read_stream(stdin, input_format=input_format, dedup_window=dedup_window, include_dropped=include_dropped, warn=warn))
             elif kind == "hubble":

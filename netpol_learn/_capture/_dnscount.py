@@ -22,14 +22,34 @@ Address = tuple[int, int]
 
 
 @dataclass
-class _DnsAcc:
+class DnsAcc:
+    """What one (client, resolver, qname, qtype) was seen to ask and get: the DNS lines of a
+    capture and of Hubble's flow records are counted in these."""
+
     queries: int = 0
     responses: int = 0
     first: int = 0
     last: int = 0
-    answers: dict = field(default_factory=dict)
+    answers: dict = field(default_factory=dict)  # (name, type, data) -> the largest TTL
     rcodes: set = field(default_factory=set)
     transports: set = field(default_factory=set)
+
+    def saw(self, at: int, transport: str) -> None:
+        self.first, self.last = min(self.first, at), max(self.last, at)
+        self.transports.add(transport)
+
+    def answer(self, name: str, typ: str, value: str, ttl: int) -> None:
+        k = (name, typ, value)
+        if self.answers.get(k, -1) < ttl:
+            self.answers[k] = ttl
+
+    def observation(self, client: str, resolver: str, qname: str, qtype: str) -> DnsObservation:
+        return DnsObservation(
+            client=client, resolver=resolver, qname=qname, qtype=qtype, queries=self.queries, responses=self.responses,
+            first_seen=self.first, last_seen=self.last,
+            answers=merge_answers(DnsAnswer(n, ty, v, ttl) for (n, ty, v), ttl in self.answers.items()),
+            rcodes=tuple(sorted(self.rcodes)), transports=tuple(sorted(self.transports)),
+        )
 
 
 class DnsCounter:
@@ -88,28 +108,16 @@ class DnsCounter:
         merged: dict[tuple, DnsObservation] = {}
         for (c, s, qname, qtype), acc in sorted(accs.items()):
             c2, s2 = redirect.get((c, s), (c, s))
-            obs = DnsObservation(
-                client=names(*c2),
-                resolver=names(*s2),
-                qname=qname,
-                qtype=qtype,
-                queries=acc.queries,
-                responses=acc.responses,
-                first_seen=acc.first,
-                last_seen=acc.last,
-                answers=merge_answers(DnsAnswer(n, ty, v, ttl) for (n, ty, v), ttl in acc.answers.items()),
-                rcodes=tuple(sorted(acc.rcodes)),
-                transports=tuple(sorted(acc.transports)),
-            )
+            obs = acc.observation(names(*c2), names(*s2), qname, qtype)
             k = obs.key
             merged[k] = merge_dns(merged[k], obs) if k in merged else obs
         return list(merged.values()), malformed
 
-    def _accumulate(self) -> tuple[dict[tuple, _DnsAcc], int]:
+    def _accumulate(self) -> tuple[dict[tuple, DnsAcc], int]:
         """Per (client, resolver, qname, qtype): queries, responses, times, answers, rcodes and
         transports; and the count of malformed messages."""
         self._flush()
-        accs: dict[tuple, _DnsAcc] = {}
+        accs: dict[tuple, DnsAcc] = {}
         malformed = 0
         t = self.table
         if t is None:
@@ -126,16 +134,14 @@ class DnsCounter:
                 c, srv = (dst, src) if msg.response else (src, dst)
                 acc = accs.get((c, srv, msg.qname, msg.qtype))
                 if acc is None:
-                    acc = accs[(c, srv, msg.qname, msg.qtype)] = _DnsAcc(first=t0, last=t1)
+                    acc = accs[(c, srv, msg.qname, msg.qtype)] = DnsAcc(first=t0, last=t1)
                 acc.first, acc.last = min(acc.first, t0), max(acc.last, t1)
                 acc.transports.add("tcp" if is_tcp else "udp")
                 if msg.response:
                     acc.responses += count
                     acc.rcodes.add(msg.rcode)
                     for name, typ, value, ttl in msg.answers:
-                        k = (name, typ, value)
-                        if acc.answers.get(k, -1) < ttl:
-                            acc.answers[k] = ttl
+                        acc.answer(name, typ, value, ttl)
                 else:
                     acc.queries += count
         return accs, malformed

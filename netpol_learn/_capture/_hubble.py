@@ -36,18 +36,20 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
 from functools import lru_cache
 
 import numpy as np
 
 from netpol_learn._capture import _decode as d
 from netpol_learn._capture._aggregate import Aggregator
-from netpol_learn._flowlog import DnsAnswer, DnsObservation, Endpoint, FlowLog, merge_answers, merge_logs
+from netpol_learn._capture._dns import RCODES
+from netpol_learn._capture._dnscount import DnsAcc
+from netpol_learn._flowlog import Endpoint, FlowLog, merge_logs
+from netpol_learn._policy import NAMESPACE_LABEL
+from netpol_learn._time import parse_ns_time
 
 #: Records per chunk fed to the aggregator.
 CHUNK = 65536
@@ -59,18 +61,9 @@ _FLOW_KEYS = frozenset({"IP", "l4", "verdict", "source", "destination", "Type", 
 _ENTITIES = {"reserved:kube-apiserver": "kube-apiserver", "reserved:host": "host", "reserved:remote-node": "remote-node",
              "reserved:world": "world", "reserved:world-ipv4": "world", "reserved:world-ipv6": "world"}
 _ENTITY_ORDER = ("kube-apiserver", "host", "remote-node", "world")  # "world" is not written (_flowlog.ENTITIES)
-_RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
-_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)")
 _ECHO = {("ICMPv4", 8): True, ("ICMPv4", 0): False, ("ICMPv6", 128): True, ("ICMPv6", 129): False}
 _L4 = {"TCP": d.TCP, "UDP": d.UDP, "SCTP": d.SCTP, "ICMPv4": d.ICMP, "ICMPv6": d.ICMPV6}
 TCP_FLAG_BITS = {"FIN": 0x01, "SYN": 0x02, "RST": 0x04, "PSH": 0x08, "ACK": 0x10, "URG": 0x20, "ECE": 0x40, "CWR": 0x80}
-#: Stats counters of a Hubble input (docs/flow-log.md, "stats").
-COUNTERS = ("flow_records", "flow_records_dns_proxy", "flow_records_dropped", "flow_records_health", "flow_records_lost",
-            "flow_records_other", "flow_records_proxy", "flow_records_unusable")
-
-
-class NotFlowRecords(ValueError):
-    """The input does not hold Hubble flow records."""
 
 
 def looks_like_flow_records(first_line: bytes | str) -> bool:
@@ -82,20 +75,6 @@ def looks_like_flow_records(first_line: bytes | str) -> bool:
         return False
     return isinstance(obj, dict) and (isinstance(obj.get("flow"), dict) or any(k in obj for k in _OTHER_RESPONSES)
                                       or len(_FLOW_KEYS & obj.keys()) >= 3)
-
-
-@lru_cache(maxsize=4096)
-def _second(text: str, zone: str) -> int:
-    dt = datetime.fromisoformat(text + ("+00:00" if zone == "Z" else zone))
-    return int(dt.astimezone(timezone.utc).timestamp())
-
-
-def parse_record_time(text) -> int | None:
-    """A record's RFC 3339 time (nanoseconds, as protobuf's JSON writes it) in ns; None if not one."""
-    m = _TIME.fullmatch(text) if isinstance(text, str) else None
-    if m is None:
-        return None
-    return _second(m.group(1), m.group(3)) * 1_000_000_000 + int((m.group(2) or "0").ljust(9, "0"))
 
 
 @dataclass(frozen=True)
@@ -128,7 +107,7 @@ def _identity(labels: tuple, namespace: str, pod: str, workload: str, local: boo
     if pod and (namespace or ns_from_labels):
         # A pod by name, even where the labels say world: the L7 proxy's records lose the identity.
         ns = namespace or ns_from_labels
-        return _Identity("pod", ns, pod, tuple(sorted(own)), tuple(sorted({**dict(ns_labels), "kubernetes.io/metadata.name": ns}.items())),
+        return _Identity("pod", ns, pod, tuple(sorted(own)), tuple(sorted({**dict(ns_labels), NAMESPACE_LABEL: ns}.items())),
                          workload, local)
     entities = {_ENTITIES[r] for r in reserved if r in _ENTITIES}
     for entity in _ENTITY_ORDER:
@@ -154,7 +133,10 @@ def _endpoint_identity(e) -> _Identity:
                      ns if isinstance(ns, str) else "", pod if isinstance(pod, str) else "", workload, bool(e.get("ID")))
 
 
+@lru_cache(maxsize=65536)
 def _address(text) -> tuple[int, int, str] | None:
+    """(high, low) 64 bits of an address as the capture holds it (IPv4 as ::ffff:a.b.c.d), and its
+    text as the flow log writes it; None when not an address."""
     try:
         ip = ipaddress.ip_address(text)
     except (ValueError, TypeError):
@@ -165,50 +147,24 @@ def _address(text) -> tuple[int, int, str] | None:
     return v >> 64, v & 0xFFFFFFFFFFFFFFFF, ip.compressed
 
 
-_address = lru_cache(maxsize=65536)(_address)
-
-
-@dataclass
-class _Rows:
-    """Columns of the records of one kind (passed or dropped), before they become Packets."""
-
-    ts: list
-    src: list
-    dst: list
-    proto: list
-    sport: list
-    dport: list
-    flags: list
-    ev_src: list
-    ev_dst: list
-
-    @classmethod
-    def new(cls) -> _Rows:
-        return cls([], [], [], [], [], [], [], [], [])
-
-    def __len__(self) -> int:
-        return len(self.ts)
-
 
 class HubbleReader:
     """Reads the records of one input (``feed`` each line, then ``result``): the flow log of its
     counted records, with their identities and DNS, its ``sources`` ``(source,)``."""
 
-    def __init__(self, source: str, include_dropped: bool = False, warn: Callable[[str], None] | None = None):
+    def __init__(self, source: str, include_dropped: bool = False):
         self.source = source
         self.include_dropped = include_dropped
-        self.warn = warn
         self.lineno = 0
         self.stats: dict[str, int] = defaultdict(int)
-        self.warnings: list[str] = []
-        self.passed, self.dropped = Aggregator(0), Aggregator(0)
-        self.rows = {"passed": _Rows.new(), "dropped": _Rows.new()}
+        self.warnings: list[str] = []  # what ``damage`` said, for the caller to report
+        self.aggregators = {"passed": Aggregator(0), "dropped": Aggregator(0)}
         # Held back a chunk at a time (CHUNK records): which connections are the proxies' own,
         # and whether the DNS proxy is at work, are known from the records so far.
         self.records: list[tuple] = []  # (kind, ts, src, dst, proto, sport, dport, flags, ev_src, ev_dst, src id, dst id, observer)
         self.proxy_legs: set[tuple] = set()
         self.dns_proxy_seen = False
-        self.dns: dict[tuple, list] = {}
+        self.dns: dict[tuple, DnsAcc] = {}  # (client, resolver, qname, qtype)
         self.endpoints: dict[tuple, list] = {}  # endpoint key -> [first, last, records, node]
         self._fingerprint = 0
 
@@ -221,33 +177,30 @@ class HubbleReader:
         try:
             obj = json.loads(line)
         except (ValueError, UnicodeDecodeError) as exc:
-            self._damage(f"line {self.lineno} is not JSON ({getattr(exc, 'msg', exc)}); skipped")
+            self.damage(f"line {self.lineno} is not JSON ({getattr(exc, 'msg', exc)}); skipped")
             return
         if not isinstance(obj, dict):
-            self._damage(f"line {self.lineno} is not a JSON object; skipped")
+            self.damage(f"line {self.lineno} is not a JSON object; skipped")
             return
         flow = obj.get("flow") if "flow" in obj else (obj if _FLOW_KEYS & obj.keys() else None)
         if flow is None:
             lost = obj.get("lost_events")
             if isinstance(lost, Mapping):
-                n = lost.get("num_events_lost")
-                self.stats["flow_records_lost"] += int(n) if isinstance(n, (int, str)) and str(n).isdigit() else 0
+                self.stats["flow_records_lost"] += _int(lost.get("num_events_lost")) or 0
             self.stats["flow_records_other"] += 1
             return
         if not isinstance(flow, Mapping):
-            self._damage(f"line {self.lineno}: flow is not an object; skipped")
+            self.damage(f"line {self.lineno}: flow is not an object; skipped")
             return
         self.stats["flow_records"] += 1
         self._record(flow, obj)
 
-    def _damage(self, message: str) -> None:
-        text = f"{self.source}: {message}"
-        self.warnings.append(text)
-        if self.warn:
-            self.warn(text)
+    def damage(self, message: str) -> None:
+        """Record what was wrong with the input (a warning naming the source)."""
+        self.warnings.append(f"{self.source}: {message}")
 
     def _record(self, flow: Mapping, outer: Mapping) -> None:
-        ts = parse_record_time(flow.get("time", outer.get("time")))
+        ts = parse_ns_time(flow.get("time", outer.get("time")))
         ip = flow.get("IP")
         l4 = flow.get("l4")
         if ts is None or not isinstance(ip, Mapping) or not isinstance(l4, Mapping) or len(l4) != 1:
@@ -328,22 +281,21 @@ class HubbleReader:
         for qtype in qtypes:
             acc = self.dns.get((client, resolver, qname, qtype))
             if acc is None:
-                acc = self.dns[(client, resolver, qname, qtype)] = [0, 0, ts, ts, [], set(), set()]
-            acc[2], acc[3] = min(acc[2], ts), max(acc[3], ts)
-            acc[6].add(transport)
+                acc = self.dns[(client, resolver, qname, qtype)] = DnsAcc(first=ts, last=ts)
+            acc.saw(ts, transport)
             if not response:
-                acc[0] += 1
+                acc.queries += 1
                 continue
-            acc[1] += 1
+            acc.responses += 1
             rcode = _int(dns.get("rcode")) or 0
-            acc[5].add(_RCODES.get(rcode, f"RCODE{rcode}"))
+            acc.rcodes.add(RCODES.get(rcode, f"RCODE{rcode}"))
             for ip in dns.get("ips") or ():
                 a = _address(ip)
                 if a is not None:
-                    acc[4].append(DnsAnswer(qname, "A" if a[0] == 0 and a[1] >> 32 == 0xFFFF else "AAAA", a[2], ttl))
+                    acc.answer(qname, "AAAA" if ":" in a[2] else "A", a[2], ttl)
             for cname in dns.get("cnames") or ():
                 if isinstance(cname, str) and cname:
-                    acc[4].append(DnsAnswer(qname, "CNAME", cname.rstrip(".").lower(), ttl))
+                    acc.answer(qname, "CNAME", cname.rstrip(".").lower(), ttl)
 
     # --- at the end --------------------------------------------------------------------------
 
@@ -352,16 +304,15 @@ class HubbleReader:
         whether the DNS proxy is at work), into the endpoints and the aggregators' chunks: memory
         grows with connections and identities, as for packets, not with records."""
         endpoints = self.endpoints
+        kept: dict[str, list[tuple]] = {"passed": [], "dropped": []}
         for rec in self.records:
             kind, ts, src, dst, proto, sport, dport, flags, ev_src, ev_dst, s_id, d_id, observer = rec
             if (proto, src[2], sport, dst[2], dport) in self.proxy_legs or (proto, dst[2], dport, src[2], sport) in self.proxy_legs:
                 self.stats["flow_records_proxy"] += 1
                 continue
-            if self.dns_proxy_seen and dport == 53 and s_id.entity in ("host", "remote-node") and proto in (d.UDP, d.TCP):
-                self.stats["flow_records_dns_proxy"] += 1
-                continue
-            if self.dns_proxy_seen and sport == 53 and d_id.entity in ("host", "remote-node") and proto in (d.UDP, d.TCP):
-                self.stats["flow_records_dns_proxy"] += 1
+            if self.dns_proxy_seen and proto in (d.UDP, d.TCP) and (
+                    (dport == 53 and s_id.entity in ("host", "remote-node")) or (sport == 53 and d_id.entity in ("host", "remote-node"))):
+                self.stats["flow_records_dns_proxy"] += 1  # the DNS proxy's forwarding, either way
                 continue
             for address, ident in ((src[2], s_id), (dst[2], d_id)):
                 if ident.entity in ("pod", "host", "remote-node", "kube-apiserver"):
@@ -372,63 +323,49 @@ class HubbleReader:
                         endpoints[key] = [ts, ts, 1, node]
                     else:
                         e[0], e[1], e[2], e[3] = min(e[0], ts), max(e[1], ts), e[2] + 1, max(e[3], node)
-            rows = self.rows[kind]
-            rows.ts.append(ts)
-            rows.src.append(src)
-            rows.dst.append(dst)
-            rows.proto.append(proto)
-            rows.sport.append(sport)
-            rows.dport.append(dport)
-            rows.flags.append(flags)
-            rows.ev_src.append(ev_src)
-            rows.ev_dst.append(ev_dst)
-            if len(rows) >= CHUNK:
-                self._flush(kind)
+            kept[kind].append(rec)
         self.records = []
+        for kind, records in kept.items():
+            if records:
+                self._feed(kind, records)
 
     def result(self) -> FlowLog:
         self._process()
-        for kind in self.rows:
-            self._flush(kind)
         endpoints = self.endpoints
         holders: dict[str, list] = defaultdict(list)  # address -> the endpoints that held it
         eps = tuple(Endpoint(address=k[0], entity=k[1], namespace=k[2], pod=k[3], labels=k[4], namespace_labels=k[5], workload=k[6],
                              first_seen=v[0], last_seen=v[1], records=v[2], node=v[3]) for k, v in endpoints.items())
         for e in eps:
             holders[e.address].append(e)
-        logs = [self._log(self.passed, holders)]
-        if self.dropped.stats.get("packets"):
-            log = self._log(self.dropped, holders)
+        logs = [self._log(self.aggregators["passed"], holders)]
+        if self.aggregators["dropped"].stats.get("packets"):
+            log = self._log(self.aggregators["dropped"], holders)
             logs.append(replace(log, flows=tuple(replace(f, evidence="dropped") for f in log.flows), stats={}))
-        dns = tuple(DnsObservation(client=c, resolver=r, qname=q, qtype=t, queries=a[0], responses=a[1], first_seen=a[2], last_seen=a[3],
-                                   answers=merge_answers(a[4]), rcodes=tuple(sorted(a[5])), transports=tuple(sorted(a[6])))
-                    for (c, r, q, t), a in self.dns.items())
+        dns = tuple(acc.observation(*key) for key, acc in self.dns.items())
         stats = {k: int(v) for k, v in self.stats.items() if v}
         logs.append(FlowLog(dns=dns, stats=stats, sources=(self.source,), endpoints=eps))
         return merge_logs(logs)
 
-    def _flush(self, kind: str) -> None:
-        rows = self.rows[kind]
-        if not len(rows):
-            return
-        n = len(rows)
+    def _feed(self, kind: str, records: list[tuple]) -> None:
+        """The records (as ``self.records`` holds them) to the aggregator of their kind, as Packets."""
+        n = len(records)
         z64 = lambda: np.zeros(n, dtype=np.int64)  # noqa: E731
-        src = np.array([(a, b) for a, b, _ in rows.src], dtype=np.uint64).reshape(n, 2)
-        dst = np.array([(a, b) for a, b, _ in rows.dst], dtype=np.uint64).reshape(n, 2)
+        _, ts, src, dst, proto, sport, dport, flags, ev_src, ev_dst = (list(col) for col in zip(*(r[:10] for r in records)))
+        src = np.array([a[:2] for a in src], dtype=np.uint64).reshape(n, 2)
+        dst = np.array([a[:2] for a in dst], dtype=np.uint64).reshape(n, 2)
         # Every record is its own packet: the fingerprints differ, so nothing is taken for a copy.
         fingerprint = np.arange(self._fingerprint, self._fingerprint + n, dtype=np.uint64)
         self._fingerprint += n
         p = d.Packets(
-            status=np.full(n, d.OK, dtype=np.int8), ts=np.array(rows.ts, dtype=np.int64),
+            status=np.full(n, d.OK, dtype=np.int8), ts=np.array(ts, dtype=np.int64),
             src_hi=src[:, 0].copy(), src_lo=src[:, 1].copy(), dst_hi=dst[:, 0].copy(), dst_lo=dst[:, 1].copy(),
-            proto=np.array(rows.proto, dtype=np.int64), sport=np.array(rows.sport, dtype=np.int64), dport=np.array(rows.dport, dtype=np.int64),
-            iplen=z64(), ipid=z64(), frag=z64(), ev_src=np.array(rows.ev_src, dtype=np.int64), ev_dst=np.array(rows.ev_dst, dtype=np.int64),
-            fingerprint=fingerprint, tcp_seq=z64(), tcp_ack=z64(), tcp_next=z64(), tcp_flags=np.array(rows.flags, dtype=np.int64),
+            proto=np.array(proto, dtype=np.int64), sport=np.array(sport, dtype=np.int64), dport=np.array(dport, dtype=np.int64),
+            iplen=z64(), ipid=z64(), frag=z64(), ev_src=np.array(ev_src, dtype=np.int64), ev_dst=np.array(ev_dst, dtype=np.int64),
+            fingerprint=fingerprint, tcp_seq=z64(), tcp_ack=z64(), tcp_next=z64(), tcp_flags=np.array(flags, dtype=np.int64),
             dns_at=np.full(n, -1, dtype=np.int64), dns_end=z64(), tunnel=np.zeros(n, dtype=np.int8),
             outer=(np.zeros(n, dtype=np.uint64),) * 4,
         )
-        (self.passed if kind == "passed" else self.dropped).feed(b"", p)
-        self.rows[kind] = _Rows.new()
+        self.aggregators[kind].feed(b"", p)
 
     def _log(self, agg: Aggregator, holders: Mapping[str, list]) -> FlowLog:
         log = agg.result(self.source)
@@ -437,9 +374,10 @@ class HubbleReader:
             src_pods, src_entity = _holders(holders.get(f.src, ()), f.first_seen, f.last_seen)
             dst_pods, dst_entity = _holders(holders.get(f.dst, ()), f.first_seen, f.last_seen)
             flows.append(replace(f, src_pods=src_pods, dst_pods=dst_pods, src_entity=src_entity, dst_entity=dst_entity))
-        # No tunnels nor copies: records are not packets on a wire.
+        # No tunnels nor copies: records are not packets on a wire. (result's merge_logs sorts the
+        # flows again by their keys, which now hold the pods.)
         stats = {k: v for k, v in log.stats.items() if k not in ("duplicates", "tunnels")}
-        return replace(merge_logs([replace(log, flows=tuple(flows))]), stats=stats)
+        return replace(log, flows=tuple(flows), stats=stats)
 
 
 def _holders(endpoints: Iterable[Endpoint], first: int, last: int) -> tuple[tuple[str, ...], str]:

@@ -22,6 +22,7 @@ from netpol_learn._inventory._watch import (
 )
 from netpol_learn._inventory._live import assemble, dump_piece
 from netpol_learn._inventory._model import (
+    NAMESPACE_LABEL,
     PER_REPLICA_LABELS,
     PROTOCOLS,
     SNAPSHOT_ANNOTATION,

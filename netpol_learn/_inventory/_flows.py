@@ -20,11 +20,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import replace
 
-from netpol_learn._inventory._model import Inventory, Namespace, Node, Pod, parse_cidr
+from netpol_learn._inventory._model import NAMESPACE_LABEL, Inventory, Namespace, Node, Pod, parse_cidr
 from netpol_learn._inventory._workloads import build_workloads
 
-#: The label the API server gives every namespace (since 1.21): what policies select a namespace by.
-NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 #: What a workload inferred from flow records says about itself (``Workload.inferred``).
 FROM_RECORDS = "from the flow records' identities, no --inventory"
 #: The characters of the random parts of generated names (k8s.io/apimachinery's util/rand: no
@@ -106,7 +104,7 @@ def inventory_from_endpoints(endpoints: Iterable, pod_cidrs: Iterable[str] = (),
     workloads, workload_of, notes = build_workloads(pods, {})
     workloads = [replace(w, inferred=min(why[(w.namespace, p)] for p in w.pods)) for w in workloads]
     namespaces = tuple(
-        Namespace(ns, tuple(sorted({**dict(labels), NAMESPACE_NAME_LABEL: ns}.items())))
+        Namespace(ns, tuple(sorted({**dict(labels), NAMESPACE_LABEL: ns}.items())))
         for ns, (_, labels) in sorted(namespace_labels.items())
     )
     nodes = tuple(Node(name, tuple(sorted(addresses)), ()) for name, addresses in sorted(host_nodes.items()))

@@ -27,6 +27,8 @@ Labels = tuple[tuple[str, str], ...]
 
 #: The protocols a NetworkPolicy port (and a container or Service port) can name.
 PROTOCOLS = ("TCP", "UDP", "SCTP")
+#: The label the API server gives every namespace (since 1.21): what policies select a namespace by.
+NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 
 #: When ``netpol-learn inventory`` started listing: the pods in the file held their addresses
 #: at least until then (on the List's metadata).

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from netpol_learn._errors import ServeError
+from netpol_learn._signals import on_stop
 from netpol_learn._kube import SERVICE_ACCOUNT_DIR
 from netpol_learn._serve._app import Limits, Service, make_app
 from netpol_learn._serve._auth import Authenticator, KubernetesAuth, TokenFile
@@ -151,13 +151,11 @@ def serve(o: ServeOptions, *, info: Say, warn: Say, started: Callable[[Service, 
         started(service, url)
     # uvicorn raises the signal it caught again once it has shut down; with these handlers the
     # process then ends normally, having closed the store.
-    previous = {s: signal.signal(s, lambda signum, frame: None) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        server.run(sockets=[sock])
+        with on_stop(lambda signum, frame: None):
+            server.run(sockets=[sock])
     finally:
         service.closing = True
-        for s, handler in previous.items():
-            signal.signal(s, handler)
         if service.identity is not None:
             service.identity.join_stopped()
         service.store.close()

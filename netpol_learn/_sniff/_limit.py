@@ -24,22 +24,12 @@ def _subset(p: Packets, keep: np.ndarray) -> Packets:
 
 #: Distinct dropped connections counted exactly (their keys kept, 8 bytes each: 512 KiB at most).
 EXACT_DROPPED = 1 << 16
-#: Beyond that, the count is estimated from a map of this many bits (1 MiB, allocated at the first
-#: dropped connection of an interval): linear counting, one standard error under 0.1% up to about
-#: 50 M distinct connections an interval, a lower bound once the map is full (about 130 M).
+#: Beyond that, the count is estimated from a map of this many bits (1 MiB, allocated when the
+#: exact count is exceeded): linear counting, one standard error under 0.1% up to about 50 M
+#: distinct connections an interval, a lower bound once the map is full (about 130 M). A key is
+#: ``mix``'s 64-bit hash already: its high bits are the map's index as they are.
 DROPPED_MAP_BITS = 1 << 23
 _MAP_SHIFT = np.uint64(64 - 23)
-
-
-def _fmix(h: np.ndarray) -> np.ndarray:
-    """MurmurHash3's 64-bit finalizer: keys of similar connections spread evenly over the map."""
-    with np.errstate(over="ignore"):
-        h = h ^ (h >> np.uint64(33))
-        h = h * np.uint64(0xFF51AFD7ED558CCD)
-        h ^= h >> np.uint64(33)
-        h = h * np.uint64(0xC4CEB9FE1A85EC53)
-        h ^= h >> np.uint64(33)
-    return h
 
 
 class ConnectionLimit:
@@ -54,7 +44,7 @@ class ConnectionLimit:
         self.limit = limit
         self.known = np.zeros(0, dtype=np.uint64)
         self.rejected: np.ndarray | None = np.zeros(0, dtype=np.uint64)  # sorted; None once past EXACT_DROPPED
-        self.seen_map: np.ndarray | None = None  # DROPPED_MAP_BITS bits, at the first dropped connection
+        self.seen_map: np.ndarray | None = None  # DROPPED_MAP_BITS bits, once past EXACT_DROPPED
         self.map_ones = 0
         self.dropped_connections = 0
         self.dropped_packets = 0
@@ -86,19 +76,19 @@ class ConnectionLimit:
 
     def _count(self, rejected: np.ndarray) -> None:
         """Count the distinct connections of ``rejected`` (sorted, unique) not counted before."""
-        if self.seen_map is None:
+        if self.rejected is not None:
+            merged = np.union1d(self.rejected, rejected)
+            if len(merged) <= EXACT_DROPPED:
+                self.rejected = merged
+                self.dropped_connections = len(merged)
+                return
+            # Past the exact count: the map's estimate from here on, of every key so far.
+            self.rejected, rejected = None, merged
             self.seen_map = np.zeros(DROPPED_MAP_BITS // 8, dtype=np.uint8)
-        at = np.unique(_fmix(rejected) >> _MAP_SHIFT)
+        at = np.unique(rejected >> _MAP_SHIFT)
         byte, bit = at >> np.uint64(3), np.left_shift(1, (at & np.uint64(7)).astype(np.uint8)).astype(np.uint8)
         unset = (self.seen_map[byte] & bit) == 0  # distinct bits: the map as it was is enough
         self.map_ones += int(unset.sum())
         np.bitwise_or.at(self.seen_map, byte[unset], bit[unset])
-        if self.rejected is not None:
-            fresh = rejected[~_in_sorted(rejected, self.rejected)]
-            if len(self.rejected) + len(fresh) <= EXACT_DROPPED:
-                self.rejected = np.union1d(self.rejected, fresh)
-                self.dropped_connections = len(self.rejected)
-                return
-            self.rejected = None  # past the exact count: the map's estimate from here on
         ones = min(self.map_ones, DROPPED_MAP_BITS - 1)
         self.dropped_connections = round(-DROPPED_MAP_BITS * math.log1p(-ones / DROPPED_MAP_BITS))

@@ -7,7 +7,6 @@ import errno
 import fnmatch
 import os
 import select
-import signal
 import socket
 import threading
 import time
@@ -18,6 +17,7 @@ import numpy as np
 
 from netpol_learn._capture import DEFAULT_DEDUP_WINDOW, Aggregator, decode
 from netpol_learn._errors import SniffError
+from netpol_learn._signals import on_stop
 from netpol_learn._flowlog import FlowLog, dumps_lines, merge_logs
 from netpol_learn._sniff._filter import compile_program
 from netpol_learn._sniff._interfaces import (
@@ -463,17 +463,11 @@ def _drain_fd(fd: int) -> None:
 def run_until_signalled(sniffer: Sniffer, started: Callable[[], None] | None = None) -> None:
     """Start ``sniffer`` and run it, SIGTERM and SIGINT asking it to stop and write its last
     segment; ``started`` is called once it listens."""
-    previous = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous[sig] = signal.signal(sig, lambda signum, frame: sniffer.stop())
-    try:
+    with on_stop(lambda signum, frame: sniffer.stop()):
         sniffer.start()
         if started is not None:
             started()
         sniffer.run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def sniff(options: Options, *, watch_pods: bool | None = None, warn: Callable[[str], None],
