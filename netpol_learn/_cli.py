@@ -382,9 +382,14 @@ def merge(flow_logs: tuple[Path, ...], output: str) -> None:
     Example:
       netpol-learn merge node-a.jsonl node-b.jsonl -o cluster.jsonl
     """
-    log = _read_flows(flow_logs)
-    write_flow_log(log, output)
-    click.echo(f"{len(flow_logs)} logs -> {len(log.flows)} flows, {len(log.dns)} DNS names -> {_shown(output)}", err=True)
+    from netpol_learn._merge import Merged, merge_files
+
+    merged = merge_files(list(flow_logs), output, write_text)
+    if merged is None:  # files only the reference reader reads (escaped strings, say): merged by it
+        log = _read_flows(flow_logs)
+        write_flow_log(log, output)
+        merged = Merged(len(log.flows), len(log.dns))
+    click.echo(f"{len(flow_logs)} logs -> {merged.flows} flows, {merged.dns} DNS names -> {_shown(output)}", err=True)
 
 
 def _now() -> datetime:

@@ -858,6 +858,11 @@ _MISSING = object()
 _PROTOCOLS = frozenset({"TCP", "UDP", "SCTP", "ICMP", "ICMPv6"})
 
 
+def is_address(text: str) -> bool:
+    """Whether ``text`` is an IP address as the reader takes one in a flow or dns line."""
+    return type(text) is str and _is_address(text)
+
+
 @lru_cache(maxsize=65536)
 def _is_address(text: str) -> bool:
     # A log names few distinct addresses, each in many flows: each is parsed once.

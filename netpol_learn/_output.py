@@ -75,19 +75,25 @@ def write_text(path: str | os.PathLike, text: str | Iterable[str]) -> None:
         sys.stdout.writelines(chunks)
         sys.stdout.flush()
         return
-    write_data(path, (text if isinstance(text, str) else "".join(text)).encode("utf-8"))
+    write_data(path, text.encode("utf-8") if isinstance(text, str) else (t.encode("utf-8") for t in text))
 
 
-def write_data(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` (an image, say) to ``path`` by the rules above; '-' is stdout."""
+def write_data(path: str | os.PathLike, data: bytes | Iterable[bytes]) -> None:
+    """Write ``data`` (an image, say; or chunks of bytes) to ``path`` by the rules above; '-' is
+    stdout. Chunks go to a regular file's temporary file as they come (a merged flow log of a
+    cluster is gigabytes: never all in memory); a device or FIFO gets them joined, once all are
+    there, as before."""
     if str(path) == "-":
         sys.stdout.flush()
-        sys.stdout.buffer.write(data)
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            data = (data,)
+        for chunk in data:
+            sys.stdout.buffer.write(chunk)
         sys.stdout.buffer.flush()
         return
     path = Path(path)
     if _direct(path):
-        _write_in_place(path, data)
+        _write_in_place(path, data if isinstance(data, (bytes, bytearray, memoryview)) else b"".join(data))
         return
     target = Path(os.path.realpath(path)) if path.is_symlink() else path
     tmp = _stage(target, data)
@@ -178,7 +184,7 @@ def _write_in_place(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def _stage(target: Path, data: bytes) -> str:
+def _stage(target: Path, data: bytes | Iterable[bytes]) -> str:
     """``data`` in a new temporary file beside ``target``, on disk, with the mode ``target`` will
     have; returns its path. Nothing is left behind on failure."""
     directory = target.parent if str(target.parent) else Path(".")
@@ -211,10 +217,25 @@ def _stage(target: Path, data: bytes) -> str:
     return tmp
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:  # a pipe (or a full disk's last block) may take less than all at once
-        view = view[os.write(fd, view):]
+def _write_all(fd: int, data: bytes | Iterable[bytes]) -> None:
+    for chunk in (data,) if isinstance(data, (bytes, bytearray, memoryview)) else _blocks(data):
+        view = memoryview(chunk)
+        while view:  # a pipe (or a full disk's last block) may take less than all at once
+            view = view[os.write(fd, view):]
+
+
+def _blocks(chunks: Iterable[bytes], size: int = 1 << 20) -> Iterable[bytes]:
+    """``chunks`` (a line each, say) joined into blocks of about ``size`` bytes: one write each."""
+    pending: list[bytes] = []
+    held = 0
+    for chunk in chunks:
+        pending.append(chunk)
+        held += len(chunk)
+        if held >= size:
+            yield b"".join(pending)
+            pending, held = [], 0
+    if pending:
+        yield b"".join(pending)
 
 
 def _unlink_quietly(path: str | os.PathLike) -> None:

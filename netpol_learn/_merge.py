@@ -1,0 +1,431 @@
+"""Merging flow-log files at cluster scale: the flow and dns lines as columns in DuckDB.
+
+``merge_files`` gives exactly what ``merge_logs`` of ``read_flow_log`` of each file gives, written
+by ``dumps_lines`` (tests/test_merge_columnar.py compares the two on random logs), without a
+Python object per line: a 500-node cluster's sniffers write about 3 M flow lines and 3 M dns
+lines, which as ``Flow`` objects need about 10 GB and six minutes (benchmarks/README.md).
+
+Why DuckDB (issue 15, measured on this machine): it reads the lines' JSON in C++ on every core
+into typed columns (50 node logs, 611,000 lines, 232 MB: 1.1 s), groups, sorts and formats them
+there, and spills to disk past its memory limit. msgspec decodes the same lines into Python
+objects at about 3 µs a line (the time strings are the cost) before any merging; Polars reads
+JSON Lines as fast but has no per-row string formatting, so writing the lines would be Python's
+again.
+
+Only what the one writer writes goes this way, checked line by line: a flow or dns line is taken
+when the line DuckDB formats back from its parsed fields is byte for byte the line read (an ASCII
+line: so every string is plain, no escapes), its fields are valid by the reader's rules (counts,
+ports, times, runs, protocol, evidence, entities) and its addresses are IP addresses. A file
+whose lines are all taken, with its header (version 2) first and its stats line last, is merged
+here; any other file is read by ``read_flow_log`` (the reference, and its errors) and its flows
+and dns observations join the columns as the lines the writer writes of them. When that is not
+possible either, or DuckDB fails, ``merge_files`` returns None and the caller merges the
+reference way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from netpol_learn._errors import FlowLogError
+from netpol_learn._flowlog import (
+    DIRECTION_METHODS, ENTITIES, EVIDENCE, MAX_CLIENT_PORTS, RUN_GAP, FlowLog, dns_line, dumps_lines, flow_line, is_address,
+    merge_logs, merge_stats, read_flow_log, read_segment,
+)
+
+#: Files read by DuckDB in one statement: their text is held while it is parsed.
+BATCH_FILES = 16
+#: DuckDB's memory limit; past it, sorting and grouping spill to a temporary directory.
+MEMORY_LIMIT = "1200MB"
+#: Output lines fetched from DuckDB at a time.
+FETCH_ROWS = 50_000
+
+_FLOW_PREFIX = '{"bytes": '
+_DNS_PREFIX = '{"answers": '
+_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
+_GAP_US = RUN_GAP // 1000
+_METHODS = sorted(DIRECTION_METHODS)  # a flow line's direction keys are sorted
+_DCOL = {m: "d_" + m.replace("-", "_") for m in DIRECTION_METHODS}
+_GLOB = set("*?[{")
+
+
+def _sql_list(items: Iterable[str]) -> str:
+    return "[" + ", ".join("'" + s + "'" for s in items) + "]"
+
+
+_FLOW_JSON = "'" + json.dumps({
+    "bytes": "BIGINT", "client_ports": ["BIGINT"], "connections": "BIGINT", "direction": "MAP(VARCHAR, BIGINT)",
+    "dst": "VARCHAR", "dst_entity": "VARCHAR", "dst_pods": ["VARCHAR"], "evidence": "VARCHAR", "first_seen": "VARCHAR",
+    "last_seen": "VARCHAR", "packets": "BIGINT", "port": "BIGINT", "proto": "VARCHAR", "runs": [["VARCHAR"]],
+    "src": "VARCHAR", "src_entity": "VARCHAR", "src_pods": ["VARCHAR"],
+    "translated": [{"dst": "VARCHAR", "port": "BIGINT", "src": "VARCHAR"}]}) + "'"
+_DNS_JSON = "'" + json.dumps({
+    "answers": [{"data": "VARCHAR", "name": "VARCHAR", "ttl": "BIGINT", "type": "VARCHAR"}], "client": "VARCHAR",
+    "first_seen": "VARCHAR", "last_seen": "VARCHAR", "qname": "VARCHAR", "qtype": "VARCHAR", "queries": "BIGINT",
+    "rcodes": ["VARCHAR"], "resolver": "VARCHAR", "responses": "BIGINT", "transports": ["VARCHAR"]}) + "'"
+
+_DIRECTION = ", ".join(f"CASE WHEN {_DCOL[m]} IS NOT NULL THEN concat('\"{m}\": ', {_DCOL[m]}) END" for m in _METHODS)
+
+# The writer's lines (``flow_line``, ``dns_line``) as SQL macros of the parsed columns (times in
+# microseconds, ports of a flow's key -1 for none), and the checks of the reader's rules.
+# ``concat`` (not ``||``, several times slower here) reads NULL as '': every field is checked
+# not to be NULL where a line is taken.
+_MACROS = f"""
+CREATE MACRO q(s) AS concat('"', s, '"');
+CREATE MACRO qlist(l) AS concat('[', array_to_string(list_transform(l, lambda x: concat('"', x, '"')), ', '), ']');
+CREATE MACRO t(us) AS concat('"', strftime(make_timestamp(us), '{_TIME}'), '"');
+CREATE MACRO portj(p) AS CASE WHEN p IS NULL OR p < 0 THEN 'null' ELSE p::VARCHAR END;
+CREATE MACRO flow_line(bytes, client_ports, connections, {', '.join(_DCOL[m] for m in _METHODS)}, dst, dst_entity, dst_pods,
+                       evidence, first_us, last_us, packets, port, proto, runs, src, src_entity, src_pods, translated) AS concat(
+  '{{"bytes": ', bytes, ', "client_ports": [', array_to_string(client_ports, ', '), '], "connections": ', connections,
+  ', "direction": {{', array_to_string(list_filter([{_DIRECTION}], lambda x: x IS NOT NULL), ', '), '}}, "dst": ', q(dst),
+  CASE WHEN dst_entity <> '' THEN concat(', "dst_entity": ', q(dst_entity)) END,
+  CASE WHEN len(dst_pods) > 0 THEN concat(', "dst_pods": ', qlist(dst_pods)) END,
+  ', "evidence": ', q(evidence), ', "first_seen": ', t(first_us), ', "kind": "flow", "last_seen": ', t(last_us),
+  ', "packets": ', packets, ', "port": ', portj(port), ', "proto": ', q(proto),
+  ', "runs": [', array_to_string(list_transform(runs, lambda r: concat('[', t(r.a), ', ', t(r.b), ', ', r.n, ']')), ', '),
+  '], "src": ', q(src),
+  CASE WHEN src_entity <> '' THEN concat(', "src_entity": ', q(src_entity)) END,
+  CASE WHEN len(src_pods) > 0 THEN concat(', "src_pods": ', qlist(src_pods)) END,
+  ', "translated": [', array_to_string(list_transform(translated,
+      lambda x: concat('{{"dst": ', q(x.dst), ', "port": ', portj(x.port), ', "src": ', q(x.src), '}}')), ', '), ']}}');
+CREATE MACRO dns_line(answers, client, first_us, last_us, qname, qtype, queries, rcodes, resolver, responses, transports) AS concat(
+  '{{"answers": [', array_to_string(list_transform(answers, lambda a: concat('{{"data": ', q(a.data), ', "name": ', q(a.name),
+      ', "ttl": ', a.ttl, ', "type": ', q(a.type), '}}')), ', '),
+  '], "client": ', q(client), ', "first_seen": ', t(first_us), ', "kind": "dns", "last_seen": ', t(last_us),
+  ', "qname": ', q(qname), ', "qtype": ', q(qtype), ', "queries": ', queries, ', "rcodes": ', qlist(rcodes),
+  ', "resolver": ', q(resolver), ', "responses": ', responses, ', "transports": ', qlist(transports), '}}');
+CREATE MACRO us(s) AS epoch_us(try_strptime(s, '{_TIME}'));
+CREATE MACRO addr_sort(a) AS contains(a, ':');
+CREATE MACRO tr_sort(l) AS list_transform(list_sort(list_transform(l,
+    lambda x: {{'a': addr_sort(x.src), 's': x.src, 'b': addr_sort(x.dst), 'd': x.dst, 'p': coalesce(x.port, -1), 'x': x}})), lambda y: y.x);
+"""
+
+# Per line, the parsed columns and whether the line is the writer's and valid by the reader's rules.
+_FLOW_PARSE = f"""
+SELECT file, lineno, line, j.src AS src, j.dst AS dst, j.proto AS proto, coalesce(j.port, -1) AS port, j.evidence AS evidence,
+       coalesce(j.src_pods, []) AS src_pods, coalesce(j.dst_pods, []) AS dst_pods,
+       coalesce(j.src_entity, '') AS src_entity, coalesce(j.dst_entity, '') AS dst_entity,
+       j.packets AS packets, j.bytes AS bytes, j.connections AS connections, us(j.first_seen) AS first_us, us(j.last_seen) AS last_us,
+       {', '.join(f"j.direction['{m}'] AS {_DCOL[m]}" for m in _METHODS)},
+       coalesce(j.client_ports, []) AS client_ports, coalesce(j.translated, []) AS translated,
+       list_transform(j.runs, lambda r: {{'a': us(r[1]), 'b': us(r[2]), 'n': TRY_CAST(r[3] AS BIGINT), 'len': len(r)}}) AS runs0,
+       j.port AS port0
+FROM (SELECT file, lineno, line, json_transform(line, {_FLOW_JSON}) AS j FROM lines WHERE starts_with(line, '{_FLOW_PREFIX}'))
+"""
+
+_FLOW_OK = f"""
+  src IS NOT NULL AND dst IS NOT NULL AND port IS NOT NULL
+  AND packets >= 0 AND bytes >= 0 AND connections >= 0 AND first_us <= last_us
+  AND (port0 IS NULL OR port0 BETWEEN 0 AND 65535)
+  AND (proto IN ('TCP', 'UDP', 'SCTP', 'ICMP', 'ICMPv6') OR (regexp_full_match(proto, 'IP-[0-9]{{1,3}}') AND TRY_CAST(substr(proto, 4) AS INTEGER) <= 255))
+  AND evidence IN {tuple(EVIDENCE)}
+  AND (src_entity = '' OR src_entity IN {tuple(e for e in ENTITIES if e != 'pod')})
+  AND (dst_entity = '' OR dst_entity IN {tuple(e for e in ENTITIES if e != 'pod')})
+  AND {' AND '.join(f"coalesce({_DCOL[m]}, 0) >= 0" for m in _METHODS)}
+  AND len(list_filter(client_ports, lambda p: p IS NULL OR p < 0 OR p > 65535)) = 0 AND client_ports = list_sort(client_ports)
+  AND len(list_filter(translated, lambda x: x.src IS NULL OR x.dst IS NULL OR x.port < 0 OR x.port > 65535)) = 0
+  AND translated = tr_sort(translated)
+  AND src_pods = list_sort(list_distinct(src_pods)) AND dst_pods = list_sort(list_distinct(dst_pods))
+  AND len(runs) > 0
+  AND len(list_filter(runs, lambda r: r.a IS NULL OR r.b IS NULL OR r.n IS NULL OR r.n < 0 OR r.b < r.a)) = 0
+  AND len(list_filter(range(1, len(runs)), lambda i: runs[i + 1].a <= runs[i].b + {_GAP_US})) = 0
+  AND runs[1].a = first_us AND list_max(list_transform(runs, lambda r: r.b)) = last_us
+  AND list_sum(list_transform(runs, lambda r: r.n)) = connections
+"""
+
+_DNS_PARSE = f"""
+SELECT file, lineno, line, j.client AS client, j.resolver AS resolver, j.qname AS qname, j.qtype AS qtype,
+       j.queries AS queries, j.responses AS responses, us(j.first_seen) AS first_us, us(j.last_seen) AS last_us,
+       coalesce(j.answers, []) AS answers, coalesce(j.rcodes, []) AS rcodes, coalesce(j.transports, []) AS transports
+FROM (SELECT file, lineno, line, json_transform(line, {_DNS_JSON}) AS j FROM lines WHERE starts_with(line, '{_DNS_PREFIX}'))
+"""
+
+_DNS_OK = """
+  client IS NOT NULL AND resolver IS NOT NULL AND rcodes IS NOT NULL AND transports IS NOT NULL
+  AND queries >= 0 AND responses >= 0 AND first_us <= last_us AND qname IS NOT NULL AND qtype IS NOT NULL
+  AND len(list_filter(answers, lambda a: a.name IS NULL OR a.type IS NULL OR a.data IS NULL OR a.ttl IS NULL OR a.ttl < 0)) = 0
+  AND len(list_filter(range(1, len(answers)), lambda i: [answers[i].name, answers[i].type, answers[i].data]
+                                                   >= [answers[i + 1].name, answers[i + 1].type, answers[i + 1].data])) = 0
+  AND rcodes = list_sort(rcodes) AND transports = list_sort(transports)
+"""
+
+_FLOW_COLS = ("src, dst, proto, port, evidence, src_pods, dst_pods, src_entity, dst_entity, packets, bytes, connections, "
+              f"first_us, last_us, {', '.join(_DCOL[m] for m in _METHODS)}, client_ports, translated, runs")
+_FLOW_KEY = "src, dst, proto, port, evidence, src_pods, dst_pods, src_entity, dst_entity"
+_DNS_COLS = "client, resolver, qname, qtype, queries, responses, first_us, last_us, answers, rcodes, transports"
+_DNS_KEY = "client, resolver, qname, qtype"
+# Each line's key as two hashes of its fields (the second in the other order): lines group by the
+# first, and a group whose second hashes differ (two keys with one hash) sends the merge the
+# reference way. Grouping by the fields themselves (lists among them) spills past the memory
+# limit and grew faster than the lines (measured).
+_FLOW_HASHES = f"hash({_FLOW_KEY}) AS k, hash({', '.join(reversed(_FLOW_KEY.split(', ')))}) AS k2"
+_DNS_HASHES = f"hash({_DNS_KEY}) AS k, hash({', '.join(reversed(_DNS_KEY.split(', ')))}) AS k2"
+
+
+@dataclass
+class Merged:
+    """A merged log as ``merge_files`` writes it: its line counts."""
+
+    flows: int
+    dns: int
+
+
+class _Unusable(Exception):
+    """This way cannot merge these files: the reference way must."""
+
+
+def merge_files(paths: list[Path], output: str, write) -> Merged | None:
+    """Merge the flow-log files ``paths`` and write the result with ``write(output, lines)``;
+    None (nothing written) when these files must be merged the reference way."""
+    if not _usable(paths):
+        return None
+    try:
+        import duckdb
+    except ImportError:  # pragma: no cover - a dependency
+        return None
+    with tempfile.TemporaryDirectory(prefix="netpol-learn-merge-") as tmp:
+        con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": os.path.join(tmp, "spill"),
+                                     "preserve_insertion_order": False})
+        try:
+            state = _load(con, paths, Path(tmp))
+            counts = _counts(con)
+            if str(output) == "-":  # nothing reaches standard output unless all of it can
+                spooled = Path(tmp) / "merged.jsonl"
+                with open(spooled, "w", encoding="utf-8", newline="\n") as fh:
+                    fh.writelines(_lines(con, state))
+                write(output, _chunks(spooled))
+            else:  # a regular file is staged beside itself: a failure leaves it as it was
+                write(output, _lines(con, state))
+        except (_Unusable, duckdb.Error):
+            return None
+        finally:
+            con.close()
+    return Merged(*counts)
+
+
+def _chunks(path: Path, size: int = 1 << 20) -> Iterator[str]:
+    with open(path, encoding="utf-8", newline="") as fh:
+        while block := fh.read(size):
+            yield block
+
+
+def _usable(paths: list[Path]) -> bool:
+    seen = set()
+    for p in paths:
+        s = str(p)
+        if _GLOB & set(s) or "'" in s or s in seen:
+            return False  # DuckDB would read a glob; a file given twice counts twice the reference way
+        seen.add(s)
+        try:
+            if not stat.S_ISREG(os.stat(p).st_mode):
+                return False
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class _State:
+    stats: dict
+    sources: set
+    endpoints: list
+
+
+def _load(con, paths: list[Path], tmp: Path) -> _State:
+    # The tables compressed in memory (at each checkpoint): a column of times or addresses
+    # of a cluster's logs takes a fraction of its plain size.
+    con.execute("ATTACH ':memory:' AS merged (COMPRESS); USE merged")
+    con.execute(_MACROS)
+    con.execute("CREATE TEMP TABLE lines (file INTEGER, lineno BIGINT, line VARCHAR)")
+    _parse(con)
+    con.execute(f"CREATE TABLE flows AS SELECT {_FLOW_COLS}, {_FLOW_HASHES} FROM pf WHERE false")
+    con.execute(f"CREATE TABLE dns AS SELECT {_DNS_COLS}, {_DNS_HASHES} FROM pd WHERE false")
+    state = _State(stats={}, sources=set(), endpoints=[])
+    addresses: set[str] = set()
+    slow: list[Path] = []
+    for start in range(0, len(paths), BATCH_FILES):
+        slow += _load_batch(con, paths[start : start + BATCH_FILES], state, addresses)
+        con.execute("CHECKPOINT")
+    if slow:
+        _load_slow(con, slow, state, tmp, addresses)
+    if not all(is_address(a) for a in addresses):
+        raise _Unusable  # the reference way names the file and line
+    return state
+
+
+def _split(con, files: list[str]) -> None:
+    """The lines of ``files`` (their index, line number from 1, text) in the table ``lines``."""
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE lines AS SELECT list_position(?, filename)::INTEGER - 1 AS file, "
+        "unnest(generate_series(1, len(l))) AS lineno, unnest(l) AS line "
+        "FROM (SELECT filename, string_split(content, chr(10)) AS l FROM read_text(?))", [files, files])
+
+
+_FLOW_ARGS = (f"bytes, client_ports, connections, {', '.join(_DCOL[m] for m in _METHODS)}, dst, dst_entity, dst_pods, evidence, "
+              "first_us, last_us, packets, port, proto, runs, src, src_entity, src_pods, translated")
+_DNS_ARGS = "answers, client, first_us, last_us, qname, qtype, queries, rcodes, resolver, responses, transports"
+
+
+def _parse(con) -> None:
+    """The flow and dns lines of ``lines`` parsed (tables ``pf`` and ``pd``), ``ok`` where the
+    line is the writer's (what ``flow_line``/``dns_line`` write of the fields parsed: so the
+    fields are what the reference reads) and valid."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE pf AS SELECT * EXCLUDE (line), (({_FLOW_OK}) AND line = flow_line({_FLOW_ARGS}) "
+                "AND strlen(line) = length(line)) IS TRUE AS ok "
+                "FROM (SELECT * EXCLUDE (runs0), list_transform(runs0, lambda r: CASE WHEN r.len = 3 THEN {'a': r.a, 'b': r.b, 'n': r.n} END) AS runs "
+                f"FROM ({_FLOW_PARSE}))")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE pd AS SELECT * EXCLUDE (line), (({_DNS_OK}) AND line = dns_line({_DNS_ARGS}) "
+                f"AND strlen(line) = length(line)) IS TRUE AS ok FROM ({_DNS_PARSE})")
+
+
+def _load_batch(con, batch: list[Path], state: _State, addresses: set[str]) -> list[Path]:
+    """Parse a batch of files; those whose every line is taken join the tables, the others are
+    returned for the reference reader."""
+    try:
+        _split(con, [str(p) for p in batch])
+    except Exception:  # noqa: BLE001 - not UTF-8 text, say: the reference reader words why
+        return list(batch)
+    _parse(con)
+    bad = {f for (f,) in con.execute("SELECT file FROM pf WHERE NOT ok UNION SELECT file FROM pd WHERE NOT ok").fetchall()}
+    others: dict[int, list[tuple[int, str]]] = {}
+    for f, lineno, line in con.execute(
+            f"SELECT file, lineno, line FROM lines WHERE line <> '' AND NOT starts_with(line, '{_FLOW_PREFIX}') "
+            f"AND NOT starts_with(line, '{_DNS_PREFIX}') ORDER BY file, lineno").fetchall():
+        others.setdefault(f, []).append((lineno, line))
+    bounds = {f: (a, b) for f, a, b in con.execute("SELECT file, min(lineno), max(lineno) FROM lines WHERE line <> '' GROUP BY file").fetchall()}
+    fast = []
+    for i, p in enumerate(batch):
+        segment = None if i in bad else _framing(others.get(i, []), bounds.get(i), str(p))
+        if segment is None:
+            bad.add(i)
+            continue
+        fast.append(i)
+        state.stats = merge_stats(state.stats, segment.stats)
+        state.sources.update(segment.sources)
+    if fast:
+        con.execute("CREATE OR REPLACE TEMP TABLE keep AS SELECT unnest(?::INTEGER[]) AS file", [fast])
+        con.execute(f"INSERT INTO flows SELECT {_FLOW_COLS}, {_FLOW_HASHES} FROM pf SEMI JOIN keep USING (file)")
+        con.execute(f"INSERT INTO dns SELECT {_DNS_COLS}, {_DNS_HASHES} FROM pd SEMI JOIN keep USING (file)")
+        addresses.update(_addresses(con, "(FROM pf SEMI JOIN keep USING (file))", "(FROM pd SEMI JOIN keep USING (file))"))
+    return [batch[i] for i in sorted(bad)]
+
+
+def _framing(others: list[tuple[int, str]], bounds: tuple[int, int] | None, name: str) -> FlowLog | None:
+    """The header and stats of a file whose other lines are all taken, read by the reference
+    reader: a header first, a stats line last and nothing else; else None."""
+    if bounds is None or len(others) != 2 or others[0][0] != bounds[0] or others[1][0] != bounds[1]:
+        return None
+    try:
+        segment = read_segment(others[0][1] + "\n" + others[1][1] + "\n", name)
+    except FlowLogError:  # the reference reader words it, with the right line number
+        return None
+    return segment if not segment.flows and not segment.dns and not segment.endpoints else None
+
+
+def _addresses(con, flows: str, dns: str) -> set[str]:
+    rows = con.execute(
+        f"SELECT src FROM {flows} UNION SELECT dst FROM {flows} "
+        f"UNION SELECT unnest(list_transform(translated, lambda x: x.src)) FROM {flows} "
+        f"UNION SELECT unnest(list_transform(translated, lambda x: x.dst)) FROM {flows} "
+        f"UNION SELECT client FROM {dns} UNION SELECT resolver FROM {dns}").fetchall()
+    return {a for (a,) in rows}
+
+
+def _load_slow(con, paths: list[Path], state: _State, tmp: Path, addresses: set[str]) -> None:
+    """Files read by the reference reader (its errors are the command's): their flows and dns
+    observations join the tables as the writer's lines, which must then be taken."""
+    text = tmp / "slow.jsonl"
+    with open(text, "w", encoding="ascii", newline="\n") as out:
+        for p in paths:
+            log = read_flow_log(p)
+            state.stats = merge_stats(state.stats, log.stats)
+            state.sources.update(log.sources)
+            state.endpoints.extend(log.endpoints)
+            out.writelines(flow_line(f) + "\n" for f in log.flows)
+            out.writelines(dns_line(d) + "\n" for d in log.dns)
+    _split(con, [str(text)])
+    _parse(con)
+    lines, taken = con.execute("SELECT (SELECT count(*) FROM lines WHERE line <> ''), "
+                               "(SELECT count(*) FROM pf WHERE ok) + (SELECT count(*) FROM pd WHERE ok)").fetchone()
+    if taken != lines:
+        raise _Unusable  # a string the plain quoting does not write (an escape): the reference way
+    con.execute(f"INSERT INTO flows SELECT {_FLOW_COLS}, {_FLOW_HASHES} FROM pf")
+    con.execute(f"INSERT INTO dns SELECT {_DNS_COLS}, {_DNS_HASHES} FROM pd")
+    addresses.update(_addresses(con, "pf", "pd"))
+
+
+def _counts(con) -> tuple[int, int]:
+    """Group the lines by key (tables ``gf``, ``gd``: one row per flow, per observation), and
+    unite the runs and answers of keys in several lines (``mr``, ``ma``); the counts of both."""
+    con.execute("CREATE TABLE kf AS SELECT k, count(*) AS members, min(k2) <> max(k2) AS clash FROM flows GROUP BY k")
+    con.execute("CREATE TABLE kd AS SELECT k, count(*) AS members, min(k2) <> max(k2) AS clash FROM dns GROUP BY k")
+    if con.execute("SELECT (SELECT count(*) FROM kf WHERE clash) + (SELECT count(*) FROM kd WHERE clash)").fetchone()[0]:
+        raise _Unusable  # two keys with one hash
+    # A key in one line (most, across nodes) is that line; the others are summed.
+    con.execute(f"""
+CREATE TABLE gf AS
+SELECT k, {_FLOW_COLS} FROM flows SEMI JOIN (SELECT k FROM kf WHERE members = 1) USING (k)
+UNION ALL
+SELECT k, {', '.join(f"first({c}) AS {c}" for c in _FLOW_KEY.split(', '))}, sum(packets)::BIGINT AS packets,
+       sum(bytes)::BIGINT AS bytes, sum(connections)::BIGINT AS connections, min(first_us) AS first_us, max(last_us) AS last_us,
+       {', '.join(f"sum({_DCOL[m]})::BIGINT AS {_DCOL[m]}" for m in _METHODS)},
+       list_sort(list_distinct(flatten(list(client_ports))))[1:{MAX_CLIENT_PORTS}] AS client_ports,
+       tr_sort(list_distinct(flatten(list(translated)))) AS translated, NULL AS runs
+FROM flows SEMI JOIN (SELECT k FROM kf WHERE members > 1) USING (k) GROUP BY k""")
+    # The runs of flows in several lines, merged as merge_runs merges them: sorted, a run ends
+    # where the next starts more than RUN_GAP after the latest end before it.
+    con.execute(f"""
+CREATE TABLE mr AS
+WITH u AS (SELECT k, unnest(runs, recursive := true) FROM flows SEMI JOIN (SELECT k FROM kf WHERE members > 1) USING (k)),
+w AS (SELECT k, a, b, n, max(b) OVER (PARTITION BY k ORDER BY a, b, n ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev FROM u),
+x AS (SELECT *, sum(CASE WHEN prev IS NULL OR a > prev + {_GAP_US} THEN 1 ELSE 0 END)
+                  OVER (PARTITION BY k ORDER BY a, b, n ROWS UNBOUNDED PRECEDING) AS run FROM w)
+SELECT k, list({{'a': ra, 'b': rb, 'n': rn}} ORDER BY ra) AS runs
+FROM (SELECT k, run, min(a) AS ra, max(b) AS rb, sum(n)::BIGINT AS rn FROM x GROUP BY k, run) GROUP BY k""")
+    con.execute(f"""
+CREATE TABLE gd AS
+SELECT k, {_DNS_COLS} FROM dns SEMI JOIN (SELECT k FROM kd WHERE members = 1) USING (k)
+UNION ALL
+SELECT k, {', '.join(f"first({c}) AS {c}" for c in _DNS_KEY.split(', '))}, sum(queries)::BIGINT AS queries,
+       sum(responses)::BIGINT AS responses, min(first_us) AS first_us, max(last_us) AS last_us, NULL AS answers,
+       list_sort(list_distinct(flatten(list(rcodes)))) AS rcodes, list_sort(list_distinct(flatten(list(transports)))) AS transports
+FROM dns SEMI JOIN (SELECT k FROM kd WHERE members > 1) USING (k) GROUP BY k""")
+    # The answers of observations in several lines: one per (name, type, data), its largest TTL.
+    con.execute("""
+CREATE TABLE ma AS
+SELECT k, list({'data': data, 'name': name, 'ttl': ttl, 'type': type} ORDER BY name, type, data) AS answers FROM (
+  SELECT k, name, type, data, max(ttl) AS ttl
+  FROM (SELECT k, unnest(answers, recursive := true) FROM dns SEMI JOIN (SELECT k FROM kd WHERE members > 1) USING (k))
+  GROUP BY k, name, type, data) GROUP BY k""")
+    con.execute("DROP TABLE flows; DROP TABLE dns; DROP TABLE pf; DROP TABLE pd; DROP TABLE lines")
+    nf = con.execute("SELECT count(*) FROM kf").fetchone()[0]
+    nd = con.execute("SELECT count(*) FROM kd").fetchone()[0]
+    return nf, nd
+
+
+def _fetch(con, query: str) -> Iterator[str]:
+    cur = con.execute(query)
+    while rows := cur.fetchmany(FETCH_ROWS):
+        yield "".join(line + "\n" for (line,) in rows)
+
+
+def _lines(con, state: _State) -> Iterator[str]:
+    frame = list(dumps_lines(merge_logs([FlowLog(stats=state.stats, sources=tuple(state.sources), endpoints=tuple(state.endpoints))])))
+    yield frame[0]  # the header
+    evidence = _sql_list(EVIDENCE)
+    yield from _fetch(con, f"""
+SELECT flow_line({_FLOW_ARGS.replace(' runs,', ' coalesce(gf.runs, mr.runs),')})
+FROM gf LEFT JOIN mr USING (k)
+ORDER BY addr_sort(src), src, addr_sort(dst), dst, proto, port, list_position({evidence}, evidence), src_pods, dst_pods, src_entity, dst_entity""")
+    yield from _fetch(con, """
+SELECT dns_line(coalesce(gd.answers, ma.answers, []), client, first_us, last_us, qname, qtype, queries, rcodes, resolver, responses, transports)
+FROM gd LEFT JOIN ma USING (k)
+ORDER BY addr_sort(client), client, addr_sort(resolver), resolver, qname, qtype""")
+    yield from frame[1:]  # the endpoints, the stats
