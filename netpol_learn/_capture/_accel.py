@@ -1,13 +1,15 @@
 """The engine for the capture stage's per-packet hot path: the C accelerator or the reference code.
 
 Two loops run once per packet: walking the pcap record headers (``walk_pcap``, used by
-``_files``) and decoding each packet's headers (``decode``). Both exist twice:
+``_files``) and decoding each packet's headers (``decode``); a third runs once per distinct DNS
+message (``parse_dns_message``, used by ``_dnscount``). Each exists twice:
 
-* the reference implementation, in Python/numpy: ``_decode.decode`` and ``_walk_pcap_python``
-  below. They define what the results are.
+* the reference implementation, in Python/numpy: ``_decode.decode``, ``_walk_pcap_python`` below
+  and ``_dns.parse``/``_dns.parse_tcp_segment`` (``_parse_dns_python`` below). They define what
+  the results are.
 * ``_fastscan`` (``_fastscan.c``), an optional C extension built at install time when a compiler
   is available, which gives bit for bit the same results about ten times faster
-  (tests/test_fastscan.py compares the two, also on random bytes).
+  (tests/test_fastscan.py and tests/test_dns_fastscan.py compare the two, also on random bytes).
 
 The C engine is used when it was built and the environment variable ``NETPOL_LEARN_PURE_PYTHON``
 is not set (or is empty or ``0``). ``ENGINE`` says which one is in use; tests switch it.
@@ -15,14 +17,16 @@ is not set (or is empty or ``0``). ``ENGINE`` says which one is in use; tests sw
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import os
 import struct
 import warnings
-from itertools import repeat
+from itertools import repeat, starmap
 
 import numpy as np
 
-from netpol_learn._capture import _decode
+from netpol_learn._capture import _decode, _dns
 
 ENV_PURE_PYTHON = "NETPOL_LEARN_PURE_PYTHON"
 
@@ -54,6 +58,7 @@ if _fastscan is not None and (
     getattr(_fastscan, "OUTPUTS", None) != tuple(name for name, _ in _OUTPUTS)
     or (getattr(_fastscan, "WALK_LIMIT", None), getattr(_fastscan, "WALK_NEED_DATA", None),
         getattr(_fastscan, "WALK_OVER_SNAPLEN", None)) != (WALK_LIMIT, WALK_NEED_DATA, WALK_OVER_SNAPLEN)
+    or getattr(_fastscan, "DNS_FIELDS", None) != tuple(f.name for f in dataclasses.fields(_dns.DnsMessage))
 ):
     # A compiled module left over from another version of this file: never use it.
     warnings.warn(f"{_fastscan.__file__} does not match this version of netpol-learn; using the "
@@ -148,3 +153,28 @@ def _walk_pcap_python(buf, pos: int, n: int, big_endian: bool, snaplen: int, max
             if dst is not None:
                 dst[:count] = u32[at + field]
     return count, pos, reason
+
+
+# How this Python's ipaddress writes an IPv4-mapped IPv6 address: ``::ffff:102:304`` up to 3.12,
+# ``::ffff:1.2.3.4`` from 3.13 on. The C parser writes the same as the reference does here.
+_MAPPED_DOTTED = ipaddress.IPv6Address(bytes(10) + b"\xff\xff\x01\x02\x03\x04").compressed == "::ffff:1.2.3.4"
+
+
+def parse_dns_message(data, start: int, end: int, tcp: bool) -> tuple[_dns.DnsMessage, ...]:
+    """The DNS messages in ``data[start:end]`` (TCP: a segment of length-prefixed messages), or
+    () when they cannot be parsed (the reference raises ``DnsError``); in C when the accelerator
+    is in use. Same arguments, same result."""
+    if ENGINE == "c":
+        return tuple(starmap(_dns.DnsMessage, _fastscan.parse_dns(data, start, end, tcp, _dns.QTYPES, _dns.RCODES,
+                                                                  _MAPPED_DOTTED)))
+    return _parse_dns_python(data, start, end, tcp)
+
+
+def _parse_dns_python(data, start: int, end: int, tcp: bool) -> tuple[_dns.DnsMessage, ...]:
+    """The reference ``parse_dns_message``: ``_dns``'s parser, its ``DnsError`` as ()."""
+    try:
+        if tcp:
+            return tuple(_dns.parse_tcp_segment(bytes(data[start:end])))
+        return (_dns.parse(bytes(data[start:end])),)
+    except _dns.DnsError:
+        return ()

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from netpol_learn._capture import _accel
 from netpol_learn._capture import _decode as d
-from netpol_learn._capture import _dns
 from netpol_learn._capture._addresses import AddressNames
 from netpol_learn._capture._table import concat, group
 from netpol_learn._flowlog import DnsAnswer, DnsObservation, merge_answers, merge_dns
@@ -150,9 +150,4 @@ class DnsCounter:
 def _parse_message(data, start: int, end: int, tcp: bool) -> tuple:
     """The DNS messages in ``data[start:end]`` (TCP: a segment of length-prefixed messages), or
     () when they cannot be parsed."""
-    try:
-        if tcp:
-            return tuple(_dns.parse_tcp_segment(bytes(data[start:end])))
-        return (_dns.parse(bytes(data[start:end])),)
-    except _dns.DnsError:
-        return ()
+    return _accel.parse_dns_message(data, start, end, tcp)

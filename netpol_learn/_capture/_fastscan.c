@@ -5,13 +5,16 @@
  * headers of every packet (netpol_learn/_capture/_decode.py) are the two loops that run once per
  * packet. In Python/numpy they cost about 0.3 s each per million packets, a third of what
  * `netpol-learn capture` may spend in all to read a million packets a second in one process; here
- * they cost a few hundredths of a second together.
+ * they cost a few hundredths of a second together. A third function, parse_dns, is the DNS message
+ * parser of _dns.py (run once per distinct DNS message, which on a busy node is hundreds of
+ * thousands of times).
  *
- * This is an optional accelerator, never the definition: the numpy code in _decode.py (decode) and
- * the Python walker in _accel.py (_walk_pcap_python) are the reference implementations, and this
- * file must give exactly their results, bit for bit, for every input (tests/test_fastscan.py
- * checks that, including on random bytes). When the two disagree, this file is wrong. Any change
- * to _decode.decode must be made here too. _accel.py picks this module when it was built and
+ * This is an optional accelerator, never the definition: the numpy code in _decode.py (decode), the
+ * Python walker in _accel.py (_walk_pcap_python) and the DNS parser in _dns.py (parse,
+ * parse_tcp_segment) are the reference implementations, and this file must give exactly their
+ * results, bit for bit, for every input (tests/test_fastscan.py and tests/test_dns_fastscan.py
+ * check that, including on random bytes). When the two disagree, this file is wrong. Any change
+ * to _decode.decode or to _dns.py must be made here too. _accel.py picks this module when it was built and
  * NETPOL_LEARN_PURE_PYTHON is not set, and falls back to the reference code otherwise.
  *
  * Only the CPython C API is used (no numpy headers): arrays come in and go out through the buffer
@@ -23,6 +26,7 @@
 #include <Python.h>
 
 #include <stdint.h>
+#include <string.h>
 
 /* ---------------------------------------------------------------------------------------- */
 /* Constants shared with _decode.py                                                          */
@@ -713,10 +717,347 @@ done:
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* parse_dns: _dns.parse and _dns.parse_tcp_segment                                          */
+
+/* The DNS messages of a capture are parsed once per distinct message (a busy capture has
+ * hundreds of thousands), and the Python parser's byte-at-a-time name loop was half of
+ * `netpol-learn capture` on such captures. The rules here are exactly those of _dns.py, which
+ * is the reference: every length is checked against the end of the message, compression
+ * pointers must point backwards (so no loops), a name is at most 255 bytes of labels (each
+ * label counted with its length byte), label types 0x40 and 0x80 are errors. Any error makes
+ * the whole result (): what _dnscount._parse_message returns when the Python code raises
+ * DnsError. */
+
+#define DNS_MAX_NAME 255
+/* A name's text: its labels' bytes (at most 4 characters each, "\xNN") and the dots between
+ * them; with at most 255 bytes of labels and length bytes that is under 4 * 255. */
+#define DNS_NAME_TEXT (4 * DNS_MAX_NAME)
+
+enum { DNS_OK = 0, DNS_MALFORMED = 1, DNS_PYERROR = -1 };
+
+/* The text of the answer types, made once in exec_module. */
+static PyObject *dns_type_a, *dns_type_aaaa, *dns_type_cname;
+
+/* An ASCII str of n characters. */
+static PyObject *ascii_str(const char *text, Py_ssize_t n)
+{
+    PyObject *s = PyUnicode_New(n, 127);
+    if (s)
+        memcpy(PyUnicode_1BYTE_DATA(s), text, (size_t)n);
+    return s;
+}
+
+/* _dns._name: the name at `at` of the message msg[0:n] as text in `out` (DNS_NAME_TEXT bytes),
+ * its length in *text_len and the offset just past it in the record (after the first pointer,
+ * if any) in *next. The text is what Python's label.decode("ascii", "backslashreplace").lower()
+ * gives, labels joined with dots. Returns 0, or -1 when the name is malformed. */
+static int dns_name(const uint8_t *msg, Py_ssize_t n, Py_ssize_t at, char *out, Py_ssize_t *text_len,
+                    Py_ssize_t *next)
+{
+    static const char hex[] = "0123456789abcdef";
+    Py_ssize_t pos = at, end_of_record = -1, length = 0, w = 0;
+    for (;;) {
+        if (pos >= n)
+            return -1; /* runs past the end of the message */
+        unsigned size = msg[pos];
+        if (size == 0) {
+            pos++;
+            break;
+        }
+        unsigned kind = size & 0xC0;
+        if (kind == 0xC0) { /* compression pointer */
+            if (pos + 2 > n)
+                return -1;
+            Py_ssize_t target = ((Py_ssize_t)(size & 0x3F) << 8) | msg[pos + 1];
+            if (target >= pos)
+                return -1; /* not backwards */
+            if (end_of_record < 0)
+                end_of_record = pos + 2;
+            pos = target;
+            continue;
+        }
+        if (kind)
+            return -1; /* label types 0x40, 0x80 */
+        if (pos + 1 + (Py_ssize_t)size > n)
+            return -1;
+        length += size + 1;
+        if (length > DNS_MAX_NAME)
+            return -1;
+        if (w)
+            out[w++] = '.';
+        for (const uint8_t *c = msg + pos + 1, *stop = c + size; c < stop; c++) {
+            if (*c >= 0x80) { /* backslashreplace */
+                out[w++] = '\\';
+                out[w++] = 'x';
+                out[w++] = hex[*c >> 4];
+                out[w++] = hex[*c & 15];
+            } else {
+                out[w++] = (char)(*c >= 'A' && *c <= 'Z' ? *c + ('a' - 'A') : *c);
+            }
+        }
+        pos += 1 + size;
+    }
+    *text_len = w;
+    *next = end_of_record >= 0 ? end_of_record : pos;
+    return 0;
+}
+
+/* The decimal digits of v (0..255) at out; returns how many. */
+static int decimal_u8(unsigned v, char *out)
+{
+    int w = 0;
+    if (v >= 100)
+        out[w++] = (char)('0' + v / 100);
+    if (v >= 10)
+        out[w++] = (char)('0' + v / 10 % 10);
+    out[w++] = (char)('0' + v % 10);
+    return w;
+}
+
+/* str(ipaddress.IPv4Address(a)) for the 4 bytes at a, into out (at least 15 bytes); returns the
+ * length. */
+static int ipv4_text(const uint8_t *a, char *out)
+{
+    int w = 0;
+    for (int i = 0; i < 4; i++) {
+        if (i)
+            out[w++] = '.';
+        w += decimal_u8(a[i], out + w);
+    }
+    return w;
+}
+
+/* str(ipaddress.IPv6Address(a)) for the 16 bytes at a, into out (at least 40 bytes): hextets in
+ * lowercase hex without leading zeros, the longest run of two or more zero hextets (the first of
+ * equally long ones) as "::". With mapped_dotted (Python 3.13 and later), an IPv4-mapped address
+ * is "::ffff:" and the dotted IPv4 address. Returns the length. */
+static int ipv6_text(const uint8_t *a, int mapped_dotted, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned h[8];
+    for (int i = 0; i < 8; i++)
+        h[i] = ((unsigned)a[2 * i] << 8) | a[2 * i + 1];
+    if (mapped_dotted && !(h[0] | h[1] | h[2] | h[3] | h[4]) && h[5] == 0xFFFF) {
+        memcpy(out, "::ffff:", 7);
+        return 7 + ipv4_text(a + 12, out + 7);
+    }
+    int best = -1, best_len = 0, run = 0;
+    for (int i = 0; i < 8; i++) {
+        run = h[i] == 0 ? run + 1 : 0;
+        if (run > best_len) {
+            best_len = run;
+            best = i - run + 1;
+        }
+    }
+    if (best_len < 2)
+        best = -1;
+    int w = 0;
+    for (int i = 0; i < 8; i++) {
+        if (i == best) {
+            out[w++] = ':';
+            out[w++] = ':';
+            i += best_len - 1;
+            continue;
+        }
+        if (w > 0 && out[w - 1] != ':')
+            out[w++] = ':';
+        for (int shift = 12; shift >= 0; shift -= 4) /* "%x": no leading zeros */
+            if ((h[i] >> shift) || shift == 0)
+                out[w++] = hex[(h[i] >> shift) & 15];
+    }
+    return w;
+}
+
+/* tables.get(key) as a new reference, or the text made by `fmt` with key when it is not there. */
+static PyObject *table_text(PyObject *tables, unsigned key, const char *fmt)
+{
+    PyObject *k = PyLong_FromUnsignedLong(key);
+    if (!k)
+        return NULL;
+    PyObject *v = PyDict_GetItemWithError(tables, k);
+    Py_DECREF(k);
+    if (v)
+        return Py_NewRef(v);
+    return PyErr_Occurred() ? NULL : PyUnicode_FromFormat(fmt, key);
+}
+
+/* A tuple of the n new references in items, which it takes (also when some are NULL, from a
+ * failed call: then they are all released and NULL is returned). */
+static PyObject *tuple_taking(Py_ssize_t n, PyObject **items)
+{
+    PyObject *t = NULL;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!items[i])
+            goto fail;
+    if (!(t = PyTuple_New(n)))
+        goto fail;
+    for (Py_ssize_t i = 0; i < n; i++)
+        PyTuple_SET_ITEM(t, i, items[i]);
+    return t;
+fail:
+    for (Py_ssize_t i = 0; i < n; i++)
+        Py_XDECREF(items[i]);
+    return NULL;
+}
+
+/* _dns.parse of msg[0:n]: *out is set to the tuple (response, rcode, qname, qtype, answers),
+ * answers a tuple of (name, type, data, ttl). Returns DNS_OK, DNS_MALFORMED (nothing made) or
+ * DNS_PYERROR (an exception is set). */
+static int dns_message(const uint8_t *msg, Py_ssize_t n, PyObject *qtypes, PyObject *rcodes, int mapped_dotted,
+                       PyObject **out)
+{
+    char name[DNS_NAME_TEXT], data[DNS_NAME_TEXT];
+    Py_ssize_t name_len, data_len, pos;
+    if (n < 12)
+        return DNS_MALFORMED;
+    unsigned flags = ((unsigned)msg[2] << 8) | msg[3];
+    unsigned qdcount = ((unsigned)msg[4] << 8) | msg[5], ancount = ((unsigned)msg[6] << 8) | msg[7];
+    if (qdcount != 1)
+        return DNS_MALFORMED;
+    if (dns_name(msg, n, 12, name, &name_len, &pos) < 0 || pos + 4 > n)
+        return DNS_MALFORMED;
+    unsigned qtype = ((unsigned)msg[pos] << 8) | msg[pos + 1];
+    PyObject *qname = ascii_str(name, name_len);
+    pos += 4;
+
+    /* The answers: A, AAAA and CNAME records are kept, other records only checked. */
+    PyObject *answers = qname ? PyList_New(0) : NULL;
+    if (!answers)
+        goto error;
+    for (unsigned i = 0; i < ancount; i++) {
+        if (dns_name(msg, n, pos, name, &name_len, &pos) < 0 || pos + 10 > n)
+            goto malformed;
+        const uint8_t *r = msg + pos;
+        unsigned rtype = ((unsigned)r[0] << 8) | r[1];
+        unsigned long ttl = ((unsigned long)r[4] << 24) | ((unsigned long)r[5] << 16) | ((unsigned long)r[6] << 8) | r[7];
+        Py_ssize_t rdlen = ((Py_ssize_t)r[8] << 8) | r[9];
+        pos += 10;
+        if (pos + rdlen > n)
+            goto malformed;
+        PyObject *type = NULL;
+        if (rtype == 1 && rdlen == 4) {
+            type = dns_type_a;
+            data_len = ipv4_text(msg + pos, data);
+        } else if (rtype == 28 && rdlen == 16) {
+            type = dns_type_aaaa;
+            data_len = ipv6_text(msg + pos, mapped_dotted, data);
+        } else if (rtype == 5) { /* the target is read from the record data on, bounded by the message */
+            Py_ssize_t ignored;
+            if (dns_name(msg, n, pos, data, &data_len, &ignored) < 0)
+                goto malformed;
+            type = dns_type_cname;
+        }
+        if (type) {
+            PyObject *owner = ascii_str(name, name_len);
+            PyObject *text = owner ? ascii_str(data, data_len) : NULL;
+            PyObject *ttl_obj = text ? PyLong_FromUnsignedLong(ttl) : NULL;
+            PyObject *answer = tuple_taking(4, (PyObject *[]){owner, Py_NewRef(type), text, ttl_obj});
+            if (!answer || PyList_Append(answers, answer) < 0) {
+                Py_XDECREF(answer);
+                goto error;
+            }
+            Py_DECREF(answer);
+        }
+        pos += rdlen;
+    }
+
+    PyObject *answer_tuple = PyList_AsTuple(answers);
+    Py_DECREF(answers);
+    PyObject *rcode = answer_tuple ? table_text(rcodes, flags & 0xF, "%u") : NULL;
+    PyObject *qtype_text = rcode ? table_text(qtypes, qtype, "TYPE%u") : NULL;
+    *out = tuple_taking(5, (PyObject *[]){Py_NewRef((flags & 0x8000) ? Py_True : Py_False), rcode, qname, qtype_text,
+                                          answer_tuple});
+    return *out ? DNS_OK : DNS_PYERROR;
+malformed:
+    Py_DECREF(qname);
+    Py_DECREF(answers);
+    return DNS_MALFORMED;
+error:
+    Py_XDECREF(qname);
+    Py_XDECREF(answers);
+    return DNS_PYERROR;
+}
+
+PyDoc_STRVAR(parse_dns_doc,
+"parse_dns(buffer, start, end, tcp, qtypes, rcodes, mapped_dotted) -> tuple\n\n"
+"What _dnscount._parse_message gives for buffer[start:end] (start and end as in a slice), as\n"
+"plain tuples: for UDP (tcp false) one message, for TCP the length-prefixed messages of the\n"
+"segment (a first message cut off is an error, a later one ends the list), each message a tuple\n"
+"in the order of DNS_FIELDS: (response, rcode, qname, qtype, answers), answers a tuple of\n"
+"(name, type, data, ttl). () when the reference would raise DnsError. qtypes and rcodes are the\n"
+"dicts _dns.QTYPES and _dns.RCODES; mapped_dotted says that ipaddress writes IPv4-mapped IPv6\n"
+"addresses as ::ffff:1.2.3.4 (Python 3.13 and later) rather than ::ffff:102:304.");
+
+static PyObject *parse_dns(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7)
+        return PyErr_Format(PyExc_TypeError, "parse_dns takes 7 arguments (%zd given)", nargs);
+    PyObject *qtypes = args[4], *rcodes = args[5];
+    if (!PyDict_Check(qtypes) || !PyDict_Check(rcodes))
+        return PyErr_Format(PyExc_TypeError, "parse_dns: qtypes and rcodes must be dicts");
+    /* Slice bounds exactly as buffer[start:end] takes integers (clamped, negative from the end). */
+    Py_ssize_t start = PyNumber_AsSsize_t(args[1], NULL);
+    if (start == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t end = PyNumber_AsSsize_t(args[2], NULL);
+    if (end == -1 && PyErr_Occurred())
+        return NULL;
+    int tcp = PyObject_IsTrue(args[3]);
+    int mapped_dotted = tcp < 0 ? -1 : PyObject_IsTrue(args[6]);
+    if (mapped_dotted < 0)
+        return NULL;
+    Py_buffer buf;
+    if (PyObject_GetBuffer(args[0], &buf, PyBUF_SIMPLE) < 0)
+        return NULL;
+    Py_ssize_t n = PySlice_AdjustIndices(buf.len, &start, &end, 1);
+    const uint8_t *seg = (const uint8_t *)buf.buf + start;
+    PyObject *messages = PyList_New(0), *result = NULL, *one;
+    if (!messages)
+        goto done;
+    int status = DNS_OK;
+    if (!tcp) {
+        status = dns_message(seg, n, qtypes, rcodes, mapped_dotted, &one);
+        if (status == DNS_OK) {
+            status = PyList_Append(messages, one) < 0 ? DNS_PYERROR : DNS_OK;
+            Py_DECREF(one);
+        }
+    } else {
+        /* _dns.parse_tcp_segment: each message behind its 2-byte length. */
+        for (Py_ssize_t pos = 0; pos + 2 <= n;) {
+            Py_ssize_t size = ((Py_ssize_t)seg[pos] << 8) | seg[pos + 1];
+            if (size < 12 || pos + 2 + size > n) {
+                if (PyList_GET_SIZE(messages) == 0)
+                    status = DNS_MALFORMED;
+                break;
+            }
+            status = dns_message(seg + pos + 2, size, qtypes, rcodes, mapped_dotted, &one);
+            if (status != DNS_OK)
+                break;
+            int appended = PyList_Append(messages, one);
+            Py_DECREF(one);
+            if (appended < 0) {
+                status = DNS_PYERROR;
+                break;
+            }
+            pos += 2 + size;
+        }
+    }
+    if (status == DNS_OK)
+        result = PyList_AsTuple(messages);
+    else if (status == DNS_MALFORMED)
+        result = PyTuple_New(0);
+done:
+    Py_XDECREF(messages);
+    PyBuffer_Release(&buf);
+    return result;
+}
+
+/* ---------------------------------------------------------------------------------------- */
 
 static PyMethodDef methods[] = {
     {"walk_pcap", (PyCFunction)(void (*)(void))walk_pcap, METH_VARARGS | METH_KEYWORDS, walk_pcap_doc},
     {"decode", decode, METH_VARARGS, decode_doc},
+    {"parse_dns", (PyCFunction)(void (*)(void))parse_dns, METH_FASTCALL, parse_dns_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -741,6 +1082,18 @@ static int exec_module(PyObject *m)
         Py_DECREF(names);
         return -1;
     }
+    /* parse_dns's message tuples, in the order of _dns.DnsMessage's fields. */
+    PyObject *fields = Py_BuildValue("(sssss)", "response", "rcode", "qname", "qtype", "answers");
+    if (!fields || PyModule_AddObject(m, "DNS_FIELDS", fields) < 0) {
+        Py_XDECREF(fields);
+        return -1;
+    }
+    if (!dns_type_a && !(dns_type_a = PyUnicode_InternFromString("A")))
+        return -1;
+    if (!dns_type_aaaa && !(dns_type_aaaa = PyUnicode_InternFromString("AAAA")))
+        return -1;
+    if (!dns_type_cname && !(dns_type_cname = PyUnicode_InternFromString("CNAME")))
+        return -1;
     return 0;
 }
 
@@ -752,7 +1105,7 @@ static PyModuleDef_Slot slots[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "netpol_learn._capture._fastscan",
-    .m_doc = "The capture stage's per-packet hot path in C (pcap record walk, header decode); "
+    .m_doc = "The capture stage's per-packet hot path in C (pcap record walk, header decode, DNS messages); "
              "the Python/numpy code is the reference it must match.",
     .m_size = 0,
     .m_methods = methods,
