@@ -244,18 +244,18 @@ def _load(con, paths: list[Path], tmp: Path) -> _State:
     con.execute("ATTACH ':memory:' AS merged (COMPRESS); USE merged")
     con.execute(_MACROS)
     con.execute("CREATE TEMP TABLE lines (file INTEGER, lineno BIGINT, line VARCHAR)")
-    _parse(con)
-    con.execute(f"CREATE TABLE flows AS SELECT {_FLOW_COLS}, {_FLOW_HASHES} FROM pf WHERE false")
-    con.execute(f"CREATE TABLE dns AS SELECT {_DNS_COLS}, {_DNS_HASHES} FROM pd WHERE false")
+    con.execute(f"CREATE TABLE flows AS SELECT * FROM ({_parsed_flows(0)}) WHERE false")
+    con.execute(f"CREATE TABLE dns AS SELECT * FROM ({_parsed_dns(0)}) WHERE false")
     state = _State(stats={}, sources=set(), endpoints=[])
-    addresses: set[str] = set()
-    slow: list[Path] = []
+    slow: list[int] = []
     for start in range(0, len(paths), BATCH_FILES):
-        slow += _load_batch(con, paths[start : start + BATCH_FILES], state, addresses)
+        slow += _load_batch(con, paths, start, state)
         con.execute("CHECKPOINT")
     if slow:
-        _load_slow(con, slow, state, tmp, addresses)
-    if not all(is_address(a) for a in addresses):
+        con.execute("CREATE TEMP TABLE slow AS SELECT unnest(?::INTEGER[]) AS file", [slow])
+        con.execute("DELETE FROM flows WHERE file IN (SELECT file FROM slow); DELETE FROM dns WHERE file IN (SELECT file FROM slow)")
+        _load_slow(con, [paths[i] for i in slow], state, tmp)
+    if not all(is_address(a) for a in _addresses(con)):
         raise _Unusable  # the reference way names the file and line
     return state
 
@@ -273,48 +273,49 @@ _FLOW_ARGS = (f"bytes, client_ports, connections, {', '.join(_DCOL[m] for m in _
 _DNS_ARGS = "answers, client, first_us, last_us, qname, qtype, queries, rcodes, resolver, responses, transports"
 
 
-def _parse(con) -> None:
-    """The flow and dns lines of ``lines`` parsed (tables ``pf`` and ``pd``), ``ok`` where the
-    line is the writer's (what ``flow_line``/``dns_line`` write of the fields parsed: so the
-    fields are what the reference reads) and valid."""
-    con.execute(f"CREATE OR REPLACE TEMP TABLE pf AS SELECT * EXCLUDE (line), (({_FLOW_OK}) AND line = flow_line({_FLOW_ARGS}) "
-                "AND strlen(line) = length(line)) IS TRUE AS ok "
-                "FROM (SELECT * EXCLUDE (runs0), list_transform(runs0, lambda r: CASE WHEN r.len = 3 THEN {'a': r.a, 'b': r.b, 'n': r.n} END) AS runs "
-                f"FROM ({_FLOW_PARSE}))")
-    con.execute(f"CREATE OR REPLACE TEMP TABLE pd AS SELECT * EXCLUDE (line), (({_DNS_OK}) AND line = dns_line({_DNS_ARGS}) "
-                f"AND strlen(line) = length(line)) IS TRUE AS ok FROM ({_DNS_PARSE})")
+def _parsed_flows(base: int) -> str:
+    """The flow lines of ``lines`` as the columns of ``flows``: the file (its index plus
+    ``base``), ``ok`` where the line is the writer's (what ``flow_line`` writes of the fields
+    parsed: so the fields are what the reference reads) and valid, the fields, the key hashes."""
+    return (f"SELECT file + {base} AS file, (({_FLOW_OK}) AND line = flow_line({_FLOW_ARGS}) AND strlen(line) = length(line)) IS TRUE AS ok, "
+            f"{_FLOW_COLS}, {_FLOW_HASHES}, line "
+            "FROM (SELECT * EXCLUDE (runs0), list_transform(runs0, lambda r: CASE WHEN r.len = 3 THEN {'a': r.a, 'b': r.b, 'n': r.n} END) AS runs "
+            f"FROM ({_FLOW_PARSE}))")
 
 
-def _load_batch(con, batch: list[Path], state: _State, addresses: set[str]) -> list[Path]:
-    """Parse a batch of files; those whose every line is taken join the tables, the others are
-    returned for the reference reader."""
+def _parsed_dns(base: int) -> str:
+    """The dns lines of ``lines`` as the columns of ``dns``, as ``_parsed_flows``."""
+    return (f"SELECT file + {base} AS file, (({_DNS_OK}) AND line = dns_line({_DNS_ARGS}) AND strlen(line) = length(line)) IS TRUE AS ok, "
+            f"{_DNS_COLS}, {_DNS_HASHES}, line FROM ({_DNS_PARSE})")
+
+
+def _load_batch(con, paths: list[Path], start: int, state: _State) -> list[int]:
+    """Parse the files ``paths[start:start + BATCH_FILES]`` into the tables; the indices of those
+    whose lines are not all taken are returned, for the reference reader."""
+    batch = paths[start : start + BATCH_FILES]
     try:
         _split(con, [str(p) for p in batch])
     except Exception:  # noqa: BLE001 - not UTF-8 text, say: the reference reader words why
-        return list(batch)
-    _parse(con)
-    bad = {f for (f,) in con.execute("SELECT file FROM pf WHERE NOT ok UNION SELECT file FROM pd WHERE NOT ok").fetchall()}
+        return list(range(start, start + len(batch)))
+    con.execute(f"INSERT INTO flows {_parsed_flows(start)}")
+    con.execute(f"INSERT INTO dns {_parsed_dns(start)}")
+    bad = {f - start for (f,) in con.execute(
+        "SELECT DISTINCT file FROM flows WHERE file >= $1 AND NOT ok UNION SELECT DISTINCT file FROM dns WHERE file >= $1 AND NOT ok",
+        [start]).fetchall()}
     others: dict[int, list[tuple[int, str]]] = {}
     for f, lineno, line in con.execute(
             f"SELECT file, lineno, line FROM lines WHERE line <> '' AND NOT starts_with(line, '{_FLOW_PREFIX}') "
             f"AND NOT starts_with(line, '{_DNS_PREFIX}') ORDER BY file, lineno").fetchall():
         others.setdefault(f, []).append((lineno, line))
     bounds = {f: (a, b) for f, a, b in con.execute("SELECT file, min(lineno), max(lineno) FROM lines WHERE line <> '' GROUP BY file").fetchall()}
-    fast = []
     for i, p in enumerate(batch):
         segment = None if i in bad else _framing(others.get(i, []), bounds.get(i), str(p))
         if segment is None:
             bad.add(i)
             continue
-        fast.append(i)
         state.stats = merge_stats(state.stats, segment.stats)
         state.sources.update(segment.sources)
-    if fast:
-        con.execute("CREATE OR REPLACE TEMP TABLE keep AS SELECT unnest(?::INTEGER[]) AS file", [fast])
-        con.execute(f"INSERT INTO flows SELECT {_FLOW_COLS}, {_FLOW_HASHES} FROM pf SEMI JOIN keep USING (file)")
-        con.execute(f"INSERT INTO dns SELECT {_DNS_COLS}, {_DNS_HASHES} FROM pd SEMI JOIN keep USING (file)")
-        addresses.update(_addresses(con, "(FROM pf SEMI JOIN keep USING (file))", "(FROM pd SEMI JOIN keep USING (file))"))
-    return [batch[i] for i in sorted(bad)]
+    return [start + i for i in sorted(bad)]
 
 
 def _framing(others: list[tuple[int, str]], bounds: tuple[int, int] | None, name: str) -> FlowLog | None:
@@ -329,18 +330,18 @@ def _framing(others: list[tuple[int, str]], bounds: tuple[int, int] | None, name
     return segment if not segment.flows and not segment.dns and not segment.endpoints else None
 
 
-def _addresses(con, flows: str, dns: str) -> set[str]:
+def _addresses(con) -> set[str]:
     rows = con.execute(
-        f"SELECT src FROM {flows} UNION SELECT dst FROM {flows} "
-        f"UNION SELECT unnest(list_transform(translated, lambda x: x.src)) FROM {flows} "
-        f"UNION SELECT unnest(list_transform(translated, lambda x: x.dst)) FROM {flows} "
-        f"UNION SELECT client FROM {dns} UNION SELECT resolver FROM {dns}").fetchall()
+        "SELECT src FROM flows UNION SELECT dst FROM flows "
+        "UNION SELECT unnest(list_transform(translated, lambda x: x.src)) FROM flows "
+        "UNION SELECT unnest(list_transform(translated, lambda x: x.dst)) FROM flows "
+        "UNION SELECT client FROM dns UNION SELECT resolver FROM dns").fetchall()
     return {a for (a,) in rows}
 
 
-def _load_slow(con, paths: list[Path], state: _State, tmp: Path, addresses: set[str]) -> None:
+def _load_slow(con, paths: list[Path], state: _State, tmp: Path) -> None:
     """Files read by the reference reader (its errors are the command's): their flows and dns
-    observations join the tables as the writer's lines, which must then be taken."""
+    observations join the tables as the writer's lines (file -1), which must then be taken."""
     text = tmp / "slow.jsonl"
     with open(text, "w", encoding="ascii", newline="\n") as out:
         for p in paths:
@@ -351,14 +352,12 @@ def _load_slow(con, paths: list[Path], state: _State, tmp: Path, addresses: set[
             out.writelines(flow_line(f) + "\n" for f in log.flows)
             out.writelines(dns_line(d) + "\n" for d in log.dns)
     _split(con, [str(text)])
-    _parse(con)
+    con.execute(f"INSERT INTO flows {_parsed_flows(-1)}")
+    con.execute(f"INSERT INTO dns {_parsed_dns(-1)}")
     lines, taken = con.execute("SELECT (SELECT count(*) FROM lines WHERE line <> ''), "
-                               "(SELECT count(*) FROM pf WHERE ok) + (SELECT count(*) FROM pd WHERE ok)").fetchone()
+                               "(SELECT count(*) FROM flows WHERE file = -1 AND ok) + (SELECT count(*) FROM dns WHERE file = -1 AND ok)").fetchone()
     if taken != lines:
         raise _Unusable  # a string the plain quoting does not write (an escape): the reference way
-    con.execute(f"INSERT INTO flows SELECT {_FLOW_COLS}, {_FLOW_HASHES} FROM pf")
-    con.execute(f"INSERT INTO dns SELECT {_DNS_COLS}, {_DNS_HASHES} FROM pd")
-    addresses.update(_addresses(con, "pf", "pd"))
 
 
 def _counts(con) -> tuple[int, int]:
@@ -371,31 +370,37 @@ def _counts(con) -> tuple[int, int]:
     # A key in one line (most, across nodes) is that line; the others are summed.
     con.execute(f"""
 CREATE TABLE gf AS
-SELECT k, {_FLOW_COLS} FROM flows SEMI JOIN (SELECT k FROM kf WHERE members = 1) USING (k)
+SELECT k, {_FLOW_KEY}, {', '.join(f"NULL AS {c}" for c in _FLOW_COLS.split(', ')[len(_FLOW_KEY.split(', ')):])}, line
+FROM flows SEMI JOIN (SELECT k FROM kf WHERE members = 1) USING (k)
 UNION ALL
 SELECT k, {', '.join(f"first({c}) AS {c}" for c in _FLOW_KEY.split(', '))}, sum(packets)::BIGINT AS packets,
        sum(bytes)::BIGINT AS bytes, sum(connections)::BIGINT AS connections, min(first_us) AS first_us, max(last_us) AS last_us,
        {', '.join(f"sum({_DCOL[m]})::BIGINT AS {_DCOL[m]}" for m in _METHODS)},
        list_sort(list_distinct(flatten(list(client_ports))))[1:{MAX_CLIENT_PORTS}] AS client_ports,
-       tr_sort(list_distinct(flatten(list(translated)))) AS translated, NULL AS runs
+       tr_sort(list_distinct(flatten(list(translated)))) AS translated, NULL AS runs, NULL AS line
 FROM flows SEMI JOIN (SELECT k FROM kf WHERE members > 1) USING (k) GROUP BY k""")
     # The runs of flows in several lines, merged as merge_runs merges them: sorted, a run ends
-    # where the next starts more than RUN_GAP after the latest end before it.
+    # where the next starts more than RUN_GAP after the latest end before it. Both windows sort
+    # the same way to the last tie (``i``): equal runs of two lines must not trade places between
+    # the one that finds where a run starts and the one that numbers the runs.
     con.execute(f"""
 CREATE TABLE mr AS
-WITH u AS (SELECT k, unnest(runs, recursive := true) FROM flows SEMI JOIN (SELECT k FROM kf WHERE members > 1) USING (k)),
-w AS (SELECT k, a, b, n, max(b) OVER (PARTITION BY k ORDER BY a, b, n ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev FROM u),
+WITH u AS (SELECT row_number() OVER () AS i, * FROM (
+             SELECT k, unnest(runs, recursive := true) FROM flows SEMI JOIN (SELECT k FROM kf WHERE members > 1) USING (k))),
+w AS (SELECT k, a, b, n, i, max(b) OVER (PARTITION BY k ORDER BY a, b, n, i ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev FROM u),
 x AS (SELECT *, sum(CASE WHEN prev IS NULL OR a > prev + {_GAP_US} THEN 1 ELSE 0 END)
-                  OVER (PARTITION BY k ORDER BY a, b, n ROWS UNBOUNDED PRECEDING) AS run FROM w)
+                  OVER (PARTITION BY k ORDER BY a, b, n, i ROWS UNBOUNDED PRECEDING) AS run FROM w)
 SELECT k, list({{'a': ra, 'b': rb, 'n': rn}} ORDER BY ra) AS runs
 FROM (SELECT k, run, min(a) AS ra, max(b) AS rb, sum(n)::BIGINT AS rn FROM x GROUP BY k, run) GROUP BY k""")
     con.execute(f"""
 CREATE TABLE gd AS
-SELECT k, {_DNS_COLS} FROM dns SEMI JOIN (SELECT k FROM kd WHERE members = 1) USING (k)
+SELECT k, {_DNS_KEY}, {', '.join(f"NULL AS {c}" for c in _DNS_COLS.split(', ')[len(_DNS_KEY.split(', ')):])}, line
+FROM dns SEMI JOIN (SELECT k FROM kd WHERE members = 1) USING (k)
 UNION ALL
 SELECT k, {', '.join(f"first({c}) AS {c}" for c in _DNS_KEY.split(', '))}, sum(queries)::BIGINT AS queries,
        sum(responses)::BIGINT AS responses, min(first_us) AS first_us, max(last_us) AS last_us, NULL AS answers,
-       list_sort(list_distinct(flatten(list(rcodes)))) AS rcodes, list_sort(list_distinct(flatten(list(transports)))) AS transports
+       list_sort(list_distinct(flatten(list(rcodes)))) AS rcodes, list_sort(list_distinct(flatten(list(transports)))) AS transports,
+       NULL AS line
 FROM dns SEMI JOIN (SELECT k FROM kd WHERE members > 1) USING (k) GROUP BY k""")
     # The answers of observations in several lines: one per (name, type, data), its largest TTL.
     con.execute("""
@@ -404,7 +409,7 @@ SELECT k, list({'data': data, 'name': name, 'ttl': ttl, 'type': type} ORDER BY n
   SELECT k, name, type, data, max(ttl) AS ttl
   FROM (SELECT k, unnest(answers, recursive := true) FROM dns SEMI JOIN (SELECT k FROM kd WHERE members > 1) USING (k))
   GROUP BY k, name, type, data) GROUP BY k""")
-    con.execute("DROP TABLE flows; DROP TABLE dns; DROP TABLE pf; DROP TABLE pd; DROP TABLE lines")
+    con.execute("DROP TABLE flows; DROP TABLE dns; DROP TABLE lines")
     nf = con.execute("SELECT count(*) FROM kf").fetchone()[0]
     nd = con.execute("SELECT count(*) FROM kd").fetchone()[0]
     return nf, nd
@@ -419,13 +424,17 @@ def _fetch(con, query: str) -> Iterator[str]:
 def _lines(con, state: _State) -> Iterator[str]:
     frame = list(dumps_lines(merge_logs([FlowLog(stats=state.stats, sources=tuple(state.sources), endpoints=tuple(state.endpoints))])))
     yield frame[0]  # the header
+    # The addresses ranked in the writer's order (IPv4 first, then as text): integers sort much
+    # faster than the texts, which share long prefixes.
+    con.execute("CREATE TABLE ar AS SELECT a, (row_number() OVER (ORDER BY addr_sort(a), a))::INTEGER AS r FROM "
+                "(SELECT src AS a FROM gf UNION SELECT dst FROM gf UNION SELECT client FROM gd UNION SELECT resolver FROM gd)")
     evidence = _sql_list(EVIDENCE)
     yield from _fetch(con, f"""
-SELECT flow_line({_FLOW_ARGS.replace(' runs,', ' coalesce(gf.runs, mr.runs),')})
-FROM gf LEFT JOIN mr USING (k)
-ORDER BY addr_sort(src), src, addr_sort(dst), dst, proto, port, list_position({evidence}, evidence), src_pods, dst_pods, src_entity, dst_entity""")
+SELECT coalesce(line, flow_line({_FLOW_ARGS.replace(' runs,', ' mr.runs,')}))
+FROM gf LEFT JOIN mr USING (k) JOIN ar s ON s.a = gf.src JOIN ar d ON d.a = gf.dst
+ORDER BY s.r, d.r, proto, port, list_position({evidence}, evidence), src_pods, dst_pods, src_entity, dst_entity""")
     yield from _fetch(con, """
-SELECT dns_line(coalesce(gd.answers, ma.answers, []), client, first_us, last_us, qname, qtype, queries, rcodes, resolver, responses, transports)
-FROM gd LEFT JOIN ma USING (k)
-ORDER BY addr_sort(client), client, addr_sort(resolver), resolver, qname, qtype""")
+SELECT coalesce(line, dns_line(coalesce(ma.answers, []), client, first_us, last_us, qname, qtype, queries, rcodes, resolver, responses, transports))
+FROM gd LEFT JOIN ma USING (k) JOIN ar c ON c.a = gd.client JOIN ar r ON r.a = gd.resolver
+ORDER BY c.r, r.r, qname, qtype""")
     yield from frame[1:]  # the endpoints, the stats

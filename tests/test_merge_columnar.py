@@ -107,6 +107,19 @@ def test_columnar_merge_writes_what_the_reference_writes(tmp_path, parts):
     assert summary["kind"] == "stats"
 
 
+def test_equal_runs_of_several_lines_unite_as_merge_runs_unites_them(tmp_path):
+    # Three files with the same runs: equal runs tie in every sort, which must not move one of
+    # them into the run before it.
+    runs = tuple((BASE + i * 7 * RUN_GAP // 2, BASE + i * 7 * RUN_GAP // 2 + 10**9, 0) for i in range(6))
+    flow = Flow("fd00::1", "10.96.0.10", "UDP", 0, 1, 1, 0, runs[0][0], runs[-1][1], (("dns", 0),), runs=runs)
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.jsonl")
+        write_flow_log(FlowLog(flows=(flow,), stats={"packets": 1}), paths[-1])
+    assert columnar(paths, tmp_path / "out.jsonl") == reference(paths)
+    assert len(merge_logs([read_flow_log(tmp_path / "out.jsonl")]).flows[0].runs) == 6
+
+
 def _flow_line(**change) -> str:
     obj = {"bytes": 10, "client_ports": [], "connections": 1, "direction": {"syn": 1}, "dst": "10.96.0.10", "evidence": "established",
            "first_seen": "2025-06-01T10:00:00.000000Z", "kind": "flow", "last_seen": "2025-06-01T10:00:01.000000Z", "packets": 2,
