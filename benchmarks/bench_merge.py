@@ -64,6 +64,7 @@ def build(args) -> list[Path]:
 
 
 def run(argv: list[str]) -> dict:
+    """Run ``argv``: its wall time, peak RSS (``os.wait4``) and the last line it wrote to stderr."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -72,7 +73,7 @@ def run(argv: list[str]) -> dict:
     proc.stderr.close()
     if status:
         raise SystemExit(f"{' '.join(argv[:4])} ... failed: {err.strip()}")
-    return {"wall_s": wall, "peak_mb": usage.ru_maxrss / 1024, "summary": err.strip().splitlines()[-1]}
+    return {"wall_s": wall, "peak_mb": usage.ru_maxrss / 1024, "summary": (err.strip().splitlines() or [""])[-1]}
 
 
 def main() -> None:

@@ -16,29 +16,20 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_merge import run as run_measured  # noqa: E402
 from bench_resolve import build, flows  # noqa: E402
 
 from netpol_learn._flowlog import write_flow_log  # noqa: E402
 
 
 def run(argv: list[str]) -> tuple[float, float]:
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    err = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    if status:
-        raise SystemExit(f"{' '.join(argv[2:4])} failed: {err.strip()[-500:]}")
-    return wall, usage.ru_maxrss / 1024
+    r = run_measured(argv)
+    return r["wall_s"], r["peak_mb"]
 
 
 def main() -> None:
