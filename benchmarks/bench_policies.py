@@ -14,7 +14,10 @@ whole process (``python -m netpol_learn verify ...`` / ``diff ...``): medians of
 runs, the CLI's peak RSS from ``os.wait4`` (target: the CLI within 1.5x of in-process, ``diff``
 under 10 s).
 
-    python benchmarks/bench_policies.py [--pods 10000] [--flows 100000] [--repeat 3] [--dir DIR] [--no-cli]
+    python benchmarks/bench_policies.py [--pods 10000] [--flows 100000] [--repeat 3] [--dir DIR] [--no-cli] [--only verify|diff]
+
+``--only diff`` (``verify``) times only that work, in both parts (generate still runs: it makes
+the policies).
 """
 
 from __future__ import annotations
@@ -105,6 +108,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs of each timing; the median is reported (default 3)")
     ap.add_argument("--dir", type=Path, default=Path("/tmp/netpol-bench/policies"), help="where the CLI's input files are written")
     ap.add_argument("--no-cli", action="store_true", help="only the in-process figures of the first part")
+    ap.add_argument("--only", choices=("verify", "diff"), help="time only verify or only diff (generate still runs)")
     args = ap.parse_args()
 
     raw = bench_resolve.build(args.pods, args.services, args.namespaces, 20)
@@ -122,10 +126,11 @@ def main() -> None:
     size = sum(len(t) for t in g.files.values())
     print(f"| generate {len(log.flows)} flows | {t1 - t0:.2f} s -> {len(policies)} policies, {len(g.files)} files, {size / 1e6:.1f} MB (target < 10 s) |")
 
-    t0 = time.perf_counter()
-    r = verify(log, inv, policies)
-    t1 = time.perf_counter()
-    print(f"| verify {len(log.flows)} flows against {len(policies)} policies | {t1 - t0:.2f} s -> {len(r.denied)} denied, {r.allowed} allowed (target < 10 s for 500) |")
+    if args.only in (None, "verify"):
+        t0 = time.perf_counter()
+        r = verify(log, inv, policies)
+        t1 = time.perf_counter()
+        print(f"| verify {len(log.flows)} flows against {len(policies)} policies | {t1 - t0:.2f} s -> {len(r.denied)} denied, {r.allowed} allowed (target < 10 s for 500) |")
 
     workload = [p for p in policies if p.name not in ("default-deny", "allow-dns")][:500]
     changed = []
@@ -134,10 +139,11 @@ def main() -> None:
             rule = p.ingress[0]
             p = replace(p, ingress=(Rule(rule.peers, (PortSpec("TCP", 9999),)), *p.ingress[1:]))
         changed.append(p)
-    t0 = time.perf_counter()
-    d = diff(workload, changed, inv)
-    t1 = time.perf_counter()
-    print(f"| diff 500 vs 500 policies (10 changed) over {len(inv.pods)} pods | {t1 - t0:.2f} s -> {len(d.added)} added, {len(d.removed)} removed (target < 30 s) |")
+    if args.only in (None, "diff"):
+        t0 = time.perf_counter()
+        d = diff(workload, changed, inv)
+        t1 = time.perf_counter()
+        print(f"| diff 500 vs 500 policies (10 changed) over {len(inv.pods)} pods | {t1 - t0:.2f} s -> {len(d.added)} added, {len(d.removed)} removed (target < 30 s) |")
     if args.no_cli:
         return
 
@@ -161,7 +167,7 @@ def main() -> None:
          lambda: diff(base, new, inv),
          ["diff", str(base_dir), str(new_dir), "--inventory", str(inv_path)]),
     ]
-    for what, fn, cli_args in rows:
+    for what, fn, cli_args in (row for row in rows if args.only is None or row[2][0] == args.only):
         inproc, _ = _median_time(fn, args.repeat)
         wall, rss, _code = _cli(cli_args, args.repeat)
         print(f"| {what} | {inproc:.2f} s | {wall:.2f} s | {wall / inproc:.2f}x | {rss:.0f} MB |", flush=True)

@@ -193,3 +193,11 @@ def decide(policies: tuple[ClusterPolicy, ...], tier: str, direction: str, subje
             if _protocol_matches(rule.protocols, dst, protocol, port) and any(_peer_matches(p, peer, ns_labels) for p in rule.peers):
                 return rule.action, policy, rule
     return None
+
+
+def candidates(policies: tuple[ClusterPolicy, ...], tier: str, direction: str, subject, peer, ns_labels) -> list[ClusterRule]:
+    """The rules of ``tier`` whose policy selects ``subject`` and whose peers match ``peer``, in
+    ``decide``'s order: for any protocol and port, ``decide`` answers with the first of them whose
+    protocols match (``PolicyEngine.allowed_mask`` asks once for every port)."""
+    return [rule for policy in policies if policy.tier == tier and _selects(policy.subject, subject, ns_labels)
+            for rule in getattr(policy, direction) if any(_peer_matches(p, peer, ns_labels) for p in rule.peers)]
