@@ -384,7 +384,7 @@ def merge(flow_logs: tuple[Path, ...], output: str) -> None:
     """
     from netpol_learn._merge import Merged, merge_files
 
-    merged = merge_files(list(flow_logs), output, write_text)
+    merged = merge_files(list(flow_logs), output)
     if merged is None:  # files only the reference reader reads (escaped strings, say): merged by it
         log = _read_flows(flow_logs)
         write_flow_log(log, output)

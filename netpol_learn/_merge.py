@@ -27,24 +27,24 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from netpol_learn._errors import FlowLogError
+from netpol_learn._errors import FlowLogError, OutputError
 from netpol_learn._flowlog import (
     DIRECTION_METHODS, ENTITIES, EVIDENCE, MAX_CLIENT_PORTS, RUN_GAP, FlowLog, dns_line, dumps_lines, flow_line, is_address,
     merge_logs, merge_stats, read_flow_log, read_segment,
 )
+from netpol_learn._output import WrittenBy, append_file, write_data
 
 #: Files read by DuckDB in one statement: their text is held while it is parsed.
-BATCH_FILES = 16
+BATCH_FILES = 50
 #: DuckDB's memory limit; past it, sorting and grouping spill to a temporary directory.
 MEMORY_LIMIT = "1200MB"
-#: Output lines fetched from DuckDB at a time.
-FETCH_ROWS = 50_000
 
 _FLOW_PREFIX = '{"bytes": '
 _DNS_PREFIX = '{"answers": '
@@ -117,7 +117,7 @@ SELECT file, lineno, line, j.src AS src, j.dst AS dst, j.proto AS proto, coalesc
        coalesce(j.client_ports, []) AS client_ports, coalesce(j.translated, []) AS translated,
        list_transform(j.runs, lambda r: {{'a': us(r[1]), 'b': us(r[2]), 'n': TRY_CAST(r[3] AS BIGINT), 'len': len(r)}}) AS runs0,
        j.port AS port0
-FROM (SELECT file, lineno, line, json_transform(line, {_FLOW_JSON}) AS j FROM lines WHERE starts_with(line, '{_FLOW_PREFIX}'))
+FROM (SELECT file, lineno, line, json_transform(line, {_FLOW_JSON}) AS j FROM @SOURCE@)
 """
 
 _FLOW_OK = f"""
@@ -144,7 +144,7 @@ _DNS_PARSE = f"""
 SELECT file, lineno, line, j.client AS client, j.resolver AS resolver, j.qname AS qname, j.qtype AS qtype,
        j.queries AS queries, j.responses AS responses, us(j.first_seen) AS first_us, us(j.last_seen) AS last_us,
        coalesce(j.answers, []) AS answers, coalesce(j.rcodes, []) AS rcodes, coalesce(j.transports, []) AS transports
-FROM (SELECT file, lineno, line, json_transform(line, {_DNS_JSON}) AS j FROM lines WHERE starts_with(line, '{_DNS_PREFIX}'))
+FROM (SELECT file, lineno, line, json_transform(line, {_DNS_JSON}) AS j FROM @SOURCE@)
 """
 
 _DNS_OK = """
@@ -181,9 +181,10 @@ class _Unusable(Exception):
     """This way cannot merge these files: the reference way must."""
 
 
-def merge_files(paths: list[Path], output: str, write) -> Merged | None:
-    """Merge the flow-log files ``paths`` and write the result with ``write(output, lines)``;
-    None (nothing written) when these files must be merged the reference way."""
+def merge_files(paths: list[Path], output: str) -> Merged | None:
+    """Merge the flow-log files ``paths`` and write the result to ``output`` (by ``write_data``,
+    '-' is standard output); None (nothing written) when these files must be merged the
+    reference way."""
     if not _usable(paths):
         return None
     try:
@@ -196,24 +197,14 @@ def merge_files(paths: list[Path], output: str, write) -> Merged | None:
         try:
             state = _load(con, paths, Path(tmp))
             counts = _counts(con)
-            if str(output) == "-":  # nothing reaches standard output unless all of it can
-                spooled = Path(tmp) / "merged.jsonl"
-                with open(spooled, "w", encoding="utf-8", newline="\n") as fh:
-                    fh.writelines(_lines(con, state))
-                write(output, _chunks(spooled))
-            else:  # a regular file is staged beside itself: a failure leaves it as it was
-                write(output, _lines(con, state))
+            # DuckDB fills a regular file's temporary file beside it, else a temporary file
+            # copied once whole: nothing reaches standard output unless all of it can.
+            write_data(output, WrittenBy(_fill(con, state, Path(tmp), output)))
         except (_Unusable, duckdb.Error):
             return None
         finally:
             con.close()
     return Merged(*counts)
-
-
-def _chunks(path: Path, size: int = 1 << 20) -> Iterator[str]:
-    with open(path, encoding="utf-8", newline="") as fh:
-        while block := fh.read(size):
-            yield block
 
 
 def _usable(paths: list[Path]) -> bool:
@@ -250,7 +241,7 @@ def _load(con, paths: list[Path], tmp: Path) -> _State:
     slow: list[int] = []
     for start in range(0, len(paths), BATCH_FILES):
         slow += _load_batch(con, paths, start, state)
-        con.execute("CHECKPOINT")
+        pass
     if slow:
         con.execute("CREATE TEMP TABLE slow AS SELECT unnest(?::INTEGER[]) AS file", [slow])
         con.execute("DELETE FROM flows WHERE file IN (SELECT file FROM slow); DELETE FROM dns WHERE file IN (SELECT file FROM slow)")
@@ -273,20 +264,38 @@ _FLOW_ARGS = (f"bytes, client_ports, connections, {', '.join(_DCOL[m] for m in _
 _DNS_ARGS = "answers, client, first_us, last_us, qname, qtype, queries, rcodes, resolver, responses, transports"
 
 
+_FLOW_LINES = f"lines WHERE starts_with(line, '{_FLOW_PREFIX}')"
+_DNS_LINES = f"lines WHERE starts_with(line, '{_DNS_PREFIX}')"
+
+
+def _flow_fields(source: str) -> str:
+    """The fields of the flow lines of ``source`` (a table or subquery of file, lineno, line)."""
+    return ("SELECT * EXCLUDE (runs0), list_transform(runs0, lambda r: CASE WHEN r.len = 3 THEN {'a': r.a, 'b': r.b, 'n': r.n} END) AS runs "
+            f"FROM ({_FLOW_PARSE.replace('@SOURCE@', source)})")
+
+
+def _dns_fields(source: str) -> str:
+    """The fields of the dns lines of ``source``, as ``_flow_fields``."""
+    return _DNS_PARSE.replace("@SOURCE@", source)
+
+
 def _parsed_flows(base: int) -> str:
-    """The flow lines of ``lines`` as the columns of ``flows``: the file (its index plus
-    ``base``), ``ok`` where the line is the writer's (what ``flow_line`` writes of the fields
-    parsed: so the fields are what the reference reads) and valid, the fields, the key hashes."""
+    """The flow lines of ``lines`` as the rows of ``flows``: the file (its index plus ``base``),
+    ``ok`` where the line is the writer's (what ``flow_line`` writes of the fields parsed: so the
+    fields are what the reference reads) and valid, the key (its fields, to sort by, and its
+    hashes), the translated addresses and the line. The other fields are parsed again from the
+    line only for keys in several lines (``_counts``): kept for every line, they cost more to
+    store than to parse (measured: 9.2 s of 15.3 at 100 logs went into storing them)."""
     return (f"SELECT file + {base} AS file, (({_FLOW_OK}) AND line = flow_line({_FLOW_ARGS}) AND strlen(line) = length(line)) IS TRUE AS ok, "
-            f"{_FLOW_COLS}, {_FLOW_HASHES}, line "
-            "FROM (SELECT * EXCLUDE (runs0), list_transform(runs0, lambda r: CASE WHEN r.len = 3 THEN {'a': r.a, 'b': r.b, 'n': r.n} END) AS runs "
-            f"FROM ({_FLOW_PARSE}))")
+            f"{_FLOW_KEY}, {_FLOW_HASHES}, "
+            "list_concat(list_transform(translated, lambda x: x.src), list_transform(translated, lambda x: x.dst)) AS ta, line "
+            f"FROM ({_flow_fields(_FLOW_LINES)})")
 
 
 def _parsed_dns(base: int) -> str:
-    """The dns lines of ``lines`` as the columns of ``dns``, as ``_parsed_flows``."""
+    """The dns lines of ``lines`` as the rows of ``dns``, as ``_parsed_flows``."""
     return (f"SELECT file + {base} AS file, (({_DNS_OK}) AND line = dns_line({_DNS_ARGS}) AND strlen(line) = length(line)) IS TRUE AS ok, "
-            f"{_DNS_COLS}, {_DNS_HASHES}, line FROM ({_DNS_PARSE})")
+            f"{_DNS_KEY}, {_DNS_HASHES}, line FROM ({_dns_fields(_DNS_LINES)})")
 
 
 def _load_batch(con, paths: list[Path], start: int, state: _State) -> list[int]:
@@ -333,8 +342,7 @@ def _framing(others: list[tuple[int, str]], bounds: tuple[int, int] | None, name
 def _addresses(con) -> set[str]:
     rows = con.execute(
         "SELECT src FROM flows UNION SELECT dst FROM flows "
-        "UNION SELECT unnest(list_transform(translated, lambda x: x.src)) FROM flows "
-        "UNION SELECT unnest(list_transform(translated, lambda x: x.dst)) FROM flows "
+        "UNION SELECT unnest(ta) FROM flows "
         "UNION SELECT client FROM dns UNION SELECT resolver FROM dns").fetchall()
     return {a for (a,) in rows}
 
@@ -361,80 +369,131 @@ def _load_slow(con, paths: list[Path], state: _State, tmp: Path) -> None:
 
 
 def _counts(con) -> tuple[int, int]:
-    """Group the lines by key (tables ``gf``, ``gd``: one row per flow, per observation), and
-    unite the runs and answers of keys in several lines (``mr``, ``ma``); the counts of both."""
+    """Count the lines of each key (tables ``kf``, ``kd``), and merge the keys in several lines:
+    their lines parsed again (``fm``, ``dm``), their fields summed (``gf``, ``gd``: one row per
+    key), their runs and answers united (``mr``, ``ma``); the numbers of flows and dns
+    observations."""
     con.execute("CREATE TABLE kf AS SELECT k, count(*) AS members, min(k2) <> max(k2) AS clash FROM flows GROUP BY k")
     con.execute("CREATE TABLE kd AS SELECT k, count(*) AS members, min(k2) <> max(k2) AS clash FROM dns GROUP BY k")
     if con.execute("SELECT (SELECT count(*) FROM kf WHERE clash) + (SELECT count(*) FROM kd WHERE clash)").fetchone()[0]:
         raise _Unusable  # two keys with one hash
-    # A key in one line (most, across nodes) is that line; the others are summed.
+    # A key in one line (most, across nodes) is written as that line; the others are summed.
+    con.execute(f"CREATE TABLE fm AS SELECT {_FLOW_HASHES}, * FROM ({_flow_fields(_multi('flows', 'kf'))})")
     con.execute(f"""
 CREATE TABLE gf AS
-SELECT k, {_FLOW_KEY}, {', '.join(f"NULL AS {c}" for c in _FLOW_COLS.split(', ')[len(_FLOW_KEY.split(', ')):])}, line
-FROM flows SEMI JOIN (SELECT k FROM kf WHERE members = 1) USING (k)
-UNION ALL
 SELECT k, {', '.join(f"first({c}) AS {c}" for c in _FLOW_KEY.split(', '))}, sum(packets)::BIGINT AS packets,
        sum(bytes)::BIGINT AS bytes, sum(connections)::BIGINT AS connections, min(first_us) AS first_us, max(last_us) AS last_us,
        {', '.join(f"sum({_DCOL[m]})::BIGINT AS {_DCOL[m]}" for m in _METHODS)},
        list_sort(list_distinct(flatten(list(client_ports))))[1:{MAX_CLIENT_PORTS}] AS client_ports,
-       tr_sort(list_distinct(flatten(list(translated)))) AS translated, NULL AS runs, NULL AS line
-FROM flows SEMI JOIN (SELECT k FROM kf WHERE members > 1) USING (k) GROUP BY k""")
+       tr_sort(list_distinct(flatten(list(translated)))) AS translated
+FROM fm GROUP BY k""")
     # The runs of flows in several lines, merged as merge_runs merges them: sorted, a run ends
     # where the next starts more than RUN_GAP after the latest end before it. Both windows sort
     # the same way to the last tie (``i``): equal runs of two lines must not trade places between
     # the one that finds where a run starts and the one that numbers the runs.
     con.execute(f"""
 CREATE TABLE mr AS
-WITH u AS (SELECT row_number() OVER () AS i, * FROM (
-             SELECT k, unnest(runs, recursive := true) FROM flows SEMI JOIN (SELECT k FROM kf WHERE members > 1) USING (k))),
+WITH u AS (SELECT row_number() OVER () AS i, * FROM (SELECT k, unnest(runs, recursive := true) FROM fm)),
 w AS (SELECT k, a, b, n, i, max(b) OVER (PARTITION BY k ORDER BY a, b, n, i ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev FROM u),
 x AS (SELECT *, sum(CASE WHEN prev IS NULL OR a > prev + {_GAP_US} THEN 1 ELSE 0 END)
                   OVER (PARTITION BY k ORDER BY a, b, n, i ROWS UNBOUNDED PRECEDING) AS run FROM w)
 SELECT k, list({{'a': ra, 'b': rb, 'n': rn}} ORDER BY ra) AS runs
 FROM (SELECT k, run, min(a) AS ra, max(b) AS rb, sum(n)::BIGINT AS rn FROM x GROUP BY k, run) GROUP BY k""")
+    con.execute(f"CREATE TABLE dm AS SELECT {_DNS_HASHES}, * FROM ({_dns_fields(_multi('dns', 'kd'))})")
     con.execute(f"""
 CREATE TABLE gd AS
-SELECT k, {_DNS_KEY}, {', '.join(f"NULL AS {c}" for c in _DNS_COLS.split(', ')[len(_DNS_KEY.split(', ')):])}, line
-FROM dns SEMI JOIN (SELECT k FROM kd WHERE members = 1) USING (k)
-UNION ALL
 SELECT k, {', '.join(f"first({c}) AS {c}" for c in _DNS_KEY.split(', '))}, sum(queries)::BIGINT AS queries,
-       sum(responses)::BIGINT AS responses, min(first_us) AS first_us, max(last_us) AS last_us, NULL AS answers,
-       list_sort(list_distinct(flatten(list(rcodes)))) AS rcodes, list_sort(list_distinct(flatten(list(transports)))) AS transports,
-       NULL AS line
-FROM dns SEMI JOIN (SELECT k FROM kd WHERE members > 1) USING (k) GROUP BY k""")
+       sum(responses)::BIGINT AS responses, min(first_us) AS first_us, max(last_us) AS last_us,
+       list_sort(list_distinct(flatten(list(rcodes)))) AS rcodes, list_sort(list_distinct(flatten(list(transports)))) AS transports
+FROM dm GROUP BY k""")
     # The answers of observations in several lines: one per (name, type, data), its largest TTL.
     con.execute("""
 CREATE TABLE ma AS
 SELECT k, list({'data': data, 'name': name, 'ttl': ttl, 'type': type} ORDER BY name, type, data) AS answers FROM (
-  SELECT k, name, type, data, max(ttl) AS ttl
-  FROM (SELECT k, unnest(answers, recursive := true) FROM dns SEMI JOIN (SELECT k FROM kd WHERE members > 1) USING (k))
-  GROUP BY k, name, type, data) GROUP BY k""")
-    con.execute("DROP TABLE flows; DROP TABLE dns; DROP TABLE lines")
+  SELECT k, name, type, data, max(ttl) AS ttl FROM (SELECT k, unnest(answers, recursive := true) FROM dm) GROUP BY k, name, type, data)
+GROUP BY k""")
+    con.execute("DROP TABLE fm; DROP TABLE dm; DROP TABLE lines")
     nf = con.execute("SELECT count(*) FROM kf").fetchone()[0]
     nd = con.execute("SELECT count(*) FROM kd").fetchone()[0]
     return nf, nd
 
 
-def _fetch(con, query: str) -> Iterator[str]:
-    cur = con.execute(query)
-    while rows := cur.fetchmany(FETCH_ROWS):
-        yield "".join(line + "\n" for (line,) in rows)
+def _multi(table: str, counts: str) -> str:
+    """The lines of ``table`` whose key is in several lines, as a source of ``_flow_fields``."""
+    return f"(SELECT 0 AS file, 0 AS lineno, line FROM {table} SEMI JOIN (SELECT k FROM {counts} WHERE members > 1) USING (k))"
 
 
-def _lines(con, state: _State) -> Iterator[str]:
-    frame = list(dumps_lines(merge_logs([FlowLog(stats=state.stats, sources=tuple(state.sources), endpoints=tuple(state.endpoints))])))
-    yield frame[0]  # the header
+def _copy(con, query: str, name: str) -> None:
+    """The lines ``query`` selects, in its order, written to the file ``name`` by DuckDB: one
+    column, none quoted (every line is ASCII without control characters, by the rules of what
+    is taken)."""
+    con.execute(f"COPY ({query}) TO '{name}' (FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\x01')")
+
+
+def _io_reason(exc: Exception) -> str:
+    """The reason of a DuckDB IO error, as the one writer words an OSError ("No space left on
+    device"): DuckDB names the errno in a JSON detail of its message."""
+    text = str(exc)
+    found = re.search(r'"errno":\s*"?(\d+)', text)
+    if found:
+        return os.strerror(int(found.group(1)))
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first.rsplit(": ", 1)[-1]
+
+
+def _fill(con, state: _State, tmp: Path, output: str):
+    """What fills the merged log's file (``WrittenBy``): DuckDB's ``COPY`` of the header, the
+    flow lines (in the writer's order), the dns lines (in its order), the endpoints and the
+    stats. Fetched into Python and written from there, the lines took longer than all the rest
+    (15 s of 50 at 500 logs); spooled by DuckDB and copied, 6 s more (the disk)."""
+    import duckdb
+
+    frame = [line.rstrip("\n") for line in dumps_lines(merge_logs([FlowLog(
+        stats=state.stats, sources=tuple(state.sources), endpoints=tuple(state.endpoints))]))]
+    con.execute("CREATE TEMP TABLE frame AS SELECT p AS part, generate_subscripts(l, 1) AS i, unnest(l) AS line "
+                "FROM (SELECT unnest([0, 3]) AS p, unnest([?::VARCHAR[], ?::VARCHAR[]]) AS l)", [frame[:1], frame[1:]])
     # The addresses ranked in the writer's order (IPv4 first, then as text): integers sort much
-    # faster than the texts, which share long prefixes.
+    # faster than the texts, which share long prefixes. '' ranks first and '~' last (neither is an address):
+    # the header is a flow line from '' to '' and the lines after the dns lines a dns line of
+    # the client '~', so that each part is one sort of its lines as they are (a sort of lines
+    # selected from a union of theirs and others ran out of memory).
     con.execute("CREATE TABLE ar AS SELECT a, (row_number() OVER (ORDER BY addr_sort(a), a))::INTEGER AS r FROM "
-                "(SELECT src AS a FROM gf UNION SELECT dst FROM gf UNION SELECT client FROM gd UNION SELECT resolver FROM gd)")
+                "(SELECT src AS a FROM flows UNION SELECT dst FROM flows UNION SELECT client FROM dns UNION SELECT resolver FROM dns) "
+                "UNION ALL SELECT '', 0 UNION ALL SELECT '~', 2147483647")
     evidence = _sql_list(EVIDENCE)
-    yield from _fetch(con, f"""
-SELECT coalesce(line, flow_line({_FLOW_ARGS.replace(' runs,', ' mr.runs,')}))
-FROM gf LEFT JOIN mr USING (k) JOIN ar s ON s.a = gf.src JOIN ar d ON d.a = gf.dst
-ORDER BY s.r, d.r, proto, port, list_position({evidence}, evidence), src_pods, dst_pods, src_entity, dst_entity""")
-    yield from _fetch(con, """
-SELECT coalesce(line, dns_line(coalesce(ma.answers, []), client, first_us, last_us, qname, qtype, queries, rcodes, resolver, responses, transports))
-FROM gd LEFT JOIN ma USING (k) JOIN ar c ON c.a = gd.client JOIN ar r ON r.a = gd.resolver
-ORDER BY c.r, r.r, qname, qtype""")
-    yield from frame[1:]  # the endpoints, the stats
+    # The header, then the flow lines in the writer's order (by src, dst, proto, port, evidence,
+    # pods, entities); the dns lines in its order (by client, resolver, qname, qtype), then the
+    # endpoints and the stats.
+    flows = f"""
+SELECT line FROM (
+  SELECT {_FLOW_KEY}, line FROM flows SEMI JOIN (SELECT k FROM kf WHERE members = 1) USING (k)
+  UNION ALL
+  SELECT {_FLOW_KEY}, flow_line({_FLOW_ARGS.replace(' runs,', ' mr.runs,')}) FROM gf LEFT JOIN mr USING (k)
+  UNION ALL
+  SELECT '', '', '', 0, '', [], [], '', '', line FROM frame WHERE part = 0) g
+JOIN ar s ON s.a = g.src JOIN ar d ON d.a = g.dst
+ORDER BY s.r, d.r, proto, port, list_position({evidence}, evidence), src_pods, dst_pods, src_entity, dst_entity"""
+    dns = f"""
+SELECT line FROM (
+  SELECT {_DNS_KEY}, line FROM dns SEMI JOIN (SELECT k FROM kd WHERE members = 1) USING (k)
+  UNION ALL
+  SELECT {_DNS_KEY}, dns_line(coalesce(ma.answers, []), client, first_us, last_us, qname, qtype, queries, rcodes, resolver, responses,
+                              transports) FROM gd LEFT JOIN ma USING (k)
+  UNION ALL
+  SELECT '~', '~', lpad(i::VARCHAR, 12, '0'), '', line FROM frame WHERE part = 3) g
+JOIN ar c ON c.a = g.client JOIN ar r ON r.a = g.resolver
+ORDER BY c.r, r.r, qname, qtype"""
+
+    def fill(name: str) -> None:
+        if "'" in name:
+            raise _Unusable  # (a temporary file's name: never)
+        try:
+            _copy(con, flows, name)
+        except duckdb.IOException as exc:  # a full disk, say: the output's error, not a reason to merge again
+            raise OutputError(f"cannot write {output}: {_io_reason(exc)}") from None
+        _copy(con, dns, str(tmp / "dns.jsonl"))  # (in the merge's temporary directory, removed with it)
+        try:
+            append_file(name, tmp / "dns.jsonl")
+        except OSError as exc:
+            raise OutputError(f"cannot write {output}: {exc.strerror or exc}") from None
+    return fill

@@ -26,6 +26,7 @@ Errors are ``OutputError``: one line naming the path.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 import sys
@@ -78,11 +79,32 @@ def write_text(path: str | os.PathLike, text: str | Iterable[str]) -> None:
     write_data(path, text.encode("utf-8") if isinstance(text, str) else (t.encode("utf-8") for t in text))
 
 
-def write_data(path: str | os.PathLike, data: bytes | Iterable[bytes]) -> None:
-    """Write ``data`` (an image, say; or chunks of bytes) to ``path`` by the rules above; '-' is
-    stdout. Chunks go to a regular file's temporary file as they come (a merged flow log of a
-    cluster is gigabytes: never all in memory); a device or FIFO gets them joined, once all are
-    there, as before."""
+class WrittenBy:
+    """A file's contents that ``fill(name)`` writes at ``name`` (a new empty regular file), for
+    ``write_data``: for a program that writes files by their path, as DuckDB's ``COPY`` does. A
+    regular target's temporary file is the one filled (a merged flow log of a cluster is
+    gigabytes: written once, not spooled and copied); standard output, a device or a FIFO gets
+    a copy of a temporary file filled in full first (by the kernel, ``os.sendfile``)."""
+
+    def __init__(self, fill: Callable[[str], None]):
+        self.fill = fill
+
+
+def write_data(path: str | os.PathLike, data: bytes | Iterable[bytes] | WrittenBy) -> None:
+    """Write ``data`` (an image, say; or chunks of bytes; or ``WrittenBy``) to ``path`` by the
+    rules above; '-' is stdout. Chunks go to a regular file's temporary file as they come (a
+    merged flow log of a cluster is gigabytes: never all in memory); a device or FIFO gets them
+    joined, once all are there, as before."""
+    if isinstance(data, WrittenBy) and (str(path) == "-" or _direct(Path(path))):
+        with tempfile.TemporaryDirectory(prefix="netpol-learn-") as directory:
+            name = os.path.join(directory, "filled")
+            open(name, "xb").close()
+            data.fill(name)
+            if str(path) == "-":
+                _copy_to_stdout(name)
+            else:
+                _write_in_place(Path(path), _Filled(name))
+        return
     if str(path) == "-":
         sys.stdout.flush()
         if isinstance(data, (bytes, bytearray, memoryview)):
@@ -171,7 +193,31 @@ def make_directory(path: str | os.PathLike) -> Path:
     return path
 
 
-def _write_in_place(path: Path, data: bytes) -> None:
+def _copy_to_stdout(name: str) -> None:
+    """The file ``name`` written to standard output: by the kernel to its file descriptor, or
+    through Python where it has none (a test's captured output)."""
+    sys.stdout.flush()
+    out = sys.stdout.buffer
+    out.flush()
+    try:
+        fd = out.fileno()
+    except (AttributeError, io.UnsupportedOperation):
+        with open(name, "rb") as src:
+            while block := src.read(1 << 22):
+                out.write(block)
+        out.flush()
+        return
+    _copy_file(fd, name)
+
+
+class _Filled:
+    """A file filled (``WrittenBy``) in a temporary directory, to copy in place."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+def _write_in_place(path: Path, data: bytes | _Filled) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
     except OSError as exc:
@@ -184,7 +230,7 @@ def _write_in_place(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def _stage(target: Path, data: bytes | Iterable[bytes]) -> str:
+def _stage(target: Path, data: bytes | Iterable[bytes] | WrittenBy) -> str:
     """``data`` in a new temporary file beside ``target``, on disk, with the mode ``target`` will
     have; returns its path. Nothing is left behind on failure."""
     directory = target.parent if str(target.parent) else Path(".")
@@ -199,16 +245,21 @@ def _stage(target: Path, data: bytes | Iterable[bytes]) -> str:
     except OSError as exc:
         raise OutputError(f"cannot write {target}: {_reason(exc)}") from exc
     try:
-        if old is None:
-            os.fchmod(fd, 0o666 & ~current_umask())
-        else:
-            os.fchmod(fd, stat.S_IMODE(old.st_mode))
-            if os.geteuid() == 0 and (old.st_uid, old.st_gid) != (0, 0):
-                os.fchown(fd, old.st_uid, old.st_gid)
-        _write_all(fd, data)
+        if isinstance(data, WrittenBy):
+            data.fill(tmp)
+            # The file now at that name: a program may write a new one there (DuckDB does).
+            os.close(fd)
+            fd = -1
+            fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OutputError(f"cannot write {target}: what was written is not a regular file")
+        _set_mode(fd, old)
+        if not isinstance(data, WrittenBy):
+            _write_all(fd, data)
         os.fsync(fd)
     except BaseException as exc:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
         _unlink_quietly(tmp)
         if isinstance(exc, OSError):
             raise OutputError(f"cannot write {target}: {_reason(exc)}") from exc
@@ -217,11 +268,55 @@ def _stage(target: Path, data: bytes | Iterable[bytes]) -> str:
     return tmp
 
 
-def _write_all(fd: int, data: bytes | Iterable[bytes]) -> None:
+def _set_mode(fd: int, old: os.stat_result | None) -> None:
+    """The mode (as root, the owner) a staged file takes: the umask's for a new file, the old
+    file's for one replaced."""
+    if old is None:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    else:
+        os.fchmod(fd, stat.S_IMODE(old.st_mode))
+        if os.geteuid() == 0 and (old.st_uid, old.st_gid) != (0, 0):
+            os.fchown(fd, old.st_uid, old.st_gid)
+
+
+def _write_all(fd: int, data: bytes | Iterable[bytes] | _Filled) -> None:
+    if isinstance(data, _Filled):
+        _copy_file(fd, data.name)
+        return
     for chunk in (data,) if isinstance(data, (bytes, bytearray, memoryview)) else _blocks(data):
         view = memoryview(chunk)
         while view:  # a pipe (or a full disk's last block) may take less than all at once
             view = view[os.write(fd, view):]
+
+
+def append_file(path: str | os.PathLike, source: str | os.PathLike) -> None:
+    """Append the contents of the file ``source`` to the file ``path`` (one being filled for
+    ``WrittenBy``), copied by the kernel."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        _copy_file(fd, source)
+    finally:
+        os.close(fd)
+
+
+def _copy_file(fd: int, path: str | os.PathLike) -> None:
+    """The contents of the file ``path`` written to ``fd``: by ``os.sendfile`` (in the kernel),
+    else (a kernel or target that refuses it before the first byte) read and written."""
+    with open(path, "rb") as src:
+        size = os.fstat(src.fileno()).st_size
+        offset = 0
+        try:
+            while offset < size:
+                sent = os.sendfile(fd, src.fileno(), offset, min(size - offset, 1 << 30))
+                if sent == 0:
+                    break  # the file was cut short: what it has now is what it holds
+                offset += sent
+            return
+        except OSError as exc:
+            if offset or exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+                raise
+        while block := src.read(1 << 22):
+            _write_all(fd, block)
 
 
 def _blocks(chunks: Iterable[bytes], size: int = 1 << 20) -> Iterable[bytes]:

@@ -22,7 +22,6 @@ from netpol_learn._flowlog import (
     merge_logs, merge_runs, read_flow_log, translation_sort_key, write_flow_log,
 )
 from netpol_learn._merge import merge_files
-from netpol_learn._output import write_text
 
 ADDRESSES = ["10.244.0.5", "10.244.0.50", "10.244.1.7", "10.96.0.10", "203.0.113.9", "fd00::1", "fd00:10:244::a", "2001:db8::5"]
 BASE = 1_750_000_000 * 10**9
@@ -87,7 +86,7 @@ def reference(paths: list[Path]) -> str:
 
 
 def columnar(paths: list[Path], out: Path) -> str | None:
-    merged = merge_files(paths, str(out), write_text)
+    merged = merge_files(paths, str(out))
     return None if merged is None else out.read_text()
 
 

@@ -252,3 +252,17 @@ def test_the_same_inputs_give_the_same_bytes_wherever_they_are_written(tmp_path,
     cli("learn", PCAP, "--inventory", INVENTORY, "-o", c)
     assert tree(a) == tree(b) == tree(c)
     assert str(a) not in (a / "kustomization.yaml").read_text()
+
+
+def test_a_merge_onto_a_full_disk_is_one_error_and_leaves_the_file_as_it_was(small_disk, flows):
+    """DuckDB writes the merged log into the temporary file beside its target: when the disk is
+    full, that is the command's one error, worded as the one writer words it; the old file stays
+    as it was and nothing is left beside it."""
+    out = small_disk / "merged.jsonl"
+    out.write_text("old\n")
+    fill(small_disk, 0)  # no room for the merged log
+    r = cli("merge", flows, "-o", out, check=False)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "No space left" in r.stderr, r.stderr
+    assert r.stderr == f"error: cannot write {out}: No space left on device\n"
+    assert out.read_text() == "old\n"
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "merged.jsonl"]
