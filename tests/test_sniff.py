@@ -1130,7 +1130,7 @@ def test_sniff_records_the_node_traffic_and_the_learned_policies_allow_it(bed, t
     # The doomed pod is deleted (its veth goes): a warning, and capture goes on. (The bridge's
     # address is pinned first, as the bridge CNI plugin does: else Linux gives the bridge the
     # lowest address of its ports, which may be the one leaving, and the pods' ARP entries go stale.)
-    mac = Path(f"/sys/class/net/cni0/address")
+    mac = Path("/sys/class/net/cni0/address")
     bridge_mac = subprocess.run([testbed._IP, "netns", "exec", bed.node_ns, "cat", str(mac)], capture_output=True, text=True, check=True).stdout.strip()
     subprocess.run([testbed._IP, "-n", bed.node_ns, "link", "set", "cni0", "address", bridge_mac], check=True)
     time.sleep(0.3)
@@ -1176,19 +1176,26 @@ def test_sniff_records_the_node_traffic_and_the_learned_policies_allow_it(bed, t
     assert truth <= set(verdict.allowed), sorted(truth - set(verdict.allowed))
 
 
-@needs_bed
-def test_max_connections_bounds_the_table_and_counts_what_it_dropped(bed, tmp_path):
+def _sniff_bounded(bed, tmp_path, traffic) -> dict:
+    """Sniff with ``--max-connections 3`` while ``traffic(client, server)`` makes ten
+    connections from a client pod to a server pod's port 8080: the three in the table are the
+    one flow written (checked here); the segment's stats are returned."""
     flows_path = tmp_path / "flows.jsonl"
     s = Sniffing(bed, "--max-connections", "3", "--interval", "60", "-o", str(flows_path), "-i", "veth*")
     s.wait_for("listening on")
     server, client = bed.pods_of("shop", "server")[0], bed.pods_of("shop", "client")[0]
-    tcp_calls(client, server.ip, 8080, 10)  # ten connections, pod to pod: ten 5-tuples
+    traffic(client, server)
     time.sleep(0.2)
     assert s.stop() == 0
     (seg,) = segments(flows_path.read_text())
     flows = [line for line in seg if line["kind"] == "flow" and line["evidence"] != "socket-scan"]
-    stats = seg[-1]
     assert [(f["src"], f["dst"], f["port"], f["connections"]) for f in flows] == [(client.ip, server.ip, 8080, 3)]
+    return seg[-1]
+
+
+@needs_bed
+def test_max_connections_bounds_the_table_and_counts_what_it_dropped(bed, tmp_path):
+    stats = _sniff_bounded(bed, tmp_path, lambda client, server: tcp_calls(client, server.ip, 8080, 10))  # ten 5-tuples
     assert stats["dropped_connections"] == 7
     assert stats["dropped_packets"] >= 7 * 2  # a SYN and a SYN-ACK each, at least
 
@@ -1197,11 +1204,8 @@ def test_max_connections_bounds_the_table_and_counts_what_it_dropped(bed, tmp_pa
 def test_a_dropped_connection_is_counted_once_however_many_batches_its_packets_come_in(bed, tmp_path):
     # Ten connections held open past several batches (one every 100 ms), then closed: each dropped
     # one shows its SYN and SYN-ACK in one batch and its FINs in a later one, and still counts once.
-    flows_path = tmp_path / "flows.jsonl"
-    s = Sniffing(bed, "--max-connections", "3", "--interval", "60", "-o", str(flows_path), "-i", "veth*")
-    s.wait_for("listening on")
-    server, client = bed.pods_of("shop", "server")[0], bed.pods_of("shop", "client")[0]
-    in_pod(client, f"""
+    def held_open(client, server):
+        in_pod(client, f"""
 import socket, time
 held = [socket.create_connection(({server.ip!r}, 8080), timeout=5) for _ in range(10)]
 time.sleep(0.6)
@@ -1209,12 +1213,8 @@ for c in held:
     c.close()
 time.sleep(0.3)
 """)
-    time.sleep(0.2)
-    assert s.stop() == 0
-    (seg,) = segments(flows_path.read_text())
-    flows = [line for line in seg if line["kind"] == "flow" and line["evidence"] != "socket-scan"]
-    stats = seg[-1]
-    assert [(f["src"], f["dst"], f["port"], f["connections"]) for f in flows] == [(client.ip, server.ip, 8080, 3)]
+
+    stats = _sniff_bounded(bed, tmp_path, held_open)
     assert stats["dropped_connections"] == 7
     assert stats["dropped_packets"] >= 7 * 3  # a SYN, a SYN-ACK and a FIN each, at least
 
