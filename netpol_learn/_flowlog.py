@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from netpol_learn._errors import FlowLogError, FlowLogVersionError
+from netpol_learn._gc import collector_paused
 from netpol_learn._output import write_text
 from netpol_learn._time import format_time, parse_time
 
@@ -436,6 +437,7 @@ def write_flow_log(log: FlowLog, path: str | os.PathLike | None) -> None:
     write_text("-" if path is None else path, dumps_lines(log))
 
 
+@collector_paused()
 def read_flow_log(path: str | os.PathLike) -> FlowLog:
     """Read a flow log written by ``write_flow_log`` (or by the sniffer): all its segments merged.
 

@@ -25,8 +25,6 @@ before NetworkPolicies, the Baseline tier for pods they do not isolate (``_clust
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import ipaddress
 import os
 import re
@@ -39,6 +37,7 @@ import yaml
 
 from netpol_learn._cluster_policy import ClusterPolicy, candidates, cluster_policy_from_dict, decide
 from netpol_learn._errors import PolicyError
+from netpol_learn._gc import collector_paused
 from netpol_learn._inventory import PROTOCOLS, LabelSelector, labels_problem
 from netpol_learn._policy import NAMESPACE_LABEL, IpBlock, NetworkPolicy, PolicyPeer, PortSpec, Rule
 
@@ -69,20 +68,6 @@ def load_policies(paths: Iterable[str | os.PathLike], notes: list[str] | None = 
     # collections, 0.8 s of 5.3 s). What they are read into holds no cycles.
     with collector_paused():
         return _load_policies(paths, notes)
-
-
-@contextlib.contextmanager
-def collector_paused():
-    """The garbage collector paused (and resumed if it ran), for work that makes many objects
-    without cycles (reference counts free them) and keeps them a while: as they pile up, the
-    collector would walk them, and everything else alive, again and again."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _load_policies(paths: Iterable[str | os.PathLike], notes: list[str] | None) -> Policies:

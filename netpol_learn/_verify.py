@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from netpol_learn._flowlog import FlowLog
+from netpol_learn._gc import collector_paused
 from netpol_learn._inventory import PROTOCOLS, Inventory, Pod, Workload
 from netpol_learn._policy import NetworkPolicy, Rule
 from netpol_learn._resolve import (
@@ -31,7 +32,7 @@ from netpol_learn._resolve import (
     resolve,
     workload_label,
 )
-from netpol_learn._semantics import Endpoint, PolicyEngine, PortProbes, collector_paused, isolates, own_node
+from netpol_learn._semantics import Endpoint, PolicyEngine, PortProbes, isolates, own_node
 from netpol_learn._text import counted
 
 
@@ -133,6 +134,7 @@ class Judge:
         return Judged(True) if v.allowed else Judged(False, v.denied_by, v.why)
 
 
+@collector_paused()
 def verify(log: FlowLog, inventory: Inventory, policies: Iterable[NetworkPolicy], options: ResolveOptions = ResolveOptions()) -> VerifyResult:
     """Which observed connections of ``log`` would ``policies`` deny (and which they allow), with
     the direction that denies each and the policies that isolate its pods; ``options`` say how

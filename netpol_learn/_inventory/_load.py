@@ -30,6 +30,7 @@ from pathlib import Path
 import yaml
 
 from netpol_learn._errors import InventoryError
+from netpol_learn._gc import collector_paused
 from netpol_learn._inventory._model import (
     OPERATORS,
     PROTOCOLS,
@@ -457,6 +458,7 @@ def load_inventory_document(document: Mapping, name: str, *, pod_cidrs: Iterable
     return _build(snapshots, [], [str(c) for c in pod_cidrs], [str(c) for c in service_cidrs])
 
 
+@collector_paused()
 def load_inventory(
     paths: Iterable[str | os.PathLike],
     *,
