@@ -230,9 +230,6 @@ class _State:
 
 
 def _load(con, paths: list[Path], tmp: Path) -> _State:
-    # The tables compressed in memory (at each checkpoint): a column of times or addresses
-    # of a cluster's logs takes a fraction of its plain size.
-    con.execute("ATTACH ':memory:' AS merged (COMPRESS); USE merged")
     con.execute(_MACROS)
     con.execute("CREATE TEMP TABLE lines (file INTEGER, lineno BIGINT, line VARCHAR)")
     con.execute(f"CREATE TABLE flows AS SELECT * FROM ({_parsed_flows(0)}) WHERE false")
@@ -241,7 +238,6 @@ def _load(con, paths: list[Path], tmp: Path) -> _State:
     slow: list[int] = []
     for start in range(0, len(paths), BATCH_FILES):
         slow += _load_batch(con, paths, start, state)
-        pass
     if slow:
         con.execute("CREATE TEMP TABLE slow AS SELECT unnest(?::INTEGER[]) AS file", [slow])
         con.execute("DELETE FROM flows WHERE file IN (SELECT file FROM slow); DELETE FROM dns WHERE file IN (SELECT file FROM slow)")
@@ -373,10 +369,10 @@ def _counts(con) -> tuple[int, int]:
     their lines parsed again (``fm``, ``dm``), their fields summed (``gf``, ``gd``: one row per
     key), their runs and answers united (``mr``, ``ma``); the numbers of flows and dns
     observations."""
-    con.execute("CREATE TABLE kf AS SELECT k, count(*) AS members, min(k2) <> max(k2) AS clash FROM flows GROUP BY k")
-    con.execute("CREATE TABLE kd AS SELECT k, count(*) AS members, min(k2) <> max(k2) AS clash FROM dns GROUP BY k")
-    if con.execute("SELECT (SELECT count(*) FROM kf WHERE clash) + (SELECT count(*) FROM kd WHERE clash)").fetchone()[0]:
-        raise _Unusable  # two keys with one hash
+    for table, counts in (("flows", "kf"), ("dns", "kd")):
+        con.execute(f"CREATE TABLE {counts} AS SELECT k, count(*) AS members, min(k2) <> max(k2) AS clash FROM {table} GROUP BY k")
+        if con.execute(f"SELECT count(*) FROM {counts} WHERE clash").fetchone()[0]:
+            raise _Unusable  # two keys with one hash
     # A key in one line (most, across nodes) is written as that line; the others are summed.
     con.execute(f"CREATE TABLE fm AS SELECT {_FLOW_HASHES}, * FROM ({_flow_fields(_multi('flows', 'kf'))})")
     con.execute(f"""
@@ -427,6 +423,8 @@ def _copy(con, query: str, name: str) -> None:
     """The lines ``query`` selects, in its order, written to the file ``name`` by DuckDB: one
     column, none quoted (every line is ASCII without control characters, by the rules of what
     is taken)."""
+    if "'" in name:
+        raise _Unusable  # (a temporary file's name, in SQL: never)
     con.execute(f"COPY ({query}) TO '{name}' (FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\x01')")
 
 
@@ -485,15 +483,10 @@ JOIN ar c ON c.a = g.client JOIN ar r ON r.a = g.resolver
 ORDER BY c.r, r.r, qname, qtype"""
 
     def fill(name: str) -> None:
-        if "'" in name:
-            raise _Unusable  # (a temporary file's name: never)
         try:
             _copy(con, flows, name)
         except duckdb.IOException as exc:  # a full disk, say: the output's error, not a reason to merge again
             raise OutputError(f"cannot write {output}: {_io_reason(exc)}") from None
         _copy(con, dns, str(tmp / "dns.jsonl"))  # (in the merge's temporary directory, removed with it)
-        try:
-            append_file(name, tmp / "dns.jsonl")
-        except OSError as exc:
-            raise OutputError(f"cannot write {output}: {exc.strerror or exc}") from None
+        append_file(name, tmp / "dns.jsonl")  # (an OSError is the output's, worded by the one writer)
     return fill

@@ -28,6 +28,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import shutil
 import stat
 import sys
 import tempfile
@@ -99,11 +100,14 @@ def write_data(path: str | os.PathLike, data: bytes | Iterable[bytes] | WrittenB
         with tempfile.TemporaryDirectory(prefix="netpol-learn-") as directory:
             name = os.path.join(directory, "filled")
             open(name, "xb").close()
-            data.fill(name)
+            try:
+                data.fill(name)
+            except OSError as exc:
+                raise OutputError(f"cannot write {path}: {_reason(exc)}") from exc
             if str(path) == "-":
                 _copy_to_stdout(name)
             else:
-                _write_in_place(Path(path), _Filled(name))
+                _write_in_place(Path(path), Path(name))
         return
     if str(path) == "-":
         sys.stdout.flush()
@@ -203,21 +207,13 @@ def _copy_to_stdout(name: str) -> None:
         fd = out.fileno()
     except (AttributeError, io.UnsupportedOperation):
         with open(name, "rb") as src:
-            while block := src.read(1 << 22):
-                out.write(block)
+            shutil.copyfileobj(src, out, 1 << 22)
         out.flush()
         return
     _copy_file(fd, name)
 
 
-class _Filled:
-    """A file filled (``WrittenBy``) in a temporary directory, to copy in place."""
-
-    def __init__(self, name: str):
-        self.name = name
-
-
-def _write_in_place(path: Path, data: bytes | _Filled) -> None:
+def _write_in_place(path: Path, data: bytes | Path) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
     except OSError as exc:
@@ -279,9 +275,9 @@ def _set_mode(fd: int, old: os.stat_result | None) -> None:
             os.fchown(fd, old.st_uid, old.st_gid)
 
 
-def _write_all(fd: int, data: bytes | Iterable[bytes] | _Filled) -> None:
-    if isinstance(data, _Filled):
-        _copy_file(fd, data.name)
+def _write_all(fd: int, data: bytes | Iterable[bytes] | Path) -> None:
+    if isinstance(data, Path):  # a file's contents (``WrittenBy``, filled in a temporary directory)
+        _copy_file(fd, data)
         return
     for chunk in (data,) if isinstance(data, (bytes, bytearray, memoryview)) else _blocks(data):
         view = memoryview(chunk)
@@ -291,9 +287,11 @@ def _write_all(fd: int, data: bytes | Iterable[bytes] | _Filled) -> None:
 
 def append_file(path: str | os.PathLike, source: str | os.PathLike) -> None:
     """Append the contents of the file ``source`` to the file ``path`` (one being filled for
-    ``WrittenBy``), copied by the kernel."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+    ``WrittenBy``), copied by the kernel. (Not O_APPEND: Linux's sendfile refuses such a
+    descriptor, and every byte would go through Python.)"""
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
+        os.lseek(fd, 0, os.SEEK_END)
         _copy_file(fd, source)
     finally:
         os.close(fd)
