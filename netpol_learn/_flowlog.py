@@ -192,6 +192,10 @@ def flow_sort_key(flow: Flow) -> tuple:
             _EVIDENCE_ORDER[flow.evidence], flow.src_pods, flow.dst_pods, flow.src_entity, flow.dst_entity)
 
 
+def dns_sort_key(d: DnsObservation) -> tuple:
+    return (_address_sort(d.client), _address_sort(d.resolver), d.qname, d.qtype)
+
+
 def endpoint_sort_key(e: Endpoint) -> tuple:
     return (_address_sort(e.address), *e.key[1:])
 
@@ -299,7 +303,7 @@ def merge_logs(logs: Iterable[FlowLog]) -> FlowLog:
         sources.update(log.sources)
     return FlowLog(
         flows=tuple(sorted(flows.values(), key=flow_sort_key)),
-        dns=tuple(sorted(dns.values(), key=lambda d: (_address_sort(d.client), _address_sort(d.resolver), d.qname, d.qtype))),
+        dns=tuple(sorted(dns.values(), key=dns_sort_key)),
         stats=stats,
         sources=tuple(sorted(sources)),
         endpoints=tuple(sorted(endpoints.values(), key=endpoint_sort_key)),

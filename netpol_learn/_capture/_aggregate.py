@@ -42,8 +42,9 @@ from netpol_learn._flowlog import (
     Flow,
     FlowLog,
     Translation,
+    dns_sort_key,
     flow_sort_key,
-    merge_logs,
+    merge_stats,
     translation_sort_key,
 )
 
@@ -178,8 +179,9 @@ class Aggregator:
         stats["dns_malformed"] = stats.get("dns_malformed", 0) + malformed
         stats = {k: int(v) for k, v in sorted(stats.items()) if v}
         stats["tunnels"] = self._tunnel_stats()
-        log = FlowLog(flows=tuple(flows), dns=tuple(dns), stats=stats, sources=(source,))
-        return merge_logs([log])
+        # What ``merge_logs([log])`` would give, without its per-line Python work: the flows are
+        # distinct and sorted already, the DNS lines distinct (tests/test_dnscount.py).
+        return FlowLog(flows=tuple(flows), dns=tuple(sorted(dns, key=dns_sort_key)), stats=merge_stats(stats, {}), sources=(source,))
 
     def _tunnel_stats(self) -> dict:
         names = AddressNames()
@@ -256,27 +258,33 @@ def _flows(t: dict, alive: np.ndarray, views: dict) -> tuple[list[Flow], dict[tu
     names = AddressNames()
     translations, redirect = _translations(views, ends, sums, names)
     flows = []
-    for j in range(len(sums)):
-        r = int(sums.rep[j])
-        p = int(t["proto"][r])
-        methods = tuple((DIRECTION_METHODS[k], int(c)) for k, c in enumerate(sums.by_method[j]) if c)
+    # Each column as Python values once, not a numpy scalar per field per flow.
+    rep = sums.rep
+    src_names = [names(hi, lo) for hi, lo in zip(ends.c_hi[rep].tolist(), ends.c_lo[rep].tolist())]
+    dst_names = [names(hi, lo) for hi, lo in zip(ends.s_hi[rep].tolist(), ends.s_lo[rep].tolist())]
+    ports = np.where(ends.ported[rep], ends.s_port[rep], -1).tolist()
+    method_counts = [tuple((DIRECTION_METHODS[k], c) for k, c in enumerate(row) if c) for row in sums.by_method.tolist()]
+    columns = zip(src_names, dst_names, t["proto"][rep].tolist(), ports, sums.packets.astype(np.int64).tolist(),
+                  sums.nbytes.astype(np.int64).tolist(), sums.connections.tolist(), sums.first.tolist(), sums.last.tolist(),
+                  method_counts, sums.evidence.tolist(), runs)
+    for j, (src, dst, p, port, packets, nbytes, connections, first, last, methods, ev, flow_runs) in enumerate(columns):
         heuristic_used = any(mth in HEURISTIC_METHODS for mth, _ in methods)
         flows.append(
             Flow(
-                src=names(ends.c_hi[r], ends.c_lo[r]),
-                dst=names(ends.s_hi[r], ends.s_lo[r]),
+                src=src,
+                dst=dst,
                 proto=PROTO_NAMES.get(p, f"IP-{p}"),
-                port=int(ends.s_port[r]) if ends.ported[r] else None,
-                packets=int(sums.packets[j]),
-                bytes=int(sums.nbytes[j]),
-                connections=int(sums.connections[j]),
-                first_seen=int(sums.first[j]),
-                last_seen=int(sums.last[j]),
+                port=None if port < 0 else port,
+                packets=packets,
+                bytes=nbytes,
+                connections=connections,
+                first_seen=first,
+                last_seen=last,
                 direction=methods,
                 client_ports=tuple(sorted(client_ports[j]))[:MAX_CLIENT_PORTS] if heuristic_used else (),
                 translated=tuple(sorted(translations.get(j, ()), key=translation_sort_key)),
-                evidence=EVIDENCE[sums.evidence[j]],
-                runs=runs[j],
+                evidence=EVIDENCE[ev],
+                runs=flow_runs,
             )
         )
     flows.sort(key=flow_sort_key)
