@@ -134,6 +134,16 @@ def guestbook(tmp_path_factory):
     return here, log, inventory
 
 
+def test_one_path_may_be_given_as_itself(guestbook):
+    """A string or a Path where a list of paths is expected: that one path, not the paths of a
+    string's characters (``"/"`` first: the whole file system)."""
+    _, log, inventory = guestbook
+    for one in (GUESTBOOK / "capture.pcap", str(GUESTBOOK / "capture.pcap")):
+        assert nl.capture_files(one) == log
+    for one in (GUESTBOOK / "inventory.yaml", str(GUESTBOOK / "inventory.yaml")):
+        assert nl.load_inventory(one).pods == inventory.pods
+
+
 def test_capture_and_the_flow_log_round_trip(guestbook):
     here, log, _ = guestbook
     assert isinstance(log, nl.FlowLog) and len(log.flows) == 8 and all(isinstance(f, nl.Flow) for f in log.flows)
@@ -179,6 +189,8 @@ def test_generate_render_load_verify_and_diff(guestbook):
         nl.write_directory(here / "flows.jsonl" if (here / "flows.jsonl").exists() else GUESTBOOK / "capture.pcap", generated.files)
     policies = nl.load_policies([here / "policies"])
     assert all(isinstance(p, nl.NetworkPolicy) for p in policies)
+    # One path as itself, a Path or a string: not a string's characters as paths ("/" first).
+    assert nl.load_policies(here / "policies") == policies == nl.load_policies(str(here / "policies"))
     assert {p.name for p in policies} == {"default-deny", "api", "db"}  # ui has no ingress, egress is open
     result = nl.verify(log, inventory, policies)
     assert isinstance(result, nl.VerifyResult) and not result.denied and result.allowed

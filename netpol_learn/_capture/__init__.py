@@ -229,7 +229,7 @@ def _with_warnings(stats, path: Path, warnings: list[CaptureWarning]) -> dict:
 
 
 def capture_files(
-    paths: Iterable[str | os.PathLike],
+    paths: Iterable[str | os.PathLike] | str | os.PathLike,
     *,
     dedup_window: float = DEFAULT_DEDUP_WINDOW,
     warn: Callable[[str], None] | None = None,
@@ -249,9 +249,10 @@ def capture_files(
     A file of Hubble's flow records (JSON lines, plain or gzip) is read by ``HubbleReader``
     (``input_format`` ``auto`` tells it by content; ``hubble`` or ``pcap`` forces one), with
     ``DROPPED`` records as ``dropped`` flows unless ``include_dropped``. The path ``-`` is
-    ``stdin`` (a binary stream), read by ``read_stream``.
+    ``stdin`` (a binary stream), read by ``read_stream``. One path may be given as itself (a
+    string is not taken for the paths of its characters).
     """
-    paths = [Path(p) for p in paths]
+    paths = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
     kinds = check_inputs(paths, input_format)
     logs = []
     failed: list[str] = []

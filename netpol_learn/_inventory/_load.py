@@ -460,7 +460,7 @@ def load_inventory_document(document: Mapping, name: str, *, pod_cidrs: Iterable
 
 @collector_paused()
 def load_inventory(
-    paths: Iterable[str | os.PathLike],
+    paths: Iterable[str | os.PathLike] | str | os.PathLike,
     *,
     pod_cidrs: Iterable[str] = (),
     service_cidrs: Iterable[str] = (),
@@ -469,7 +469,10 @@ def load_inventory(
     """Load one or more snapshots, and the watch histories in them (``netpol-learn inventory
     --watch``). A file that cannot be read or holds a malformed object or history entry is
     reported through ``warn`` and skipped (when it is the only file, ``InventoryError``);
-    ``InventoryError`` is raised when nothing usable was loaded."""
+    ``InventoryError`` is raised when nothing usable was loaded. One path may be given as itself
+    (a string is not taken for the paths of its characters)."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
     for option, given in (("pod range", pod_cidrs), ("Service range", service_cidrs)):
         for c in given:
             try:
