@@ -587,3 +587,20 @@ def test_a_capture_s_log_is_what_merge_logs_makes_of_it(name, request):
     want, malformed = reference(rec.rows, rec.messages, redirect)
     assert log.dns == tuple(want)
     assert log.stats.get("dns_malformed", 0) == malformed
+
+
+@pytest.mark.parametrize("name", [p.relative_to(ROOT).as_posix() for p in CAPTURES] + ["dns"])
+def test_result_leaves_the_connection_table_as_it_was(name, request):
+    """``result`` works on the connection table without changing it (joining NAT views, which
+    changes the rows it joins, on a copy): a second ``result`` gives the same log."""
+    path = request.getfixturevalue("dns_pcap") if name == "dns" else ROOT / name
+    agg = Aggregator(int(DEFAULT_DEDUP_WINDOW * 1e9))
+    for chunk in read_chunks(path, lambda w: None):
+        agg.feed(chunk.data, decode(chunk.data, chunk.off, chunk.caplen, chunk.link, chunk.ts))
+    agg._flush()
+    before = {k: v.copy() for k, v in agg.conns.items()}
+    log = agg.result(path.name)
+    assert all(np.array_equal(before[k], agg.conns[k]) for k in before)
+    assert agg.result(path.name) == log
+    if name == "dns":
+        assert agg.dedup.alias_edges  # the NAT view: the copy is taken

@@ -168,7 +168,9 @@ class Aggregator:
     def result(self, source: str) -> FlowLog:
         """The flow log of everything fed so far, its ``sources`` ``(source,)``."""
         self._flush()
-        t = {k: v.copy() for k, v in self.conns.items()}
+        # Joining NAT views changes the rows it joins in place: then on a copy (the rest of the
+        # way only makes new columns), so that the table fed so far stays as it was.
+        t = {k: v.copy() for k, v in self.conns.items()} if self.dedup.alias_edges else dict(self.conns)
         alive = np.ones(len(t["key"]), dtype=bool)
         views = join_views(t, alive, self.dedup.alias_edges, self.dedup.alias_views)
         stats = dict(self.stats)
