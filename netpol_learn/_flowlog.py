@@ -854,10 +854,13 @@ def _runs(o: Mapping, first_seen: int, last_seen: int, connections: int) -> tupl
 def _dns_from_json(o: dict) -> DnsObservation:
     """A dns line's fields, checked as ``_flow_from_json`` checks a flow's."""
     first_seen, last_seen = _window(o)
-    answers = []
-    for i, a in _mappings(o, "answers"):
-        at = f"answers[{i}]."
-        answers.append(DnsAnswer(_text(a, "name", at), _text(a, "type", at), _text(a, "data", at), _count(a, "ttl", at)))
+    answers: tuple[DnsAnswer, ...] = ()
+    if o.get("answers", ()) not in _EMPTY:  # (as in _flow_from_json: no answers, no loop)
+        found = []
+        for i, a in _mappings(o, "answers"):
+            at = f"answers[{i}]."
+            found.append(DnsAnswer(_text(a, "name", at), _text(a, "type", at), _text(a, "data", at), _count(a, "ttl", at)))
+        answers = (found[0],) if len(found) == 1 else merge_answers(found)
     return DnsObservation(
         client=_address(o, "client"),
         resolver=_address(o, "resolver"),
@@ -867,10 +870,15 @@ def _dns_from_json(o: dict) -> DnsObservation:
         responses=_count(o, "responses"),
         first_seen=first_seen,
         last_seen=last_seen,
-        answers=merge_answers(answers),
-        rcodes=tuple(sorted(_strings(o, "rcodes"))),
-        transports=tuple(sorted(_strings(o, "transports"))),
+        answers=answers,
+        rcodes=_sorted_strings(o, "rcodes"),
+        transports=_sorted_strings(o, "transports"),
     )
+
+
+def _sorted_strings(o: Mapping, key: str) -> tuple[str, ...]:
+    v = _strings(o, key)
+    return tuple(v) if len(v) < 2 else tuple(sorted(v))
 
 
 # Checks of the fields of flow and dns lines: each returns the value or raises ValueError("<field>: <what is wrong>").
