@@ -284,6 +284,14 @@ def merge_stats(a: Mapping, b: Mapping) -> dict:
     return out
 
 
+def _merge_into(merged: dict, items, merge) -> None:
+    """Each of ``items`` into ``merged`` by its key: ``merge`` of the one there and it."""
+    for item in items:
+        k = item.key
+        seen = merged.get(k)
+        merged[k] = item if seen is None else merge(seen, item)
+
+
 def merge_logs(logs: Iterable[FlowLog]) -> FlowLog:
     """One log of all of ``logs``: counts add up, first and last seen widen, sets unite; the
     result does not depend on the order of the logs."""
@@ -293,18 +301,9 @@ def merge_logs(logs: Iterable[FlowLog]) -> FlowLog:
     stats: dict = {}
     sources: set[str] = set()
     for log in logs:
-        for f in log.flows:
-            k = f.key
-            seen = flows.get(k)
-            flows[k] = f if seen is None else merge_flow(seen, f)
-        for d in log.dns:
-            k = d.key
-            seen = dns.get(k)
-            dns[k] = d if seen is None else merge_dns(seen, d)
-        for e in log.endpoints:
-            k = e.key
-            seen = endpoints.get(k)
-            endpoints[k] = e if seen is None else merge_endpoint(seen, e)
+        _merge_into(flows, log.flows, merge_flow)
+        _merge_into(dns, log.dns, merge_dns)
+        _merge_into(endpoints, log.endpoints, merge_endpoint)
         stats = merge_stats(stats, log.stats)
         sources.update(log.sources)
     return FlowLog(
@@ -891,17 +890,19 @@ _PROTOCOLS = frozenset({"TCP", "UDP", "SCTP", "ICMP", "ICMPv6"})
 
 def is_address(text: str) -> bool:
     """Whether ``text`` is an IP address as the reader takes one in a flow or dns line."""
-    return type(text) is str and _is_address(text)
+    return type(text) is str and _address_text(text) is not None
 
 
-@lru_cache(maxsize=65536)
-def _is_address(text: str) -> bool:
-    # A log names few distinct addresses, each in many flows: each is parsed once.
+@lru_cache(maxsize=1 << 18)
+def _address_text(text: str) -> str | None:
+    """``text`` if it is an IP address, else None. A log names few distinct addresses, each in
+    many lines: each is parsed once, and the string first seen is the one every line after it
+    gets (one object per address: about 100 bytes less per flow than each line's own copy)."""
     try:
         ipaddress.ip_address(text)
     except ValueError:
-        return False
-    return True
+        return None
+    return text
 
 
 def _field(o: Mapping, key: str, at: str):
@@ -913,21 +914,10 @@ def _field(o: Mapping, key: str, at: str):
 
 def _address(o: Mapping, key: str, at: str = "") -> str:
     v = _field(o, key, at)
-    if type(v) is str:
-        # One string object per distinct address for every flow that names it (a log names few
-        # addresses in many lines): about 100 bytes less per flow than each line's own copies.
-        known = _ADDRESS_TEXTS.get(v)
-        if known is not None:
-            return known
-        if _is_address(v):
-            if len(_ADDRESS_TEXTS) >= 1 << 18:
-                _ADDRESS_TEXTS.clear()
-            _ADDRESS_TEXTS[v] = v
-            return v
-    raise ValueError(f"{at}{key}: {v!r} is not an IP address")
-
-
-_ADDRESS_TEXTS: dict[str, str] = {}
+    text = _address_text(v) if type(v) is str else None
+    if text is None:
+        raise ValueError(f"{at}{key}: {v!r} is not an IP address")
+    return text
 
 
 def _protocol(v) -> str:

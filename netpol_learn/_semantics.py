@@ -37,6 +37,7 @@ import yaml
 
 from netpol_learn._cluster_policy import ClusterPolicy, candidates, cluster_policy_from_dict, decide
 from netpol_learn._errors import PolicyError
+from netpol_learn._paths import path_list
 from netpol_learn._gc import collector_paused
 from netpol_learn._inventory import PROTOCOLS, LabelSelector, labels_problem
 from netpol_learn._policy import NAMESPACE_LABEL, IpBlock, NetworkPolicy, PolicyPeer, PortSpec, Rule
@@ -62,10 +63,8 @@ def load_policies(paths: Iterable[str | os.PathLike] | str | os.PathLike, notes:
     """NetworkPolicies from files and directories (YAML or JSON; Lists, multi-document files,
     what ``kubectl kustomize`` prints), with the ClusterNetworkPolicies among them in ``cluster``.
     Other kinds are skipped with a note, but those that decide traffic the engine cannot read
-    (``NOT_JUDGED``) are a PolicyError. One path may be given as itself (a string is not taken
-    for the paths of its characters: ``/`` would be the whole file system)."""
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
+    (``NOT_JUDGED``) are a PolicyError. One path may be given as itself (``path_list``)."""
+    paths = path_list(paths)
     # Each file's documents are alive until its policies are built: the collector would walk
     # all that was read before again and again (reading two sets of 2,100 policies: 18 full
     # collections, 0.8 s of 5.3 s). What they are read into holds no cycles.
@@ -242,9 +241,9 @@ class _PlainReader:
 
     def _token(self, line: str):
         """What one line says, whatever the lines around it: None (blank, a comment), ``_DOC``
-        (a document marker), or (column, a '-' item, ``_ITEM_*``, key, value text or None for
-        nothing after it, the key's column after the '-'). Raises _NotPlain for a line this
-        reader leaves to libyaml."""
+        (a document marker), or (column, ``_KEY`` or what the '-' item holds (``_ITEM_*``), key,
+        value text or None for nothing after it, the key's column after the '-'). Raises
+        _NotPlain for a line this reader leaves to libyaml."""
         body = line.lstrip(" ")
         if not body or body[0] == "#":
             return None
@@ -253,16 +252,14 @@ class _PlainReader:
             if body != "---" and not body.startswith("--- #"):
                 raise _NotPlain
             return _DOC
-        dash = body[0] == "-" and (len(body) == 1 or body[1] == " ")
-        offset = 0
-        if dash:
+        if body[0] == "-" and (len(body) == 1 or body[1] == " "):
             rest = body[1:].lstrip(" ")
             if not rest or rest[0] == "#":
-                return (col, True, _ITEM_EMPTY, None, None, 0)
+                return (col, _ITEM_EMPTY, None, None, 0)
             key, colon, value = rest.partition(": ")
             if not colon:
                 if not rest.endswith(":") or rest[0] in "'\"":
-                    return (col, True, _ITEM_SCALAR, None, rest, 0)
+                    return (col, _ITEM_SCALAR, None, rest, 0)
                 key, value = rest[:-1], ""
             if rest[0] in "'\"":
                 raise _NotPlain
@@ -273,10 +270,10 @@ class _PlainReader:
                 if not body.endswith(":"):
                     raise _NotPlain
                 key, value = body[:-1], ""
-            mode = _KEY
+            offset, mode = 0, _KEY
         key = self._keys.get(key) or self._key(key)
         value = value.lstrip(" ")
-        return (col, dash, mode, key, None if not value or value[0] == "#" else value, offset)
+        return (col, mode, key, None if not value or value[0] == "#" else value, offset)
 
     def documents(self, text: str) -> list:
         if _NOT_PLAIN_TEXT.search(text):
@@ -301,7 +298,8 @@ class _PlainReader:
                     docs.append(root)
                 root, explicit, stack, top_col, top, pending = None, True, [], -1, None, None
                 continue
-            col, dash, mode, key, value, offset = tok
+            col, mode, key, value, offset = tok
+            dash = mode != _KEY
             if pending is not None:
                 # the value of a key or '-' with nothing after it (null so far): the lines
                 # indented deeper, or (a key's) the '-' items at its own column

@@ -45,6 +45,7 @@ from pathlib import Path
 
 from netpol_learn._errors import CaptureError
 from netpol_learn._output import spool
+from netpol_learn._paths import path_list
 from netpol_learn._capture._aggregate import Aggregator
 from netpol_learn._capture._accel import decode
 from netpol_learn._capture._decode import OK, Packets, mix
@@ -249,10 +250,10 @@ def capture_files(
     A file of Hubble's flow records (JSON lines, plain or gzip) is read by ``HubbleReader``
     (``input_format`` ``auto`` tells it by content; ``hubble`` or ``pcap`` forces one), with
     ``DROPPED`` records as ``dropped`` flows unless ``include_dropped``. The path ``-`` is
-    ``stdin`` (a binary stream), read by ``read_stream``. One path may be given as itself (a
-    string is not taken for the paths of its characters).
+    ``stdin`` (a binary stream), read by ``read_stream``. One path may be given as itself
+    (``path_list``).
     """
-    paths = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
+    paths = [Path(p) for p in path_list(paths)]
     kinds = check_inputs(paths, input_format)
     logs = []
     failed: list[str] = []

@@ -79,7 +79,7 @@ class DnsCounter:
         self.questions: list[tuple[str, str]] = []  # (qname, qtype)
         self.rcode_ids: dict[str, int] = {}
         self.rcodes: list[str] = []
-        self.answer_ids: dict[tuple, int] = {(): 0}
+        self.answer_ids: dict[tuple, int] = {(): 0}  # answer set 0 is none: ``observations`` skips it
         self.answer_sets: list[tuple[DnsAnswer, ...]] = [()]
         self.table: dict[str, np.ndarray] | None = None
         self.pending: list[dict] = []
@@ -106,8 +106,8 @@ class DnsCounter:
         new = np.flatnonzero(~seen)
         if new.size:
             ids[new] = np.arange(len(self.malformed), len(self.malformed) + new.size)
-            first = idx[rep[new]]
-            for is_tcp, at_, end_ in zip((p.proto[first] == d.TCP).tolist(), p.dns_at[first].tolist(), p.dns_end[first].tolist()):
+            first = rep[new]  # (tcp, start and end are the chunk's, computed above)
+            for is_tcp, at_, end_ in zip(tcp[first].tolist(), start[first].tolist(), end[first].tolist()):
                 self._add_message(_parse_message(data, at_, end_, is_tcp), is_tcp)
             hashes, known = np.concatenate([self.known_hashes, uniq[new]]), np.concatenate([self.known_ids, ids[new]])
             order = np.argsort(hashes, kind="stable")  # two sorted runs: merged in linear time
@@ -244,9 +244,10 @@ def _redirected(redirect: dict, c_hi, c_lo, r_hi, r_lo):
 
 def _sets_per_line(line: np.ndarray, value: np.ndarray, where: np.ndarray, n: int) -> dict[int, tuple[int, ...]]:
     """Per line, the distinct ``value``s (ascending) of its rows where ``where`` holds."""
-    pairs = np.unique(line[where].astype(np.int64) * max(n, 1) + value[where])
+    n = max(n, 1)
+    pairs = np.unique(line[where].astype(np.int64) * n + value[where])
     out: dict[int, tuple[int, ...]] = {}
-    for j, v in zip((pairs // max(n, 1)).tolist(), (pairs % max(n, 1)).tolist()):
+    for j, v in zip((pairs // n).tolist(), (pairs % n).tolist()):
         out[j] = (*out[j], v) if j in out else (v,)
     return out
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import yaml
 
 from netpol_learn._errors import InventoryError
+from netpol_learn._paths import path_list
 from netpol_learn._gc import collector_paused
 from netpol_learn._inventory._model import (
     OPERATORS,
@@ -470,9 +471,8 @@ def load_inventory(
     --watch``). A file that cannot be read or holds a malformed object or history entry is
     reported through ``warn`` and skipped (when it is the only file, ``InventoryError``);
     ``InventoryError`` is raised when nothing usable was loaded. One path may be given as itself
-    (a string is not taken for the paths of its characters)."""
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
+    (``path_list``)."""
+    paths = path_list(paths)
     for option, given in (("pod range", pod_cidrs), ("Service range", service_cidrs)):
         for c in given:
             try:
