@@ -21,6 +21,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
 
+import orjson
+
 from netpol_learn._errors import FlowLogError, FlowLogVersionError
 from netpol_learn._gc import collector_paused
 from netpol_learn._output import write_text
@@ -487,7 +489,24 @@ def read_flow_log(path: str | os.PathLike) -> FlowLog:
         take(reader.close())
     if reader.lineno == 0:
         raise FlowLogError(f"{path}: empty file, not a flow log")
-    return merge_logs([FlowLog(tuple(flows), tuple(dns), stats, tuple(sorted(sources)), tuple(endpoints))])
+    log = FlowLog(tuple(flows), tuple(dns), stats, tuple(sorted(sources)), tuple(endpoints))
+    if _merged_already(log):  # one segment as the writer writes it: merging it changes nothing
+        return log
+    return merge_logs([log])
+
+
+def _increasing(items, key) -> bool:
+    keys = list(map(key, items))
+    return all(a < b for a, b in zip(keys, keys[1:]))
+
+
+def _merged_already(log: FlowLog) -> bool:
+    """Whether ``merge_logs([log]) == log``: its lines in the order ``merge_logs`` sorts them in,
+    no two with the same key (sort keys that strictly increase are distinct, and so are the keys
+    they are made of), its stats merged (``read_flow_log`` merges them as it reads) and its sources
+    sorted. The check is a third of the merge's time (100,000 flows: 0.1 s of 0.37 s)."""
+    return (_increasing(log.flows, flow_sort_key) and _increasing(log.dns, dns_sort_key)
+            and _increasing(log.endpoints, endpoint_sort_key))
 
 
 # --- segments ------------------------------------------------------------------------------
@@ -583,9 +602,12 @@ class SegmentReader:
         self.ignored = 0
         self._open: _Open | None = None
         self._headers = 0
+        self._line = ""  # the line being read
+        self._by_orjson = False  # ... and whether orjson read it (``_loads``)
 
     def feed(self, line: str) -> Segment | None:
         self.lineno += 1
+        self._line = line
         obj = self._strict_line(line) if self.strict else self._lenient_line(line)
         if obj is None:
             return None
@@ -603,6 +625,10 @@ class SegmentReader:
             self._open = None
             counters = {k: v for k, v in obj.items() if k != "kind"}
             if seg.problem is None and (problem := _counters_problem(counters)) is not None:
+                if self._by_orjson:  # read again as json reads it: they differ in numbers past 64 bits
+                    counters = {k: v for k, v in self._exact().items() if k != "kind"}
+                    problem = _counters_problem(counters)
+            if seg.problem is None and problem is not None:
                 self._bad(seg, kind, ValueError(problem))
             if seg.problem is not None:
                 return Segment(None, seg.headed, seg.problem)
@@ -612,14 +638,29 @@ class SegmentReader:
             return None
         try:
             if kind == "flow":
-                seg.flows.append(_flow_from_json(obj, seg.version))
+                seg.flows.append(self._checked(_flow_from_json, obj, seg.version))
             elif kind == "endpoint":
-                seg.endpoints.append(_endpoint_from_json(obj))
+                seg.endpoints.append(self._checked(_endpoint_from_json, obj))
             else:
-                seg.dns.append(_dns_from_json(obj))
+                seg.dns.append(self._checked(_dns_from_json, obj))
         except _BAD_LINE as exc:
             self._bad(seg, kind, exc)
         return None
+
+    def _exact(self) -> dict:
+        """The line being read, as ``json`` reads it."""
+        return json.loads(self._line)
+
+    def _checked(self, read, obj: dict, *args):
+        """``read(obj, *args)``; where orjson read the line and ``read`` finds it invalid, ``read``
+        of the line as ``json`` reads it (the two differ in numbers past 64 bits, which orjson
+        reads as floats), whose verdict and words are the ones that count."""
+        try:
+            return read(obj, *args)
+        except _BAD_LINE:
+            if not self._by_orjson:
+                raise
+        return read(self._exact(), *args)
 
     def close(self) -> Segment | None:
         """End the open segment (at the end of the input): incomplete, if there is one."""
@@ -633,7 +674,7 @@ class SegmentReader:
     def _start(self, obj: dict) -> _Open:
         self._headers += 1
         try:
-            version, sources = _header(obj)
+            version, sources = self._checked(_header, obj)
             return _Open(headed=True, sources=sources, version=version)
         except _Unsupported as exc:
             if self.strict:
@@ -653,7 +694,7 @@ class SegmentReader:
         if not line.strip():
             return None
         try:
-            obj = json.loads(line)
+            obj, self._by_orjson = _loads(line)
         except json.JSONDecodeError as exc:
             raise FlowLogError(f"{self.name}:{self.lineno}: invalid JSON: {exc.msg}") from exc
         kind = obj.get("kind") if isinstance(obj, dict) else None
@@ -670,13 +711,26 @@ class SegmentReader:
         obj = None
         if text.startswith("{"):
             try:
-                obj = json.loads(text)
+                obj, self._by_orjson = _loads(text)
             except ValueError:
                 pass
         if not isinstance(obj, dict) or obj.get("kind") not in _KINDS or (obj["kind"] == "header" and obj.get("format") != FORMAT):
             self.ignored += 1
             return None
         return obj
+
+
+def _loads(line: str) -> tuple[object, bool]:
+    """``json.loads(line)``, and whether orjson read it: orjson is about twice as fast on flow
+    lines, and where it will not read a line (NaN, a lone surrogate, bad JSON) ``json`` does, so
+    that every error's words stay those of ``json``. orjson reads one thing otherwise: a number
+    past 64 bits, as a float; no line with one is valid unless read by ``json``, so the reader
+    reads a line orjson read again with ``json`` before it calls it invalid
+    (``SegmentReader._checked``)."""
+    try:
+        return orjson.loads(line), True
+    except orjson.JSONDecodeError:
+        return json.loads(line), False
 
 
 def read_segment(text: str, name: str = "segment") -> FlowLog:

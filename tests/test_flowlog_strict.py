@@ -181,3 +181,92 @@ def test_a_blank_first_line_does_not_hide_a_missing_header(tmp_path, lines):
     # Blank lines before the header, and anywhere else, are still fine.
     path.write_text("\n" + "".join(json.dumps(o) + "\n\n" for o in lines), encoding="utf-8")
     assert len(read_flow_log(path).flows) == sum(1 for o in lines if o["kind"] == "flow")
+
+
+# --- orjson reads the lines; json's reading is the one that counts ---------------------------
+
+def _by_json_only(monkeypatch):
+    """The reader with orjson refusing every line: each is read by ``json``, as before orjson."""
+    import orjson
+
+    from netpol_learn import _flowlog
+
+    def refuse(_line):
+        raise orjson.JSONDecodeError("refused", "", 0)
+
+    monkeypatch.setattr(_flowlog.orjson, "loads", refuse)
+
+
+def _outcome(path):
+    try:
+        log = read_flow_log(path)
+    except FlowLogError as exc:
+        return ("error", str(exc))
+    return ("log", log)
+
+
+BIG = 2 ** 70  # past 64 bits: orjson reads it as a float, json as the integer
+
+
+@pytest.mark.parametrize("kind, mutate", [
+    ("flow", lambda o: setitem(o, "packets", BIG)),
+    ("flow", lambda o: setitem(o, "bytes", BIG)),
+    ("flow", lambda o: setitem(o, "port", BIG)),
+    ("flow", lambda o: setitem(o, "connections", -BIG)),
+    ("flow", lambda o: setitem(o, "unknown_field", BIG)),
+    ("dns", lambda o: setitem(first_answer(o), "ttl", BIG)),
+    ("dns", lambda o: setitem(o, "queries", BIG)),
+    ("header", lambda o: setitem(o, "version", BIG)),
+    ("stats", lambda o: setitem(o, "packets", BIG)),
+    ("stats", lambda o: setitem(o, "tunnels", {"vxlan": {"packets": BIG}})),
+    ("flow", lambda o: setitem(o, "packets", float("nan"))),
+    ("flow", lambda o: setitem(o, "src", "10.0.0.1\ud800")),
+], ids=["flow-packets", "flow-bytes", "flow-port", "flow-connections-negative", "flow-unknown-field", "dns-ttl",
+        "dns-queries", "header-version", "stats-packets", "stats-tunnel", "flow-nan", "flow-lone-surrogate"])
+def test_numbers_past_64_bits_and_what_orjson_refuses_read_as_json_reads_them(tmp_path, lines, monkeypatch, kind, mutate):
+    """orjson reads a number past 64 bits as a float and refuses NaN and lone surrogates: the
+    reader's verdict on such a line (read, or the error's words) is the one of ``json``."""
+    i = next(i for i, o in enumerate(lines) if o["kind"] == kind and (kind != "dns" or o["answers"]))
+    changed = [json.loads(json.dumps(o)) for o in lines]
+    mutate(changed[i])
+    path = tmp_path / "flows.jsonl"
+    path.write_text("".join(json.dumps(o, sort_keys=True) + "\n" for o in changed), encoding="utf-8")
+    got = _outcome(path)
+    _by_json_only(monkeypatch)
+    assert got == _outcome(path)
+
+
+def test_a_count_past_64_bits_is_read_as_the_integer(tmp_path, lines):
+    i = next(i for i, o in enumerate(lines) if o["kind"] == "flow")
+    changed = [json.loads(json.dumps(o)) for o in lines]
+    changed[i]["bytes"] = BIG
+    path = tmp_path / "flows.jsonl"
+    path.write_text("".join(json.dumps(o) + "\n" for o in changed), encoding="utf-8")
+    assert BIG in [f.bytes for f in read_flow_log(path).flows]
+
+
+# --- a log merged already is not merged again ------------------------------------------------
+
+@pytest.mark.parametrize("shape", ["as-written", "reversed", "a-flow-twice", "two-segments"])
+def test_a_log_is_what_merging_its_segments_gives_whatever_its_order(tmp_path, lines, monkeypatch, shape):
+    from netpol_learn import _flowlog
+
+    header, body, stats = lines[0], lines[1:-1], lines[-1]
+    if shape == "reversed":
+        segments = [[header, *reversed(body), stats]]
+    elif shape == "a-flow-twice":
+        flow = next(o for o in body if o["kind"] == "flow")
+        segments = [[header, *body, flow, stats]]
+    elif shape == "two-segments":
+        segments = [[header, *body[::2], stats], [header, *body[1::2], stats], [header, *body[:3], stats]]
+    else:
+        segments = [lines]
+    path = tmp_path / "flows.jsonl"
+    path.write_text("".join(json.dumps(o) + "\n" for seg in segments for o in seg), encoding="utf-8")
+    got = read_flow_log(path)
+    assert got.flows and got.dns
+    monkeypatch.setattr(_flowlog, "_merged_already", lambda log: False)
+    assert got == read_flow_log(path)
+    if shape != "as-written":
+        keys = [f.key for f in got.flows]
+        assert len(keys) == len(set(keys)) and list(got.flows) == sorted(got.flows, key=_flowlog.flow_sort_key)
