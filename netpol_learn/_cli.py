@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from netpol_learn._errors import NetpolLearnError
+from netpol_learn._gc import inputs_kept
 from netpol_learn._output import write_text
 from netpol_learn._text import counted
 from netpol_learn import FlowLog, capture_files, merge_logs, read_flow_log, write_flow_log
@@ -297,6 +298,17 @@ def _namespace_option(default: str, help: str):
 
 def _shown(output: str) -> str:
     return output if output != "-" else "stdout"
+
+
+def _beside(calls, paths) -> list:
+    """The ``(fn, args)`` of ``calls``, in turn, in a second process when that pays
+    (``netpol_learn._parallel``); here, when asked for, with --debug, so that an error's
+    traceback is whole."""
+    from netpol_learn._parallel import beside
+
+    ctx = click.get_current_context(silent=True)
+    debug = ctx is not None and (ctx.find_root().obj or {}).get("debug")
+    return beside(calls, paths=() if debug else paths, background=not debug)
 
 
 def _read_flows(flow_logs) -> FlowLog:
@@ -757,15 +769,40 @@ def verify(policy_paths, inventories, flow_logs, pod_cidr, service_cidr, fmt: st
     Example:
       netpol-learn verify --policies policies/ --inventory inventory.yaml --flows flows.jsonl
     """
-    from netpol_learn import load_policies, verify_json, verify_text
+    from netpol_learn import verify_json, verify_text
     from netpol_learn import verify as verify_flows
+    from netpol_learn._inventory import load_inventory_noted
+    from netpol_learn._semantics import load_policies_noted
 
-    notes: list[str] = []
-    policies = load_policies(policy_paths, notes)
-    for note in notes:
-        _warn(note)
-    log = _read_flows(flow_logs)
-    inv = _load_inventory(inventories, pod_cidr, service_cidr, log)
+    # The policies, then the inventory, are read in a second process while this one reads the
+    # flow logs (netpol_learn/_parallel.py; one more process, not two: on two cores a third would
+    # slow this one's reading down as much as it saves). Errors and warnings come out as they
+    # would reading in turn: the policies', the flow logs', the inventory's.
+    calls = [(load_policies_noted, (list(policy_paths),))]
+    if inventories:
+        calls.append((load_inventory_noted, (list(inventories), pod_cidr, service_cidr)))
+    policies_read, *inventory_read = _beside(calls, [*policy_paths, *inventories])
+    with inputs_kept(click.get_current_context().call_on_close):
+        try:
+            try:
+                log = _read_flows(flow_logs)
+            except NetpolLearnError:
+                for note in policies_read.result()[1]:  # the policies' error, if any, is met first in turn
+                    _warn(note)
+                raise
+            policies, notes = policies_read.result()
+            for note in notes:
+                _warn(note)
+            if inventory_read:
+                inv, warnings, error = inventory_read[0].result()
+                for warning in warnings:
+                    _warn(warning)
+                if error is not None:
+                    raise error
+            else:
+                inv = _load_inventory(inventories, pod_cidr, service_cidr, log)
+        finally:
+            policies_read.cancel()  # the one process of both
     result = verify_flows(log, inv, policies, _resolve_options_of(kw))
     if fmt == "json":
         _write_json(output, verify_json(result))
@@ -794,14 +831,27 @@ def diff(base: Path, new: Path, inventories, flow_logs, pod_cidr, service_cidr, 
     Example:
       netpol-learn diff policies/ new-policies/ --inventory inventory.yaml --format markdown >> "$GITHUB_STEP_SUMMARY"
     """
-    from netpol_learn import diff_json, diff_text, load_policies
+    from netpol_learn import diff_json, diff_text
     from netpol_learn import diff as diff_policies
+    from netpol_learn._semantics import load_policies_noted
 
-    inv = _load_inventory(inventories, pod_cidr, service_cidr)
-    log = _read_flows(flow_logs) if flow_logs else None
-    notes: list[str] = []
-    result = diff_policies(load_policies([base], notes), load_policies([new], notes), inv, log, _resolve_options_of(kw))
-    for note in dict.fromkeys(notes):
+    # BASE is read in a second process while this one reads the rest (netpol_learn/_parallel.py);
+    # errors come out as they would reading in turn: the inventory's, the flow logs', BASE's, NEW's.
+    (base_read,) = _beside([(load_policies_noted, ([base],))], [base])
+    with inputs_kept(click.get_current_context().call_on_close):
+        try:
+            inv = _load_inventory(inventories, pod_cidr, service_cidr)
+            log = _read_flows(flow_logs) if flow_logs else None
+            try:
+                new_policies, new_notes = load_policies_noted([new])
+            except NetpolLearnError:
+                base_read.result()
+                raise
+            base_policies, notes = base_read.result()
+        finally:
+            base_read.cancel()
+    result = diff_policies(base_policies, new_policies, inv, log, _resolve_options_of(kw))
+    for note in dict.fromkeys(notes + new_notes):
         _warn(note)
     if fmt == "json":
         _write_json(output, diff_json(result))

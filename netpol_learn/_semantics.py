@@ -72,6 +72,13 @@ def load_policies(paths: Iterable[str | os.PathLike] | str | os.PathLike, notes:
         return _load_policies(paths, notes)
 
 
+def load_policies_noted(paths: Iterable[str | os.PathLike]) -> tuple[Policies, list[str]]:
+    """``load_policies`` and the notes it made, as one value (read in a second process:
+    ``netpol_learn._parallel``)."""
+    notes: list[str] = []
+    return load_policies(paths, notes), notes
+
+
 def _load_policies(paths: Iterable[str | os.PathLike], notes: list[str] | None) -> Policies:
     policies = Policies()
     cluster: list[ClusterPolicy] = []

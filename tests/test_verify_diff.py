@@ -32,6 +32,15 @@ from netpol_learn._semantics import load_policies
 API, DB, UI = "shop/Deployment/api", "shop/StatefulSet/db", "web/Deployment/ui"
 
 
+@pytest.fixture(autouse=True, params=["0", "1"], ids=["in-turn", "second-process"])
+def reading(request, monkeypatch):
+    """Every case twice: the inputs read here in turn, and the policies (and verify's inventory)
+    read in a second process while this one reads the rest (netpol_learn/_parallel.py): the same
+    output, errors and warnings either way."""
+    monkeypatch.setenv("NETPOL_LEARN_PARALLEL", request.param)
+    return request.param
+
+
 def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from netpol_learn._inventory._flows import inventory_from_endpoints
 from netpol_learn._inventory._live import DEFAULT_PAGE_SIZE, fetch_inventory, write_inventory
-from netpol_learn._inventory._load import load_inventory, load_inventory_document
+from netpol_learn._inventory._load import load_inventory, load_inventory_document, load_inventory_noted
 from netpol_learn._inventory._watch import (
     DEFAULT_WRITE_EVERY,
     KINDS,
@@ -64,6 +64,7 @@ __all__ = sorted([
     "labels_problem",
     "load_inventory",
     "load_inventory_document",
+    "load_inventory_noted",
     "History",
     "KINDS",
     "list_and_watch",

@@ -459,6 +459,17 @@ def load_inventory_document(document: Mapping, name: str, *, pod_cidrs: Iterable
     return _build(snapshots, [], [str(c) for c in pod_cidrs], [str(c) for c in service_cidrs])
 
 
+def load_inventory_noted(paths, pod_cidrs: Iterable[str] = (), service_cidrs: Iterable[str] = ()) -> tuple:
+    """``load_inventory``'s inventory (or None), the warnings it gave and its ``InventoryError``
+    (or None), as one value: read in a second process (``netpol_learn._parallel``), the
+    warnings are said before the error, as they would be reading here."""
+    warnings: list[str] = []
+    try:
+        return load_inventory(paths, pod_cidrs=pod_cidrs, service_cidrs=service_cidrs, warn=warnings.append), warnings, None
+    except InventoryError as exc:
+        return None, warnings, exc
+
+
 @collector_paused()
 def load_inventory(
     paths: Iterable[str | os.PathLike] | str | os.PathLike,
