@@ -45,9 +45,12 @@ def fails(message: str):
     raise PolicyError(message)
 
 
-@pytest.fixture
-def always(monkeypatch):
+@pytest.fixture(params=["fork", "spawn"])
+def always(request, monkeypatch):
+    """A second process whatever the inputs, started each way ``_start_method`` may choose."""
     monkeypatch.setenv("NETPOL_LEARN_PARALLEL", "1")
+    monkeypatch.setattr(_parallel, "_start_method", lambda: request.param)
+    return request.param
 
 
 @pytest.fixture
@@ -115,6 +118,16 @@ def test_cancel_stops_the_second_process(always, tmp_path):
     assert pending.result() == "x"
 
 
+def test_fork_only_where_it_is_safe(monkeypatch):
+    monkeypatch.setattr(_parallel.multiprocessing, "get_all_start_methods", lambda: ["fork", "spawn", "forkserver"])
+    monkeypatch.setattr(_parallel, "_threads", lambda: 1)
+    assert _parallel._start_method() == "fork"
+    monkeypatch.setattr(_parallel, "_threads", lambda: 3)
+    assert _parallel._start_method() == ("fork" if sys.version_info < (3, 12) else "spawn")
+    monkeypatch.setattr(_parallel.multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+    assert _parallel._start_method() == "spawn"
+
+
 def test_when_a_second_process_pays(monkeypatch, tmp_path):
     small = tmp_path / "small.yaml"
     small.write_text("x" * 100)
@@ -140,8 +153,11 @@ def test_when_a_second_process_pays(monkeypatch, tmp_path):
 
 
 def test_a_script_read_from_stdin_reads_here_without_a_word_on_stderr(policy_dir):
-    """A fresh interpreter cannot prepare a __main__ that came from stdin: no second process."""
+    """Where there is no fork (macOS, Windows), a fresh interpreter cannot prepare a __main__
+    that came from stdin: no second process, and no error."""
     script = textwrap.dedent(f"""
+        from netpol_learn import _parallel
+        _parallel.multiprocessing.get_all_start_methods = lambda: ["spawn"]
         from netpol_learn._parallel import beside
         from netpol_learn._semantics import load_policies_noted
         (p,) = beside([(load_policies_noted, ([{str(policy_dir)!r}],))], paths=[{str(policy_dir)!r}])
