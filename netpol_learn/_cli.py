@@ -19,7 +19,7 @@ from netpol_learn._errors import NetpolLearnError
 from netpol_learn._gc import inputs_kept
 from netpol_learn._output import write_text
 from netpol_learn._text import counted
-from netpol_learn import FlowLog, capture_files, merge_logs, read_flow_log, write_flow_log
+from netpol_learn._flowlog import FlowLog, merge_logs, read_flow_log, write_flow_log
 from netpol_learn._inventory import DEFAULT_PAGE_SIZE
 from netpol_learn._manifests import DEFAULT_IMAGE, DEFAULT_NAMESPACE, DEFAULT_STORE_SIZE, SNIFFER_SELECTOR
 from netpol_learn._sniff import DEFAULT_DRAIN, DEFAULT_INTERVAL, DEFAULT_MAX_CONNECTIONS, DEFAULT_PROC, DEFAULT_SPOOL, DEFAULT_SPOOL_SIZE
@@ -272,6 +272,7 @@ class _Stdin:
 
 def _capture_inputs(paths: list[Path], dedup_window: float, input_format: str, include_dropped: bool) -> FlowLog:
     """capture_files of the inputs given, '-' being standard input (until it ends or SIGTERM)."""
+    from netpol_learn import capture_files
     from netpol_learn._signals import on_stop
 
     stdin = _Stdin()

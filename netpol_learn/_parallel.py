@@ -92,9 +92,10 @@ def _start_method() -> str | None:
     sooner than ``spawn`` on this project's machine), and the child reads with the modules this
     process loaded. Not where this process has other threads and Python (3.12 on) warns that a
     lock one of them holds could stay locked in the child: then ``spawn``, a fresh interpreter,
-    which needs a ``__main__`` it can prepare (``_main_module_importable``). numpy's OpenBLAS
-    keeps a thread pool, and it is fork-safe (it stops the pool around ``fork``); Python before
-    3.12 does not warn."""
+    which needs a ``__main__`` it can prepare (``_main_module_importable``). The command line
+    reads its inputs before anything starts a thread (numpy's OpenBLAS keeps a pool: numpy is
+    not loaded by then, tests/test_api.py), so ``verify`` and ``diff`` fork on every Python;
+    Python before 3.12 does not warn in any case."""
     methods = multiprocessing.get_all_start_methods()
     if "fork" in methods and (sys.version_info < (3, 12) or _threads() == 1):
         return "fork"

@@ -26,7 +26,7 @@ from click.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pcapgen as g  # noqa: E402
 
-from netpol_learn import _capture as capture_pkg  # noqa: E402
+from netpol_learn._capture import _run as capture_pkg  # noqa: E402  (the capture functions and what they use)
 from netpol_learn._errors import CaptureError  # noqa: E402
 from netpol_learn._capture import _accel, _files, capture_file, capture_files  # noqa: E402
 from netpol_learn._cli import main  # noqa: E402

@@ -67,25 +67,46 @@ character device.
 
 from __future__ import annotations
 
-from netpol_learn._sniff._filter import FILTER, SNAPLEN, compile_program
-from netpol_learn._sniff._interfaces import DEFAULT_INTERFACES, discover
-from netpol_learn._sniff._limit import ConnectionLimit
-from netpol_learn._sniff._podwatch import PodWatcher
-from netpol_learn._sniff._ring import Batch, PacketRing
-from netpol_learn._sniff._sender import DEFAULT_DRAIN, Sender, check_token_file, segments_url
-from netpol_learn._sniff._sniffer import (
-    DEFAULT_INTERVAL,
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_PROC,
-    NO_PERMISSION,
-    Options,
-    Sniffer,
-    run_until_signalled,
-    sniff,
-)
-from netpol_learn._sniff._sockets import Scan, SocketScanner, SocketState, connections, correct
-from netpol_learn._sniff._spool import DEFAULT_SPOOL, DEFAULT_SPOOL_SIZE, Spool, Spooled, parse_spool_name, spool_name
-from netpol_learn._sniff._writer import SegmentWriter
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+#: Where each name lives, loaded on first use: the command line shows the defaults (``_defaults``,
+#: ``_spool``, ``_sender``) without importing the sniffer and numpy.
+_HOMES = {
+    "FILTER": "netpol_learn._sniff._filter",
+    "SNAPLEN": "netpol_learn._sniff._filter",
+    "compile_program": "netpol_learn._sniff._filter",
+    "DEFAULT_INTERFACES": "netpol_learn._sniff._interfaces",
+    "discover": "netpol_learn._sniff._interfaces",
+    "ConnectionLimit": "netpol_learn._sniff._limit",
+    "PodWatcher": "netpol_learn._sniff._podwatch",
+    "Batch": "netpol_learn._sniff._ring",
+    "PacketRing": "netpol_learn._sniff._ring",
+    "DEFAULT_DRAIN": "netpol_learn._sniff._sender",
+    "Sender": "netpol_learn._sniff._sender",
+    "check_token_file": "netpol_learn._sniff._sender",
+    "segments_url": "netpol_learn._sniff._sender",
+    "DEFAULT_INTERVAL": "netpol_learn._sniff._defaults",
+    "DEFAULT_MAX_CONNECTIONS": "netpol_learn._sniff._defaults",
+    "DEFAULT_PROC": "netpol_learn._sniff._defaults",
+    "NO_PERMISSION": "netpol_learn._sniff._sniffer",
+    "Options": "netpol_learn._sniff._sniffer",
+    "Sniffer": "netpol_learn._sniff._sniffer",
+    "run_until_signalled": "netpol_learn._sniff._sniffer",
+    "sniff": "netpol_learn._sniff._sniffer",
+    "Scan": "netpol_learn._sniff._sockets",
+    "SocketScanner": "netpol_learn._sniff._sockets",
+    "SocketState": "netpol_learn._sniff._sockets",
+    "connections": "netpol_learn._sniff._sockets",
+    "correct": "netpol_learn._sniff._sockets",
+    "DEFAULT_SPOOL": "netpol_learn._sniff._spool",
+    "DEFAULT_SPOOL_SIZE": "netpol_learn._sniff._spool",
+    "Spool": "netpol_learn._sniff._spool",
+    "Spooled": "netpol_learn._sniff._spool",
+    "parse_spool_name": "netpol_learn._sniff._spool",
+    "spool_name": "netpol_learn._sniff._spool",
+    "SegmentWriter": "netpol_learn._sniff._writer",
+}
 
 __all__ = [
     "DEFAULT_DRAIN",
@@ -122,3 +143,30 @@ __all__ = [
     "sniff",
     "spool_name",
 ]
+
+
+def __getattr__(name: str):
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'netpol_learn._sniff' has no attribute {name!r}")
+    value = getattr(import_module(home), name)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eagerly
+    from netpol_learn._sniff._filter import FILTER, SNAPLEN, compile_program
+    from netpol_learn._sniff._interfaces import DEFAULT_INTERFACES, discover
+    from netpol_learn._sniff._limit import ConnectionLimit
+    from netpol_learn._sniff._podwatch import PodWatcher
+    from netpol_learn._sniff._ring import Batch, PacketRing
+    from netpol_learn._sniff._sender import DEFAULT_DRAIN, Sender, check_token_file, segments_url
+    from netpol_learn._sniff._defaults import DEFAULT_INTERVAL, DEFAULT_MAX_CONNECTIONS, DEFAULT_PROC
+    from netpol_learn._sniff._sniffer import NO_PERMISSION, Options, Sniffer, run_until_signalled, sniff
+    from netpol_learn._sniff._sockets import Scan, SocketScanner, SocketState, connections, correct
+    from netpol_learn._sniff._spool import DEFAULT_SPOOL, DEFAULT_SPOOL_SIZE, Spool, Spooled, parse_spool_name, spool_name
+    from netpol_learn._sniff._writer import SegmentWriter

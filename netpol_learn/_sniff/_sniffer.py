@@ -36,20 +36,16 @@ from netpol_learn._sniff._sockets import BackgroundScans, Scan, SocketScanner, S
 from netpol_learn._sniff._spool import DEFAULT_SPOOL, DEFAULT_SPOOL_SIZE, Spool
 from netpol_learn._sniff._writer import SegmentWriter
 
-DEFAULT_INTERVAL = 60.0
-#: Distinct connections per interval by default: with ``MEMORY_PER_CONNECTION`` and
-#: ``MEMORY_FIXED``, what the DaemonSet's 512 MiB limit holds with ``MEMORY_MARGIN`` to spare.
-DEFAULT_MAX_CONNECTIONS = 75_000
-#: Peak resident memory per connection of ``--max-connections``, each its own flow, with one
-#: interval's segment being written (rendered, spooled gzip'd, written) while the next fills to
-#: the bound; and the rest (interpreter, numpy, one 8 MiB ring). Measured with
-#: ``benchmarks/bench_sniff.py --many-flows`` (peaks of 172.6, 266.0 and 380.5 MiB at 25,000,
-#: 50,000 and 100,000) and rounded up: the model is above every measured peak.
-MEMORY_PER_CONNECTION = 4_000
-MEMORY_FIXED = 80 << 20
-#: What a container's memory limit leaves above ``peak_memory`` of its bound.
-MEMORY_MARGIN = 1.3
-DEFAULT_PROC = "/proc"
+# The defaults and the memory model live in _defaults (the command line shows them without
+# importing the sniffer); here they are the same names as ever.
+from netpol_learn._sniff._defaults import (  # noqa: E402
+    DEFAULT_INTERVAL,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_PROC,
+    MEMORY_FIXED,
+    MEMORY_MARGIN,  # noqa: F401 - read here by the manifests test
+    MEMORY_PER_CONNECTION,
+)
 
 Warn = Callable[[str], None]
 
