@@ -21,8 +21,9 @@ Errors are ``NetpolLearnError`` subclasses with one-line messages (the CLI print
 
 __version__ = "0.1.0"
 
-from importlib import import_module
 from typing import TYPE_CHECKING
+
+from netpol_learn._lazy import on_first_use
 
 # Each public name and the private module that defines it. They are imported on first use
 # (PEP 562), so `import netpol_learn` and every CLI command start without loading the stages they
@@ -118,17 +119,7 @@ _HOMES = {
 __all__ = sorted(_HOMES)
 
 
-def __getattr__(name: str):
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'netpol_learn' has no attribute {name!r}")
-    value = getattr(import_module(home), name)
-    globals()[name] = value  # the next lookup is a plain attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = on_first_use(globals(), _HOMES)
 
 
 if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eagerly

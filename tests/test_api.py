@@ -73,10 +73,11 @@ def test_star_import_in_a_fresh_process_gives_exactly_all():
 
 
 def test_importing_the_package_loads_no_stage():
-    """The CLI starts fast: `import netpol_learn` loads the stages' modules only when used."""
+    """The CLI starts fast: `import netpol_learn` loads the stages' modules only when used (it
+    loads one module of its own, netpol_learn._lazy: what loads them, 30 lines, no stage)."""
     code = "import sys, netpol_learn; print(sorted(m for m in sys.modules if m.startswith(('netpol_learn.', 'numpy', 'jinja2', 'yaml', 'kubernetes'))))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
-    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+    assert out.returncode == 0 and out.stdout.strip() == "['netpol_learn._lazy']", out.stdout + out.stderr
 
 
 def _module_name(path: Path) -> str:

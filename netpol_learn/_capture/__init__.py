@@ -35,8 +35,9 @@ its socket scan falls back on).
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING
+
+from netpol_learn._lazy import on_first_use
 
 DEFAULT_DEDUP_WINDOW = 0.1  # seconds
 #: What ``input_format`` may say: by content, packet captures only, Hubble's flow records only.
@@ -65,17 +66,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'netpol_learn._capture' has no attribute {name!r}")
-    value = getattr(import_module(home), name)
-    globals()[name] = value  # the next lookup is a plain attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = on_first_use(globals(), _HOMES)
 
 
 if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eagerly

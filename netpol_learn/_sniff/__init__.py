@@ -67,8 +67,9 @@ character device.
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING
+
+from netpol_learn._lazy import on_first_use
 
 #: Where each name lives, loaded on first use: the command line shows the defaults (``_defaults``,
 #: ``_spool``, ``_sender``) without importing the sniffer and numpy.
@@ -145,17 +146,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'netpol_learn._sniff' has no attribute {name!r}")
-    value = getattr(import_module(home), name)
-    globals()[name] = value  # the next lookup is a plain attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = on_first_use(globals(), _HOMES)
 
 
 if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eagerly
