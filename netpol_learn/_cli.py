@@ -301,15 +301,22 @@ def _shown(output: str) -> str:
     return output if output != "-" else "stdout"
 
 
-def _beside(calls, paths) -> list:
-    """The ``(fn, args)`` of ``calls``, in turn, in a second process when that pays
-    (``netpol_learn._parallel``); here, when asked for, with --debug, so that an error's
-    traceback is whole."""
+@contextmanager
+def _beside(calls, paths):
+    """The ``Pending`` of each ``(fn, args)`` of ``calls``, made in turn in a second process when
+    that pays (``netpol_learn._parallel``), stopped when the block ends; made here, when asked
+    for, with --debug, so that an error's traceback is whole. Within the block, the inputs read
+    are kept out of the collector's sight until the command is over (``inputs_kept``)."""
     from netpol_learn._parallel import beside
 
-    ctx = click.get_current_context(silent=True)
-    debug = ctx is not None and (ctx.find_root().obj or {}).get("debug")
-    return beside(calls, paths=() if debug else paths, background=not debug)
+    ctx = click.get_current_context()
+    pending = beside(calls, paths=paths, background=not (ctx.find_root().obj or {}).get("debug"))
+    try:
+        with inputs_kept(ctx.call_on_close):
+            yield pending
+    finally:
+        if pending:
+            pending[0].cancel()  # (one process for all of them)
 
 
 def _read_flows(flow_logs) -> FlowLog:
@@ -782,28 +789,24 @@ def verify(policy_paths, inventories, flow_logs, pod_cidr, service_cidr, fmt: st
     calls = [(load_policies_noted, (list(policy_paths),))]
     if inventories:
         calls.append((load_inventory_noted, (list(inventories), pod_cidr, service_cidr)))
-    policies_read, *inventory_read = _beside(calls, [*policy_paths, *inventories])
-    with inputs_kept(click.get_current_context().call_on_close):
+    with _beside(calls, [*policy_paths, *inventories]) as (policies_read, *inventory_read):
         try:
-            try:
-                log = _read_flows(flow_logs)
-            except NetpolLearnError:
-                for note in policies_read.result()[1]:  # the policies' error, if any, is met first in turn
-                    _warn(note)
-                raise
-            policies, notes = policies_read.result()
-            for note in notes:
+            log = _read_flows(flow_logs)
+        except NetpolLearnError:
+            for note in policies_read.result()[1]:  # the policies' error, if any, is met first in turn
                 _warn(note)
-            if inventory_read:
-                inv, warnings, error = inventory_read[0].result()
-                for warning in warnings:
-                    _warn(warning)
-                if error is not None:
-                    raise error
-            else:
-                inv = _load_inventory(inventories, pod_cidr, service_cidr, log)
-        finally:
-            policies_read.cancel()  # the one process of both
+            raise
+        policies, notes = policies_read.result()
+        for note in notes:
+            _warn(note)
+        if inventory_read:
+            inv, warnings, error = inventory_read[0].result()
+            for warning in warnings:
+                _warn(warning)
+            if error is not None:
+                raise error
+        else:
+            inv = _load_inventory(inventories, pod_cidr, service_cidr, log)
     result = verify_flows(log, inv, policies, _resolve_options_of(kw))
     if fmt == "json":
         _write_json(output, verify_json(result))
@@ -838,19 +841,15 @@ def diff(base: Path, new: Path, inventories, flow_logs, pod_cidr, service_cidr, 
 
     # BASE is read in a second process while this one reads the rest (netpol_learn/_parallel.py);
     # errors come out as they would reading in turn: the inventory's, the flow logs', BASE's, NEW's.
-    (base_read,) = _beside([(load_policies_noted, ([base],))], [base])
-    with inputs_kept(click.get_current_context().call_on_close):
+    with _beside([(load_policies_noted, ([base],))], [base]) as (base_read,):
+        inv = _load_inventory(inventories, pod_cidr, service_cidr)
+        log = _read_flows(flow_logs) if flow_logs else None
         try:
-            inv = _load_inventory(inventories, pod_cidr, service_cidr)
-            log = _read_flows(flow_logs) if flow_logs else None
-            try:
-                new_policies, new_notes = load_policies_noted([new])
-            except NetpolLearnError:
-                base_read.result()
-                raise
-            base_policies, notes = base_read.result()
-        finally:
-            base_read.cancel()
+            new_policies, new_notes = load_policies_noted([new])
+        except NetpolLearnError:
+            base_read.result()
+            raise
+        base_policies, notes = base_read.result()
     result = diff_policies(base_policies, new_policies, inv, log, _resolve_options_of(kw))
     for note in dict.fromkeys(notes + new_notes):
         _warn(note)

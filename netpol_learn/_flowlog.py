@@ -519,6 +519,14 @@ _STATS_MARK = _dumps({"kind": "stats"})[1:-1].encode()
 _BAD_LINE = (KeyError, TypeError, ValueError, AttributeError)
 
 
+def _counters(obj: Mapping) -> dict:
+    """A stats line's counters (all but its kind), checked (``_counters_problem``)."""
+    counters = {k: v for k, v in obj.items() if k != "kind"}
+    if (problem := _counters_problem(counters)) is not None:
+        raise ValueError(problem)
+    return counters
+
+
 def _counters_problem(counters: Mapping, where: str = "") -> str | None:
     """What is wrong with a stats line's counters, or None: each is a count (an integer, not
     negative) or a mapping of counters (``tunnels``, ``warnings``), so that merging adds them."""
@@ -623,16 +631,13 @@ class SegmentReader:
             if not seg.headed and not self.strict:
                 return None  # unread lines without a header, up to the next one: one incomplete segment
             self._open = None
-            counters = {k: v for k, v in obj.items() if k != "kind"}
-            if seg.problem is None and (problem := _counters_problem(counters)) is not None:
-                if self._by_orjson:  # read again as json reads it: they differ in numbers past 64 bits
-                    counters = {k: v for k, v in self._exact().items() if k != "kind"}
-                    problem = _counters_problem(counters)
-            if seg.problem is None and problem is not None:
-                self._bad(seg, kind, ValueError(problem))
+            if seg.problem is None:
+                try:
+                    seg.stats = merge_stats({}, self._checked(_counters, obj))
+                except ValueError as exc:
+                    self._bad(seg, kind, exc)
             if seg.problem is not None:
                 return Segment(None, seg.headed, seg.problem)
-            seg.stats = merge_stats({}, counters)
             return Segment(seg.log(), seg.headed)
         if seg.problem is not None or (not seg.headed and not self.strict):
             return None
@@ -647,10 +652,6 @@ class SegmentReader:
             self._bad(seg, kind, exc)
         return None
 
-    def _exact(self) -> dict:
-        """The line being read, as ``json`` reads it."""
-        return json.loads(self._line)
-
     def _checked(self, read, obj: dict, *args):
         """``read(obj, *args)``; where orjson read the line and ``read`` finds it invalid, ``read``
         of the line as ``json`` reads it (the two differ in numbers past 64 bits, which orjson
@@ -660,7 +661,7 @@ class SegmentReader:
         except _BAD_LINE:
             if not self._by_orjson:
                 raise
-        return read(self._exact(), *args)
+        return read(json.loads(self._line), *args)
 
     def close(self) -> Segment | None:
         """End the open segment (at the end of the input): incomplete, if there is one."""

@@ -130,8 +130,9 @@ def _run(send, calls: list[tuple[Callable, tuple]]) -> None:
                 outcome = (False, exc)
             try:
                 send.send(outcome)
-            except Exception:  # noqa: BLE001 - an exception that does not pickle: say what it was
-                send.send((False, RuntimeError(f"{type(outcome[1]).__name__}: {outcome[1]}")))
+            except Exception:  # noqa: BLE001 - what does not pickle: say what it was, and stop there
+                outcome = (False, RuntimeError(f"{type(outcome[1]).__name__}: {outcome[1]}"))
+                send.send(outcome)
             if not outcome[0]:
                 break
     finally:

@@ -119,21 +119,21 @@ def test_daemonset_security_settings_exactly(default_text):
 def test_daemonset_memory_limit_holds_the_default_bound_with_its_margin(default_text):
     # The limit must hold the measured peak at the bound the DaemonSet runs with (its own
     # --max-connections, else the default): one interval being written beside the next filling.
-    from netpol_learn._sniff import _sniffer
+    from netpol_learn._sniff import _defaults, _sniffer  # the memory model, and peak_memory of it
 
     ds = named(default_text)["DaemonSet", "netpol-learn-sniffer"]
     [container] = ds["spec"]["template"]["spec"]["containers"]
     args = container["args"]
-    bound = int(args[args.index("--max-connections") + 1]) if "--max-connections" in args else _sniffer.DEFAULT_MAX_CONNECTIONS
+    bound = int(args[args.index("--max-connections") + 1]) if "--max-connections" in args else _defaults.DEFAULT_MAX_CONNECTIONS
     limit = quantity_value(container["resources"]["limits"]["memory"])
     peak = _sniffer.peak_memory(bound)
-    assert limit >= Decimal(str(_sniffer.MEMORY_MARGIN)) * peak, (bound, limit, peak)
+    assert limit >= Decimal(str(_defaults.MEMORY_MARGIN)) * peak, (bound, limit, peak)
     # ... and not by far: a bound well above the default would not fit (the figures constrain).
-    assert limit < Decimal(str(_sniffer.MEMORY_MARGIN)) * _sniffer.peak_memory(2 * bound)
+    assert limit < Decimal(str(_defaults.MEMORY_MARGIN)) * _sniffer.peak_memory(2 * bound)
     # The figures the docs give are the ones checked here.
     doc = (Path(__file__).resolve().parent.parent / "docs" / "sniffer.md").read_text()
-    assert f"about {_sniffer.MEMORY_PER_CONNECTION:,} bytes per connection" in doc
-    assert f"{_sniffer.MEMORY_FIXED >> 20} MiB" in doc and f"--max-connections {bound}]" in doc
+    assert f"about {_defaults.MEMORY_PER_CONNECTION:,} bytes per connection" in doc
+    assert f"{_defaults.MEMORY_FIXED >> 20} MiB" in doc and f"--max-connections {bound}]" in doc
 
 
 def test_daemonset_posts_to_the_service_and_keeps_its_log(default_text):

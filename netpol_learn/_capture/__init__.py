@@ -60,10 +60,7 @@ _HOMES = {
     "CaptureWarning": "netpol_learn._capture._files",
 }
 
-__all__ = [
-    "DEFAULT_DEDUP_WINDOW", "INPUT_FORMATS", "OK", "PAD", "STDIN", "Aggregator", "CaptureWarning", "Packets", "capture_file",
-    "capture_files", "check_inputs", "decide_direction", "decode", "mix", "read_stream",
-]
+__all__ = sorted([*_HOMES, "DEFAULT_DEDUP_WINDOW", "INPUT_FORMATS", "STDIN"])
 
 
 __getattr__, __dir__ = on_first_use(globals(), _HOMES)

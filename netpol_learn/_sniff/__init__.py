@@ -109,41 +109,7 @@ _HOMES = {
     "SegmentWriter": "netpol_learn._sniff._writer",
 }
 
-__all__ = [
-    "DEFAULT_DRAIN",
-    "DEFAULT_INTERFACES",
-    "DEFAULT_INTERVAL",
-    "DEFAULT_MAX_CONNECTIONS",
-    "DEFAULT_PROC",
-    "DEFAULT_SPOOL",
-    "DEFAULT_SPOOL_SIZE",
-    "FILTER",
-    "NO_PERMISSION",
-    "SNAPLEN",
-    "Batch",
-    "ConnectionLimit",
-    "Options",
-    "PacketRing",
-    "PodWatcher",
-    "Scan",
-    "SegmentWriter",
-    "Sender",
-    "Sniffer",
-    "SocketScanner",
-    "SocketState",
-    "Spool",
-    "Spooled",
-    "check_token_file",
-    "compile_program",
-    "connections",
-    "correct",
-    "discover",
-    "parse_spool_name",
-    "run_until_signalled",
-    "segments_url",
-    "sniff",
-    "spool_name",
-]
+__all__ = sorted(_HOMES)
 
 
 __getattr__, __dir__ = on_first_use(globals(), _HOMES)

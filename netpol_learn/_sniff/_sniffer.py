@@ -19,6 +19,8 @@ from netpol_learn._capture import DEFAULT_DEDUP_WINDOW, Aggregator, decode
 from netpol_learn._errors import SniffError
 from netpol_learn._signals import on_stop
 from netpol_learn._flowlog import FlowLog, dumps_lines, merge_logs
+# The defaults and the memory model (the command line shows them without importing the sniffer).
+from netpol_learn._sniff._defaults import DEFAULT_INTERVAL, DEFAULT_MAX_CONNECTIONS, DEFAULT_PROC, MEMORY_FIXED, MEMORY_PER_CONNECTION
 from netpol_learn._sniff._filter import compile_program
 from netpol_learn._sniff._interfaces import (
     DEFAULT_INTERFACES,
@@ -36,16 +38,6 @@ from netpol_learn._sniff._sockets import BackgroundScans, Scan, SocketScanner, S
 from netpol_learn._sniff._spool import DEFAULT_SPOOL, DEFAULT_SPOOL_SIZE, Spool
 from netpol_learn._sniff._writer import SegmentWriter
 
-# The defaults and the memory model live in _defaults (the command line shows them without
-# importing the sniffer); here they are the same names as ever.
-from netpol_learn._sniff._defaults import (  # noqa: E402
-    DEFAULT_INTERVAL,
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_PROC,
-    MEMORY_FIXED,
-    MEMORY_MARGIN,  # noqa: F401 - read here by the manifests test
-    MEMORY_PER_CONNECTION,
-)
 
 Warn = Callable[[str], None]
 
