@@ -6,11 +6,13 @@ Python object per line: a 500-node cluster's sniffers write about 3 M flow lines
 lines, which as ``Flow`` objects need about 10 GB and six minutes (benchmarks/README.md).
 
 Why DuckDB (issue 15, measured on this machine): it reads the lines' JSON in C++ on every core
-into typed columns (50 node logs, 611,000 lines, 232 MB: 1.1 s), groups, sorts and formats them
-there, and spills to disk past its memory limit. msgspec decodes the same lines into Python
-objects at about 3 µs a line (the time strings are the cost) before any merging; Polars reads
-JSON Lines as fast but has no per-row string formatting, so writing the lines would be Python's
-again.
+into typed columns (50 node logs, 611,000 lines, 232 MB: 1.1 s), groups and sorts them there,
+formats the lines of merged keys, and spills to disk past its memory limit. The lines it sorts
+are not its payload: it says where each is (file and line number), and runs of lines that
+follow each other in a file are copied from there by the kernel (``_Sources``). msgspec
+decodes the same lines into Python objects at about 3 µs a line (the time strings are the cost)
+before any merging; Polars reads JSON Lines as fast but has no per-row string formatting, so
+writing the lines would be Python's again.
 
 Only what the one writer writes goes this way, checked line by line: a flow or dns line is taken
 when the line DuckDB formats back from its parsed fields is byte for byte the line read (an ASCII
@@ -19,27 +21,26 @@ ports, times, runs, protocol, evidence, entities) and its addresses are IP addre
 whose lines are all taken, with its header (version 2) first and its stats line last, is merged
 here; any other file is read by ``read_flow_log`` (the reference, and its errors) and its flows
 and dns observations join the columns as the lines the writer writes of them. When that is not
-possible either, or DuckDB fails, ``merge_files`` returns None and the caller merges the
-reference way.
+possible either, DuckDB fails, or a file changed between DuckDB's read and the copy of its
+lines, ``merge_files`` returns None and the caller merges the reference way.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import stat
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from netpol_learn._errors import FlowLogError, OutputError
+from netpol_learn._errors import FlowLogError
 from netpol_learn._flowlog import (
     DIRECTION_METHODS, ENTITIES, EVIDENCE, MAX_CLIENT_PORTS, RUN_GAP, FlowLog, dns_line, dumps_lines, flow_line, is_address,
     merge_logs, merge_stats, read_flow_log, read_segment,
 )
-from netpol_learn._output import WrittenBy, append_file, write_data
+from netpol_learn._output import WrittenBy, copy_range, write_all, write_data
 
 #: Files read by DuckDB in one statement: their text is held while it is parsed.
 BATCH_FILES = 50
@@ -60,7 +61,7 @@ def _sql_list(items: Iterable[str]) -> str:
 
 
 _FLOW_JSON = "'" + json.dumps({
-    "bytes": "BIGINT", "client_ports": ["BIGINT"], "connections": "BIGINT", "direction": "MAP(VARCHAR, BIGINT)",
+    "bytes": "BIGINT", "client_ports": ["BIGINT"], "connections": "BIGINT", "direction": {m: "BIGINT" for m in _METHODS},
     "dst": "VARCHAR", "dst_entity": "VARCHAR", "dst_pods": ["VARCHAR"], "evidence": "VARCHAR", "first_seen": "VARCHAR",
     "last_seen": "VARCHAR", "packets": "BIGINT", "port": "BIGINT", "proto": "VARCHAR", "runs": [["VARCHAR"]],
     "src": "VARCHAR", "src_entity": "VARCHAR", "src_pods": ["VARCHAR"],
@@ -75,7 +76,10 @@ _DIRECTION = ", ".join(f"CASE WHEN {_DCOL[m]} IS NOT NULL THEN concat('\"{m}\": 
 # The writer's lines (``flow_line``, ``dns_line``) as SQL macros of the parsed columns (times in
 # microseconds, ports of a flow's key -1 for none), and the checks of the reader's rules.
 # ``concat`` (not ``||``, several times slower here) reads NULL as '': every field is checked
-# not to be NULL where a line is taken.
+# not to be NULL where a line is taken. The parse is lenient where the comparison with the line
+# written back is strict: a flow's direction is a struct of the known methods (an unknown one is
+# not written back) and times are cast (a time not in the writer's form is not written back as
+# it was); faster than a map and strptime (a fifth of the parse, measured).
 _MACROS = f"""
 CREATE MACRO q(s) AS concat('"', s, '"');
 CREATE MACRO qlist(l) AS concat('[', array_to_string(list_transform(l, lambda x: concat('"', x, '"')), ', '), ']');
@@ -101,7 +105,7 @@ CREATE MACRO dns_line(answers, client, first_us, last_us, qname, qtype, queries,
   '], "client": ', q(client), ', "first_seen": ', t(first_us), ', "kind": "dns", "last_seen": ', t(last_us),
   ', "qname": ', q(qname), ', "qtype": ', q(qtype), ', "queries": ', queries, ', "rcodes": ', qlist(rcodes),
   ', "resolver": ', q(resolver), ', "responses": ', responses, ', "transports": ', qlist(transports), '}}');
-CREATE MACRO us(s) AS epoch_us(try_strptime(s, '{_TIME}'));
+CREATE MACRO us(s) AS epoch_us(TRY_CAST(s AS TIMESTAMP));
 CREATE MACRO addr_sort(a) AS contains(a, ':');
 CREATE MACRO tr_sort(l) AS list_transform(list_sort(list_transform(l,
     lambda x: {{'a': addr_sort(x.src), 's': x.src, 'b': addr_sort(x.dst), 'd': x.dst, 'p': coalesce(x.port, -1), 'x': x}})), lambda y: y.x);
@@ -113,7 +117,7 @@ SELECT file, lineno, line, j.src AS src, j.dst AS dst, j.proto AS proto, coalesc
        coalesce(j.src_pods, []) AS src_pods, coalesce(j.dst_pods, []) AS dst_pods,
        coalesce(j.src_entity, '') AS src_entity, coalesce(j.dst_entity, '') AS dst_entity,
        j.packets AS packets, j.bytes AS bytes, j.connections AS connections, us(j.first_seen) AS first_us, us(j.last_seen) AS last_us,
-       {', '.join(f"j.direction['{m}'] AS {_DCOL[m]}" for m in _METHODS)},
+       {', '.join(f'j.direction."{m}" AS {_DCOL[m]}' for m in _METHODS)},
        coalesce(j.client_ports, []) AS client_ports, coalesce(j.translated, []) AS translated,
        list_transform(j.runs, lambda r: {{'a': us(r[1]), 'b': us(r[2]), 'n': TRY_CAST(r[3] AS BIGINT), 'len': len(r)}}) AS runs0,
        j.port AS port0
@@ -196,10 +200,13 @@ def merge_files(paths: list[Path], output: str) -> Merged | None:
                                      "preserve_insertion_order": False})
         try:
             state = _load(con, paths, Path(tmp))
-            counts = _counts(con)
-            # DuckDB fills a regular file's temporary file beside it, else a temporary file
-            # copied once whole: nothing reaches standard output unless all of it can.
-            write_data(output, WrittenBy(_fill(con, state, Path(tmp), output)))
+            try:
+                counts = _counts(con, state, Path(tmp))
+                # A regular file's temporary file beside it is filled, else a temporary file
+                # copied once whole: nothing reaches standard output unless all of it can.
+                write_data(output, WrittenBy(_fill(con, state)))
+            finally:
+                state.files.close()
         except (_Unusable, duckdb.Error):
             return None
         finally:
@@ -227,6 +234,7 @@ class _State:
     stats: dict
     sources: set
     endpoints: list
+    files: "_Sources"
 
 
 def _load(con, paths: list[Path], tmp: Path) -> _State:
@@ -234,7 +242,7 @@ def _load(con, paths: list[Path], tmp: Path) -> _State:
     con.execute("CREATE TEMP TABLE lines (file INTEGER, lineno BIGINT, line VARCHAR)")
     con.execute(f"CREATE TABLE flows AS SELECT * FROM ({_parsed_flows(0)}) WHERE false")
     con.execute(f"CREATE TABLE dns AS SELECT * FROM ({_parsed_dns(0)}) WHERE false")
-    state = _State(stats={}, sources=set(), endpoints=[])
+    state = _State(stats={}, sources=set(), endpoints=[], files=_Sources())
     slow: list[int] = []
     for start in range(0, len(paths), BATCH_FILES):
         slow += _load_batch(con, paths, start, state)
@@ -247,11 +255,11 @@ def _load(con, paths: list[Path], tmp: Path) -> _State:
     return state
 
 
-def _split(con, files: list[str]) -> None:
-    """The lines of ``files`` (their index, line number from 1, text) in the table ``lines``."""
+def _split(con, files: list[str], table: str = "lines") -> None:
+    """The lines of ``files`` (their index, line number from 1, text) in the table ``table``."""
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE lines AS SELECT list_position(?, filename)::INTEGER - 1 AS file, "
-        "unnest(generate_series(1, len(l))) AS lineno, unnest(l) AS line "
+        f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT list_position(?, filename)::INTEGER - 1 AS file, "
+        "generate_subscripts(l, 1) AS lineno, unnest(l) AS line "
         "FROM (SELECT filename, string_split(content, chr(10)) AS l FROM read_text(?))", [files, files])
 
 
@@ -279,25 +287,29 @@ def _parsed_flows(base: int) -> str:
     """The flow lines of ``lines`` as the rows of ``flows``: the file (its index plus ``base``),
     ``ok`` where the line is the writer's (what ``flow_line`` writes of the fields parsed: so the
     fields are what the reference reads) and valid, the key (its fields, to sort by, and its
-    hashes), the translated addresses and the line. The other fields are parsed again from the
-    line only for keys in several lines (``_counts``): kept for every line, they cost more to
-    store than to parse (measured: 9.2 s of 15.3 at 100 logs went into storing them)."""
+    hashes), the translated addresses and the line's number in its file (the writer copies the
+    line from there: ``_Sources``). The other fields are parsed again from the line only for
+    keys in several lines (``_counts``): kept for every line, they cost more to store than to
+    parse (measured: 9.2 s of 15.3 at 100 logs went into storing them)."""
     return (f"SELECT file + {base} AS file, (({_FLOW_OK}) AND line = flow_line({_FLOW_ARGS}) AND strlen(line) = length(line)) IS TRUE AS ok, "
             f"{_FLOW_KEY}, {_FLOW_HASHES}, "
-            "list_concat(list_transform(translated, lambda x: x.src), list_transform(translated, lambda x: x.dst)) AS ta, line "
+            "list_concat(list_transform(translated, lambda x: x.src), list_transform(translated, lambda x: x.dst)) AS ta, lineno "
             f"FROM ({_flow_fields(_FLOW_LINES)})")
 
 
 def _parsed_dns(base: int) -> str:
     """The dns lines of ``lines`` as the rows of ``dns``, as ``_parsed_flows``."""
     return (f"SELECT file + {base} AS file, (({_DNS_OK}) AND line = dns_line({_DNS_ARGS}) AND strlen(line) = length(line)) IS TRUE AS ok, "
-            f"{_DNS_KEY}, {_DNS_HASHES}, line FROM ({_dns_fields(_DNS_LINES)})")
+            f"{_DNS_KEY}, {_DNS_HASHES}, lineno FROM ({_dns_fields(_DNS_LINES)})")
 
 
 def _load_batch(con, paths: list[Path], start: int, state: _State) -> list[int]:
     """Parse the files ``paths[start:start + BATCH_FILES]`` into the tables; the indices of those
     whose lines are not all taken are returned, for the reference reader."""
     batch = paths[start : start + BATCH_FILES]
+    for i, p in enumerate(batch):
+        if not state.files.add(start + i, str(p)):
+            return list(range(start, start + len(batch)))  # gone, or not a regular file: the reference reader says
     try:
         _split(con, [str(p) for p in batch])
     except Exception:  # noqa: BLE001 - not UTF-8 text, say: the reference reader words why
@@ -355,6 +367,8 @@ def _load_slow(con, paths: list[Path], state: _State, tmp: Path) -> None:
             state.endpoints.extend(log.endpoints)
             out.writelines(flow_line(f) + "\n" for f in log.flows)
             out.writelines(dns_line(d) + "\n" for d in log.dns)
+    if not state.files.add(-1, str(text)):
+        raise _Unusable  # (the merge's own temporary file: never)
     _split(con, [str(text)])
     con.execute(f"INSERT INTO flows {_parsed_flows(-1)}")
     con.execute(f"INSERT INTO dns {_parsed_dns(-1)}")
@@ -364,17 +378,18 @@ def _load_slow(con, paths: list[Path], state: _State, tmp: Path) -> None:
         raise _Unusable  # a string the plain quoting does not write (an escape): the reference way
 
 
-def _counts(con) -> tuple[int, int]:
+def _counts(con, state: _State, tmp: Path) -> tuple[int, int]:
     """Count the lines of each key (tables ``kf``, ``kd``), and merge the keys in several lines:
-    their lines parsed again (``fm``, ``dm``), their fields summed (``gf``, ``gd``: one row per
-    key), their runs and answers united (``mr``, ``ma``); the numbers of flows and dns
-    observations."""
+    their lines copied from their files (``_multi``) and parsed again (``fm``, ``dm``), their
+    fields summed (``gf``, ``gd``: one row per key), their runs and answers united (``mr``,
+    ``ma``); the numbers of flows and dns observations."""
     for table, counts in (("flows", "kf"), ("dns", "kd")):
         con.execute(f"CREATE TABLE {counts} AS SELECT k, count(*) AS members, min(k2) <> max(k2) AS clash FROM {table} GROUP BY k")
         if con.execute(f"SELECT count(*) FROM {counts} WHERE clash").fetchone()[0]:
             raise _Unusable  # two keys with one hash
+    con.execute("DROP TABLE lines")
     # A key in one line (most, across nodes) is written as that line; the others are summed.
-    con.execute(f"CREATE TABLE fm AS SELECT {_FLOW_HASHES}, * FROM ({_flow_fields(_multi('flows', 'kf'))})")
+    con.execute(f"CREATE TABLE fm AS SELECT {_FLOW_HASHES}, * FROM ({_flow_fields(_multi(con, state, 'flows', 'kf', tmp))})")
     con.execute(f"""
 CREATE TABLE gf AS
 SELECT k, {', '.join(f"first({c}) AS {c}" for c in _FLOW_KEY.split(', '))}, sum(packets)::BIGINT AS packets,
@@ -395,7 +410,7 @@ x AS (SELECT *, sum(CASE WHEN prev IS NULL OR a > prev + {_GAP_US} THEN 1 ELSE 0
                   OVER (PARTITION BY k ORDER BY a, b, n, i ROWS UNBOUNDED PRECEDING) AS run FROM w)
 SELECT k, list({{'a': ra, 'b': rb, 'n': rn}} ORDER BY ra) AS runs
 FROM (SELECT k, run, min(a) AS ra, max(b) AS rb, sum(n)::BIGINT AS rn FROM x GROUP BY k, run) GROUP BY k""")
-    con.execute(f"CREATE TABLE dm AS SELECT {_DNS_HASHES}, * FROM ({_dns_fields(_multi('dns', 'kd'))})")
+    con.execute(f"CREATE TABLE dm AS SELECT {_DNS_HASHES}, * FROM ({_dns_fields(_multi(con, state, 'dns', 'kd', tmp))})")
     con.execute(f"""
 CREATE TABLE gd AS
 SELECT k, {', '.join(f"first({c}) AS {c}" for c in _DNS_KEY.split(', '))}, sum(queries)::BIGINT AS queries,
@@ -408,85 +423,168 @@ CREATE TABLE ma AS
 SELECT k, list({'data': data, 'name': name, 'ttl': ttl, 'type': type} ORDER BY name, type, data) AS answers FROM (
   SELECT k, name, type, data, max(ttl) AS ttl FROM (SELECT k, unnest(answers, recursive := true) FROM dm) GROUP BY k, name, type, data)
 GROUP BY k""")
-    con.execute("DROP TABLE fm; DROP TABLE dm; DROP TABLE lines")
+    con.execute("DROP TABLE fm; DROP TABLE dm; DROP TABLE IF EXISTS multi")
     nf = con.execute("SELECT count(*) FROM kf").fetchone()[0]
     nd = con.execute("SELECT count(*) FROM kd").fetchone()[0]
     return nf, nd
 
 
-def _multi(table: str, counts: str) -> str:
-    """The lines of ``table`` whose key is in several lines, as a source of ``_flow_fields``."""
-    return f"(SELECT 0 AS file, 0 AS lineno, line FROM {table} SEMI JOIN (SELECT k FROM {counts} WHERE members > 1) USING (k))"
+def _multi(con, state: _State, table: str, counts: str, tmp: Path) -> str:
+    """The lines of ``table`` whose key is in several lines, as a source of ``_flow_fields``:
+    copied from their files into one (in the merge's temporary directory) and read back."""
+    rows = con.execute(f"SELECT file, lineno, NULL::VARCHAR AS text FROM {table} "
+                       f"SEMI JOIN (SELECT k FROM {counts} WHERE members > 1) USING (k) ORDER BY file, lineno").fetchnumpy()
+    name = tmp / f"multi-{table}.jsonl"
+
+    def fill(filled: str) -> None:
+        fd = os.open(filled, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            state.files.copy_lines(fd, rows)
+        finally:
+            os.close(fd)
+    write_data(name, WrittenBy(fill))
+    _split(con, [str(name)], table="multi")
+    return "(SELECT 0 AS file, 0 AS lineno, line FROM multi WHERE line <> '')"
 
 
-def _copy(con, query: str, name: str) -> None:
-    """The lines ``query`` selects, in its order, written to the file ``name`` by DuckDB: one
-    column, none quoted (every line is ASCII without control characters, by the rules of what
-    is taken)."""
-    if "'" in name:
-        raise _Unusable  # (a temporary file's name, in SQL: never)
-    con.execute(f"COPY ({query}) TO '{name}' (FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\x01')")
+class _Sources:
+    """The files whose lines the merge copies, by their index in the tables (-1: the lines of
+    the files the reference reader read): each opened once, checked to be the file DuckDB read
+    (device, inode, size, modification time, before and after), its lines' starts found when
+    first needed. Only bytes that were checked are copied: a line is taken only when it is the
+    writer's line of its fields (``_parsed_flows``), so copied it is what ``flow_line`` writes."""
+
+    def __init__(self):
+        self._paths: dict[int, str] = {}
+        self._stamps: dict[int, tuple] = {}
+        self._fds: dict[int, int] = {}
+        self._starts: dict = {}
+
+    def add(self, index: int, path: str) -> bool:
+        """Note the file ``path`` (before DuckDB reads it); False when it is not a regular file."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        self._paths[index] = path
+        self._stamps[index] = _stamp(st)
+        return True
+
+    def _open(self, index: int) -> int:
+        fd = self._fds.get(index)
+        if fd is None:
+            try:
+                fd = os.open(self._paths[index], os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                raise _Unusable from None  # gone since: the reference reader says why
+            self._fds[index] = fd
+            if _stamp(os.fstat(fd)) != self._stamps[index]:
+                raise _Unusable  # changed since DuckDB read it: read again, the reference way
+        return fd
+
+    def _line_starts(self, index: int):
+        import numpy as np
+
+        starts = self._starts.get(index)
+        if starts is None:
+            fd = self._open(index)
+            with open(fd, "rb", closefd=False) as f:
+                f.seek(0)
+                data = np.fromfile(f, dtype=np.uint8)
+            # Line n (from 1) is bytes starts[n - 1]:starts[n], its newline included.
+            starts = np.concatenate(([0], np.flatnonzero(data == 10) + 1))
+            if len(data) and data[-1] != 10:
+                starts = np.append(starts, len(data))
+            self._starts[index] = starts
+        return starts
+
+    def copy_lines(self, out: int, rows: dict) -> None:
+        """Write to the descriptor ``out`` the lines ``rows`` names, in order (a column each,
+        from DuckDB's ``fetchnumpy``): ``file`` and ``lineno`` a line of a file, or ``file``
+        -2 and ``text`` a line DuckDB wrote (a merged key's). A run of lines that follow each
+        other in one file is one copy by the kernel: the rows are few Python steps, not one each."""
+        import numpy as np
+
+        file = np.asarray(rows["file"])
+        if not len(file):
+            return
+        lineno = np.asarray(np.ma.getdata(rows["lineno"])).astype(np.int64)
+        text = file == -2
+        if text.any():
+            lineno[text] = np.arange(1, int(text.sum()) + 1)  # the texts in order: one run where they follow each other
+            texts = np.ma.getdata(rows["text"])[text].tolist()
+        cut = np.flatnonzero((file[1:] != file[:-1]) | (lineno[1:] != lineno[:-1] + 1)) + 1
+        starts, ends = np.concatenate(([0], cut)).tolist(), np.concatenate((cut, [len(file)])).tolist()
+        for a, b in zip(starts, ends):
+            f, first = int(file[a]), int(lineno[a])
+            if f == -2:
+                write_all(out, "".join(t + "\n" for t in texts[first - 1 : first - 1 + b - a]).encode())
+                continue
+            at = self._line_starts(f)
+            if first + b - a - 1 >= len(at):
+                raise _Unusable  # fewer lines than DuckDB read: changed since
+            size = int(at[first + b - a - 1] - at[first - 1])
+            if copy_range(out, self._open(f), int(at[first - 1]), size) != size:
+                raise _Unusable  # cut short since
+
+    def check(self) -> None:
+        """``_Unusable`` when a file changed while its lines were copied (before the output is
+        in place: the reference way writes it)."""
+        if any(_stamp(os.fstat(fd)) != self._stamps[index] for index, fd in self._fds.items()):
+            raise _Unusable
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
 
-def _io_reason(exc: Exception) -> str:
-    """The reason of a DuckDB IO error, as the one writer words an OSError ("No space left on
-    device"): DuckDB names the errno in a JSON detail of its message."""
-    text = str(exc)
-    found = re.search(r'"errno":\s*"?(\d+)', text)
-    if found:
-        return os.strerror(int(found.group(1)))
-    first = text.splitlines()[0] if text else type(exc).__name__
-    return first.rsplit(": ", 1)[-1]
+def _stamp(st: os.stat_result) -> tuple:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def _fill(con, state: _State, tmp: Path, output: str):
-    """What fills the merged log's file (``WrittenBy``): DuckDB's ``COPY`` of the header, the
-    flow lines (in the writer's order), the dns lines (in its order), the endpoints and the
-    stats. Fetched into Python and written from there, the lines took longer than all the rest
-    (15 s of 50 at 500 logs); spooled by DuckDB and copied, 6 s more (the disk)."""
-    import duckdb
-
-    frame = [line.rstrip("\n") for line in dumps_lines(merge_logs([FlowLog(
+def _fill(con, state: _State):
+    """What fills the merged log's file (``WrittenBy``): the header, the flow lines (in the
+    writer's order), the dns lines (in its order), the endpoints and the stats. DuckDB sorts
+    the keys and says where each line is (its file and line number, or the text of a merged
+    key's line); the lines are copied from their files by the kernel. (Sorted with the lines as
+    their payload and written by DuckDB's ``COPY``, the 500-log merge's lines took 17-19 s of
+    its 47; sorting only the keys, 1 s: benchmarks/README.md.)"""
+    frame = [line.encode() for line in dumps_lines(merge_logs([FlowLog(
         stats=state.stats, sources=tuple(state.sources), endpoints=tuple(state.endpoints))]))]
-    con.execute("CREATE TEMP TABLE frame AS SELECT p AS part, generate_subscripts(l, 1) AS i, unnest(l) AS line "
-                "FROM (SELECT unnest([0, 3]) AS p, unnest([?::VARCHAR[], ?::VARCHAR[]]) AS l)", [frame[:1], frame[1:]])
     # The addresses ranked in the writer's order (IPv4 first, then as text): integers sort much
-    # faster than the texts, which share long prefixes. '' ranks first and '~' last (neither is an address):
-    # the header is a flow line from '' to '' and the lines after the dns lines a dns line of
-    # the client '~', so that each part is one sort of its lines as they are (a sort of lines
-    # selected from a union of theirs and others ran out of memory).
+    # faster than the texts, which share long prefixes.
     con.execute("CREATE TABLE ar AS SELECT a, (row_number() OVER (ORDER BY addr_sort(a), a))::INTEGER AS r FROM "
-                "(SELECT src AS a FROM flows UNION SELECT dst FROM flows UNION SELECT client FROM dns UNION SELECT resolver FROM dns) "
-                "UNION ALL SELECT '', 0 UNION ALL SELECT '~', 2147483647")
+                "(SELECT src AS a FROM flows UNION SELECT dst FROM flows UNION SELECT client FROM dns UNION SELECT resolver FROM dns)")
     evidence = _sql_list(EVIDENCE)
-    # The header, then the flow lines in the writer's order (by src, dst, proto, port, evidence,
-    # pods, entities); the dns lines in its order (by client, resolver, qname, qtype), then the
-    # endpoints and the stats.
+    # The flow lines in the writer's order (by src, dst, proto, port, evidence, pods, entities);
+    # the dns lines in its order (by client, resolver, qname, qtype).
     flows = f"""
-SELECT line FROM (
-  SELECT {_FLOW_KEY}, line FROM flows SEMI JOIN (SELECT k FROM kf WHERE members = 1) USING (k)
+SELECT file, lineno, text FROM (
+  SELECT {_FLOW_KEY}, file, lineno, NULL::VARCHAR AS text FROM flows SEMI JOIN (SELECT k FROM kf WHERE members = 1) USING (k)
   UNION ALL
-  SELECT {_FLOW_KEY}, flow_line({_FLOW_ARGS.replace(' runs,', ' mr.runs,')}) FROM gf LEFT JOIN mr USING (k)
-  UNION ALL
-  SELECT '', '', '', 0, '', [], [], '', '', line FROM frame WHERE part = 0) g
+  SELECT {_FLOW_KEY}, -2, 0, flow_line({_FLOW_ARGS.replace(' runs,', ' mr.runs,')}) FROM gf LEFT JOIN mr USING (k)) g
 JOIN ar s ON s.a = g.src JOIN ar d ON d.a = g.dst
 ORDER BY s.r, d.r, proto, port, list_position({evidence}, evidence), src_pods, dst_pods, src_entity, dst_entity"""
     dns = f"""
-SELECT line FROM (
-  SELECT {_DNS_KEY}, line FROM dns SEMI JOIN (SELECT k FROM kd WHERE members = 1) USING (k)
+SELECT file, lineno, text FROM (
+  SELECT {_DNS_KEY}, file, lineno, NULL::VARCHAR AS text FROM dns SEMI JOIN (SELECT k FROM kd WHERE members = 1) USING (k)
   UNION ALL
-  SELECT {_DNS_KEY}, dns_line(coalesce(ma.answers, []), client, first_us, last_us, qname, qtype, queries, rcodes, resolver, responses,
-                              transports) FROM gd LEFT JOIN ma USING (k)
-  UNION ALL
-  SELECT '~', '~', lpad(i::VARCHAR, 12, '0'), '', line FROM frame WHERE part = 3) g
+  SELECT {_DNS_KEY}, -2, 0, dns_line(coalesce(ma.answers, []), client, first_us, last_us, qname, qtype, queries, rcodes, resolver,
+                                   responses, transports) FROM gd LEFT JOIN ma USING (k)) g
 JOIN ar c ON c.a = g.client JOIN ar r ON r.a = g.resolver
 ORDER BY c.r, r.r, qname, qtype"""
 
     def fill(name: str) -> None:
+        fd = os.open(name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            _copy(con, flows, name)
-        except duckdb.IOException as exc:  # a full disk, say: the output's error, not a reason to merge again
-            raise OutputError(f"cannot write {output}: {_io_reason(exc)}") from None
-        _copy(con, dns, str(tmp / "dns.jsonl"))  # (in the merge's temporary directory, removed with it)
-        append_file(name, tmp / "dns.jsonl")  # (an OSError is the output's, worded by the one writer)
+            write_all(fd, frame[0])
+            state.files.copy_lines(fd, con.execute(flows).fetchnumpy())
+            state.files.copy_lines(fd, con.execute(dns).fetchnumpy())
+            write_all(fd, b"".join(frame[1:]))
+            state.files.check()
+        finally:
+            os.close(fd)
     return fill

@@ -139,7 +139,7 @@ def spool(stream, path: str | os.PathLike, chunk: int = 1 << 20) -> None:
         raise OutputError(f"cannot write {path}: {_reason(exc)}") from exc
     try:
         while data := stream.read(chunk):
-            _write_all(fd, data)
+            write_all(fd, data)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {_reason(exc)}") from exc
     finally:
@@ -219,7 +219,7 @@ def _write_in_place(path: Path, data: bytes | Path) -> None:
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {_reason(exc)}") from exc
     try:
-        _write_all(fd, data)
+        write_all(fd, data)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {_reason(exc)}") from exc
     finally:
@@ -251,7 +251,7 @@ def _stage(target: Path, data: bytes | Iterable[bytes] | WrittenBy) -> str:
                 raise OutputError(f"cannot write {target}: what was written is not a regular file")
         _set_mode(fd, old)
         if not isinstance(data, WrittenBy):
-            _write_all(fd, data)
+            write_all(fd, data)
         os.fsync(fd)
     except BaseException as exc:
         if fd >= 0:
@@ -275,7 +275,8 @@ def _set_mode(fd: int, old: os.stat_result | None) -> None:
             os.fchown(fd, old.st_uid, old.st_gid)
 
 
-def _write_all(fd: int, data: bytes | Iterable[bytes] | Path) -> None:
+def write_all(fd: int, data: bytes | Iterable[bytes] | Path) -> None:
+    """All of ``data`` (bytes, chunks of bytes, or a file's contents) written to ``fd``."""
     if isinstance(data, Path):  # a file's contents (``WrittenBy``, filled in a temporary directory)
         _copy_file(fd, data)
         return
@@ -285,36 +286,32 @@ def _write_all(fd: int, data: bytes | Iterable[bytes] | Path) -> None:
             view = view[os.write(fd, view):]
 
 
-def append_file(path: str | os.PathLike, source: str | os.PathLike) -> None:
-    """Append the contents of the file ``source`` to the file ``path`` (one being filled for
-    ``WrittenBy``), copied by the kernel. (Not O_APPEND: Linux's sendfile refuses such a
-    descriptor, and every byte would go through Python.)"""
-    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+def copy_range(fd: int, source: int, offset: int, count: int) -> int:
+    """Write ``count`` bytes of the file open at ``source``, from ``offset``, to ``fd`` (at its
+    position): by ``os.sendfile`` (in the kernel), else (a kernel or target that refuses it
+    before the first byte) read and written. Returns the bytes written: fewer only when the
+    file ends first. (Not O_APPEND targets: Linux's sendfile refuses such a descriptor.)"""
+    done = 0
     try:
-        os.lseek(fd, 0, os.SEEK_END)
-        _copy_file(fd, source)
-    finally:
-        os.close(fd)
+        while done < count:
+            sent = os.sendfile(fd, source, offset + done, min(count - done, 1 << 30))
+            if sent == 0:
+                return done  # the file was cut short: what it has now is what it holds
+            done += sent
+        return done
+    except OSError as exc:
+        if done or exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+    while done < count and (block := os.pread(source, min(count - done, 1 << 22), offset + done)):
+        write_all(fd, block)
+        done += len(block)
+    return done
 
 
 def _copy_file(fd: int, path: str | os.PathLike) -> None:
-    """The contents of the file ``path`` written to ``fd``: by ``os.sendfile`` (in the kernel),
-    else (a kernel or target that refuses it before the first byte) read and written."""
+    """The contents of the file ``path`` written to ``fd`` (``copy_range``)."""
     with open(path, "rb") as src:
-        size = os.fstat(src.fileno()).st_size
-        offset = 0
-        try:
-            while offset < size:
-                sent = os.sendfile(fd, src.fileno(), offset, min(size - offset, 1 << 30))
-                if sent == 0:
-                    break  # the file was cut short: what it has now is what it holds
-                offset += sent
-            return
-        except OSError as exc:
-            if offset or exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
-                raise
-        while block := src.read(1 << 22):
-            _write_all(fd, block)
+        copy_range(fd, src.fileno(), 0, os.fstat(src.fileno()).st_size)
 
 
 def _blocks(chunks: Iterable[bytes], size: int = 1 << 20) -> Iterable[bytes]:

@@ -8,6 +8,7 @@ with the reference's own error for an invalid line."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -148,6 +149,8 @@ ODD = {
     "two segments": [HEADER, _flow_line(), STATS, HEADER, _flow_line(packets=5), STATS],
     "no stats line": [HEADER, _flow_line()],
     "CRLF line ends": [HEADER + "\r", _flow_line() + "\r", STATS + "\r"],
+    "a time in milliseconds": [HEADER, _flow_line(first_seen="2025-06-01T10:00:00.000Z",
+                                                  runs=[["2025-06-01T10:00:00.000Z", "2025-06-01T10:00:01.000000Z", 1]]), STATS],
     "blank lines": ["", HEADER, "", _flow_line(), "   ", STATS, ""],
     "an endpoint line": [HEADER, _flow_line(), '{"address": "10.244.0.5", "entity": "pod", "first_seen": "2025-06-01T10:00:00.000000Z", '
                          '"kind": "endpoint", "last_seen": "2025-06-01T10:00:01.000000Z", "namespace": "a", "pod": "x", "records": 2}', STATS],
@@ -179,6 +182,9 @@ BAD = {
     "runs that do not add up": _flow_line(connections=3),
     "an unknown direction method": _flow_line(direction={"guess": 1}),
     "a time that is none": _flow_line(last_seen="2025-06-31T10:00:01.000000Z"),
+    "a time with an offset": _flow_line(last_seen="2025-06-01T10:00:01.000000+00:00"),
+    "a time with a space": _flow_line(last_seen="2025-06-01 10:00:01.000000Z"),
+    "a time without its fraction": _flow_line(last_seen="2025-06-01T10:00:01Z"),
     "an unknown entity": _flow_line(src_entity="world"),
     "not JSON": '{"bytes": 10, "client_ports": [',
 }
@@ -208,3 +214,53 @@ def test_merge_to_standard_output_is_the_file_it_would_write(tmp_path):
     result = CliRunner().invoke(main, ["merge", *map(str, paths), "-o", "-"])
     assert result.exit_code == 0
     assert result.stdout == reference(paths)
+
+
+def _two_logs(tmp_path) -> list[Path]:
+    paths = []
+    for i in range(2):
+        flows = tuple(Flow(f"10.244.{i}.{j}", "10.96.0.10", "UDP", 53, j, j, 1, BASE + j, BASE + j, (("dns", 1),)) for j in range(1, 40))
+        dns = tuple(DnsObservation(f"10.244.{i}.{j}", "10.96.0.10", f"n{j}.example", "A", 1, 1, BASE, BASE, rcodes=("NOERROR",),
+                                   transports=("udp",)) for j in range(1, 30))
+        paths.append(tmp_path / f"{i}.jsonl")
+        write_flow_log(FlowLog(flows=flows, dns=dns, stats={"packets": 1}, sources=(f"{i}.pcap",)), paths[-1])
+    return paths
+
+
+def test_lines_out_of_the_writers_order_are_taken_and_written_in_it(tmp_path):
+    # Every line the writer's own, but the file's flow and dns lines each in reverse: the merge
+    # copies each line from where it is.
+    paths = _two_logs(tmp_path)
+    lines = paths[1].read_text().splitlines(keepends=True)
+    flows = [x for x in lines if '"kind": "flow"' in x]
+    dns = [x for x in lines if '"kind": "dns"' in x]
+    paths[1].write_text(lines[0] + "".join(reversed(flows)) + "".join(reversed(dns)) + lines[-1])
+    got = columnar(paths, tmp_path / "out.jsonl")
+    assert got is not None, "each line is the writer's own: the columnar way takes the file"
+    assert got == reference(paths)
+
+
+def test_a_file_changed_after_it_was_read_is_merged_as_it_is_now(tmp_path, monkeypatch):
+    import netpol_learn._merge as columnar_merge
+
+    paths = _two_logs(tmp_path)
+    counts = columnar_merge._counts
+
+    def change_then_count(*args):
+        # After DuckDB read the files, before their lines are copied: one flow's packets
+        # change in place (the lines after it move), as a program rewriting the file would leave it.
+        text = paths[1].read_text()
+        assert '"packets": 7,' in text
+        paths[1].write_text(text.replace('"packets": 7,', '"packets": 700,', 1))
+        os.utime(paths[1], ns=(os.stat(paths[1]).st_atime_ns, os.stat(paths[1]).st_mtime_ns + 10**9))
+        return counts(*args)
+
+    monkeypatch.setattr(columnar_merge, "_counts", change_then_count)
+    out = tmp_path / "out.jsonl"
+    assert merge_files(paths, str(out)) is None, "the copy would not be of the lines read: the reference way must merge"
+    assert not out.exists()
+    monkeypatch.setattr(columnar_merge, "_counts", counts)
+    result = CliRunner().invoke(main, ["merge", *map(str, paths), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_text() == reference(paths)
+    assert '"packets": 700,' in out.read_text()
